@@ -1,0 +1,12 @@
+//! The built-in app suite.
+
+pub mod basics;
+
+use std::sync::Arc;
+
+use walkoff_executors::Registry;
+
+/// A registry holding every built-in app.
+pub fn builtin_registry() -> Registry {
+    Registry::new().with(Arc::new(basics::Basics::new()))
+}

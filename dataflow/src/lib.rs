@@ -1,0 +1,24 @@
+//! Compiles walkoff workflows into dataflow plans and runs them.
+//!
+//! `compile` turns a workflow into a [`Plan`] of operators (one module per node kind: [`action`],
+//! [`parallel`], [`condition`], [`transform`], [`trigger`]); an [`Execution`] applies messages to
+//! one run of a plan; the [`Runtime`] drives executions from a [`Bus`].
+
+mod action;
+pub mod bus;
+pub mod compile;
+mod condition;
+pub mod events;
+pub mod execution;
+mod parallel;
+pub mod runtime;
+pub mod script;
+mod transform;
+pub mod trigger;
+
+pub use bus::{Bus, BusError, Delivery, DeliveryId, MemoryBus};
+pub use compile::{compile, Operator, Plan};
+pub use events::{follow, ExecutionSummary, NodeSummary};
+pub use execution::{Effects, Execution, ScriptJob};
+pub use runtime::{ControlError, GlobalProvider, Runtime, RuntimeConfig, SubmitError};
+pub use script::{ScriptLimits, StarlarkChecker};

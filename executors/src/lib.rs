@@ -1,0 +1,317 @@
+//! Running actions: the [`App`] trait, the [`Registry`] of apps, and the executor loop that serves an
+//! app's queue on the bus.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures::FutureExt;
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use walkoff_dataflow::{Bus, BusError, Delivery};
+use walkoff_schema::{ActionRequest, AppApi, AppCatalog, AppRef, NodeResult, Outcome};
+
+/// An app: a set of actions described by its WALKOFF `api.yaml`.
+#[async_trait]
+pub trait App: Send + Sync + 'static {
+    fn api(&self) -> &AppApi;
+
+    /// Run `action` with parameters already checked against the action's JSON Schemas.
+    async fn call(
+        &self,
+        action: &str,
+        parameters: Map<String, Value>,
+    ) -> Result<Value, ActionError>;
+}
+
+/// An action's failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ActionError {
+    pub message: String,
+    /// False when another attempt cannot succeed.
+    pub retryable: bool,
+}
+
+impl ActionError {
+    /// A failure another attempt might not repeat (the default for app errors).
+    pub fn new(message: impl Into<String>) -> ActionError {
+        ActionError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry can fix, such as bad input.
+    pub fn permanent(message: impl Into<String>) -> ActionError {
+        ActionError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// An app with its parameter schemas compiled once.
+pub struct PreparedApp {
+    app: Arc<dyn App>,
+    app_ref: AppRef,
+    validators: HashMap<(String, String), jsonschema::Validator>,
+}
+
+impl PreparedApp {
+    pub fn new(app: Arc<dyn App>) -> PreparedApp {
+        let api = app.api();
+        let mut validators = HashMap::new();
+        for action in &api.actions {
+            for parameter in &action.parameters {
+                if let Some(schema) = &parameter.json_schema {
+                    match jsonschema::draft4::new(schema) {
+                        Ok(v) => {
+                            validators.insert((action.name.clone(), parameter.name.clone()), v);
+                        }
+                        Err(e) => tracing::warn!(
+                            app = %api.name, action = %action.name, parameter = %parameter.name,
+                            error = %e, "invalid parameter schema; values are not checked"
+                        ),
+                    }
+                }
+            }
+        }
+        PreparedApp {
+            app_ref: AppRef {
+                name: api.name.clone(),
+                version: api.app_version.clone(),
+            },
+            app,
+            validators,
+        }
+    }
+
+    pub fn app_ref(&self) -> &AppRef {
+        &self.app_ref
+    }
+
+    pub fn api(&self) -> &AppApi {
+        self.app.api()
+    }
+
+    /// Check parameters against the action's definition: unknown action, unknown or missing
+    /// parameters, and values that do not match their JSON Schema.
+    pub fn check(&self, action: &str, parameters: &Map<String, Value>) -> Result<(), ActionError> {
+        let api = self.app.api();
+        let Some(action_api) = api.action(action) else {
+            return Err(ActionError::permanent(format!(
+                "the app '{}' {} has no action '{action}'",
+                api.name, api.app_version
+            )));
+        };
+        let mut problems = Vec::new();
+        for name in parameters.keys() {
+            if action_api.parameter(name).is_none() {
+                problems.push(format!("unknown parameter '{name}'"));
+            }
+        }
+        for parameter in &action_api.parameters {
+            match parameters.get(&parameter.name) {
+                None if parameter.required => {
+                    problems.push(format!("missing required parameter '{}'", parameter.name))
+                }
+                None => {}
+                Some(value) => {
+                    let key = (action.to_string(), parameter.name.clone());
+                    if let Some(validator) = self.validators.get(&key) {
+                        let errors: Vec<String> = validator
+                            .iter_errors(value)
+                            .map(|e| e.to_string())
+                            .collect();
+                        if !errors.is_empty() {
+                            problems.push(format!(
+                                "parameter '{}' = {value} does not match its schema: {}",
+                                parameter.name,
+                                errors.join("; ")
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ActionError::permanent(problems.join("; ")))
+        }
+    }
+
+    /// Run one request: check its parameters, call the action under its timeout, and turn a panic
+    /// into a failure rather than a lost result.
+    pub async fn run(&self, request: ActionRequest) -> NodeResult {
+        let started_at = Utc::now();
+        let timeout = Duration::from_millis(request.timeout_ms.max(1));
+        let outcome = match self.check(&request.action, &request.parameters) {
+            Err(e) => Outcome::Failure {
+                error: e.message,
+                retryable: e.retryable,
+            },
+            Ok(()) => {
+                let call = AssertUnwindSafe(self.app.call(&request.action, request.parameters))
+                    .catch_unwind();
+                match tokio::time::timeout(timeout, call).await {
+                    Err(_) => Outcome::Failure {
+                        error: format!("timed out after {} ms", timeout.as_millis()),
+                        retryable: true,
+                    },
+                    Ok(Err(panic)) => Outcome::Failure {
+                        error: format!("the action panicked: {}", panic_message(&panic)),
+                        retryable: true,
+                    },
+                    Ok(Ok(Ok(result))) => Outcome::Success { result },
+                    Ok(Ok(Err(e))) => Outcome::Failure {
+                        error: e.message,
+                        retryable: e.retryable,
+                    },
+                }
+            }
+        };
+        NodeResult {
+            execution_id: request.execution_id,
+            node_id: request.node_id,
+            shard: request.shard,
+            attempt: request.attempt,
+            outcome,
+            started_at,
+            finished_at: Utc::now(),
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// The apps this process can run, by name and version.
+#[derive(Default, Clone)]
+pub struct Registry {
+    apps: BTreeMap<AppRef, Arc<PreparedApp>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn register(&mut self, app: Arc<dyn App>) -> &mut Registry {
+        let prepared = PreparedApp::new(app);
+        self.apps
+            .insert(prepared.app_ref.clone(), Arc::new(prepared));
+        self
+    }
+
+    pub fn with(mut self, app: Arc<dyn App>) -> Registry {
+        self.register(app);
+        self
+    }
+
+    pub fn get(&self, app: &AppRef) -> Option<&Arc<PreparedApp>> {
+        self.apps.get(app)
+    }
+
+    pub fn apps(&self) -> impl Iterator<Item = &Arc<PreparedApp>> {
+        self.apps.values()
+    }
+
+    /// The API definitions of every registered app, for validation.
+    pub fn catalog(&self) -> AppCatalog {
+        let mut catalog = AppCatalog::new();
+        for app in self.apps.values() {
+            catalog.insert(app.api().clone());
+        }
+        catalog
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// This executor's consumer name on the bus.
+    pub consumer: String,
+    /// Actions in flight at once.
+    pub concurrency: usize,
+    /// Longest a receive waits before it is issued again.
+    pub block: Duration,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            consumer: "executor-1".into(),
+            concurrency: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            block: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Serve `app`'s queue until the bus closes: receive requests, run up to `concurrency` at once,
+/// and report each result (which acknowledges its request).
+pub async fn serve(bus: Arc<dyn Bus>, app: Arc<PreparedApp>, config: ExecutorConfig) {
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let mut failures = 0u32;
+    loop {
+        let Ok(first) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
+            permits.push(p);
+        }
+        let deliveries = match bus
+            .recv_actions(app.app_ref(), &config.consumer, permits.len(), config.block)
+            .await
+        {
+            Ok(d) => {
+                failures = 0;
+                d
+            }
+            Err(BusError::Closed) => return,
+            Err(e) => {
+                failures += 1;
+                let backoff = Duration::from_millis(50u64 << failures.min(6));
+                tracing::warn!(error = %e, ?backoff, app = %app.app_ref(), "receive failed");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        for Delivery { id, message, .. } in deliveries {
+            let Some(permit) = permits.pop() else { break };
+            let bus = Arc::clone(&bus);
+            let app = Arc::clone(&app);
+            tokio::spawn(async move {
+                let result = app.run(message).await;
+                if let Err(e) = bus
+                    .complete_actions(app.app_ref(), vec![(id, result)])
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not report an action result");
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Start one executor task per registered app.
+pub fn serve_all(
+    bus: &Arc<dyn Bus>,
+    registry: &Registry,
+    config: &ExecutorConfig,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    registry
+        .apps()
+        .map(|app| tokio::spawn(serve(Arc::clone(bus), Arc::clone(app), config.clone())))
+        .collect()
+}

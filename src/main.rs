@@ -1,0 +1,141 @@
+//! `walkoff`: one binary for every role. This file parses the command line and wires roles together;
+//! the logic lives in the library crates.
+
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use walkoff_schema::{dump_workflow, load_workflow_file, Format};
+
+/// Exit code for an invalid workflow or bad arguments.
+pub const EXIT_INVALID: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "walkoff",
+    version,
+    about = "Security orchestration: WALKOFF workflows compiled to dataflow graphs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a workflow (walkoff or WALKOFF 1.0 JSON) and print every problem.
+    Validate {
+        file: PathBuf,
+        /// Also check that GLOBAL parameters name one of these globals.
+        #[arg(long = "global", value_name = "NAME")]
+        globals: Vec<String>,
+        /// Print the problems as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a workflow in this process on the embedded in-memory bus.
+    Run(run::RunArgs),
+    /// Convert a workflow between walkoff JSON and WALKOFF 1.0 JSON.
+    Convert {
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        to: FormatArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Walkoff,
+    Walkoff1,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WALKOFF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate {
+            file,
+            globals,
+            json,
+        } => validate(&file, globals, json),
+        Command::Run(args) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(run::run(args))
+        }
+        Command::Convert { file, to } => match load_workflow_file(&file) {
+            Ok((workflow, _)) => {
+                let format = match to {
+                    FormatArg::Walkoff => Format::Canonical,
+                    FormatArg::Walkoff1 => Format::Walkoff1,
+                };
+                let doc = dump_workflow(&workflow, format);
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::from(EXIT_INVALID)
+            }
+        },
+    }
+}
+
+fn validate(file: &std::path::Path, globals: Vec<String>, json: bool) -> ExitCode {
+    let (workflow, format) = match load_workflow_file(file) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let catalog = walkoff_apps::builtin_registry().catalog();
+    let globals: std::collections::BTreeSet<String> = globals.into_iter().collect();
+    let known_globals = (!globals.is_empty()).then_some(&globals);
+    let nodes = workflow.nodes.len();
+    let branches = workflow.branches.len();
+    match walkoff_dataflow::compile(std::sync::Arc::new(workflow), &catalog, known_globals) {
+        Ok(_) => {
+            if json {
+                println!("{}", serde_json::json!({"valid": true, "problems": []}));
+            } else {
+                let format = match format {
+                    Format::Canonical => "walkoff",
+                    Format::Walkoff1 => "WALKOFF 1.0",
+                };
+                println!(
+                    "{}: valid {format} workflow ({nodes} nodes, {branches} branches)",
+                    file.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": false, "problems": problems.0})
+                );
+            } else {
+                for problem in &problems.0 {
+                    println!("{}: {problem}", file.display());
+                }
+                println!("{}: {} problem(s)", file.display(), problems.0.len());
+            }
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}

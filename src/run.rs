@@ -1,0 +1,248 @@
+//! `walkoff run`: run one workflow in-process on the in-memory bus, print its progress, and exit
+//! with its outcome.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use futures::StreamExt;
+use serde_json::Value;
+use walkoff_dataflow::{
+    compile, Bus, ExecutionSummary, MemoryBus, Runtime, RuntimeConfig, SubmitError,
+};
+use walkoff_executors::{serve_all, ExecutorConfig};
+use walkoff_schema::{load_workflow_file, EventKind, NodeStatus, WorkflowStatus};
+
+use crate::EXIT_INVALID;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The workflow file (walkoff or WALKOFF 1.0 JSON).
+    file: PathBuf,
+    /// Override a workflow variable: NAME=JSON (text that is not JSON is taken as a string).
+    #[arg(long = "var", value_name = "NAME=JSON")]
+    vars: Vec<String>,
+    /// Give a global's value: NAME=JSON.
+    #[arg(long = "global", value_name = "NAME=JSON")]
+    globals: Vec<String>,
+    /// Data to deliver to a trigger when it is reached: LABEL=JSON.
+    #[arg(long = "trigger", value_name = "LABEL=JSON")]
+    triggers: Vec<String>,
+    /// Print one JSON document at the end instead of a line per status change.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Split `NAME=JSON`; text that is not JSON becomes a JSON string.
+fn parse_assignment(flag: &str, text: &str) -> Result<(String, Value), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!("--{flag} {text}: expected NAME=JSON"));
+    };
+    if name.trim().is_empty() {
+        return Err(format!("--{flag} {text}: the name is empty"));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+    Ok((name.trim().to_string(), value))
+}
+
+fn parse_all(flag: &str, items: &[String]) -> Result<BTreeMap<String, Value>, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for item in items {
+        match parse_assignment(flag, item) {
+            Ok((name, value)) => {
+                if out.insert(name.clone(), value).is_some() {
+                    errors.push(format!("--{flag} {name} is given more than once"));
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn invalid(lines: impl IntoIterator<Item = String>) -> ExitCode {
+    for line in lines {
+        eprintln!("error: {line}");
+    }
+    ExitCode::from(EXIT_INVALID)
+}
+
+pub async fn run(args: RunArgs) -> ExitCode {
+    let (workflow, _) = match load_workflow_file(&args.file) {
+        Ok(loaded) => loaded,
+        Err(e) => return invalid([format!("{}: {e}", args.file.display())]),
+    };
+    let (vars, globals, triggers) = match (
+        parse_all("var", &args.vars),
+        parse_all("global", &args.globals),
+        parse_all("trigger", &args.triggers),
+    ) {
+        (Ok(v), Ok(g), Ok(t)) => (v, g, t),
+        (v, g, t) => {
+            let errors = [v.err(), g.err(), t.err()].into_iter().flatten().flatten();
+            return invalid(errors);
+        }
+    };
+    let registry = walkoff_apps::builtin_registry();
+    let catalog = Arc::new(registry.catalog());
+    let workflow = Arc::new(workflow);
+
+    // Everything a user gave is checked before anything runs.
+    let global_names: BTreeSet<String> = globals.keys().cloned().collect();
+    let plan = match compile(Arc::clone(&workflow), &catalog, Some(&global_names)) {
+        Ok(plan) => plan,
+        Err(problems) => {
+            return invalid(
+                problems
+                    .0
+                    .iter()
+                    .map(|p| format!("{}: {p}", args.file.display())),
+            )
+        }
+    };
+    let mut trigger_errors = Vec::new();
+    for (label, data) in &triggers {
+        match plan.find(label) {
+            None => trigger_errors.push(format!("--trigger {label}: no node has this label")),
+            Some(index) => {
+                if let Err(e) = walkoff_dataflow::trigger::check(&plan, index, data) {
+                    trigger_errors.push(format!("--trigger {label}: {e}"));
+                }
+            }
+        }
+    }
+    if !trigger_errors.is_empty() {
+        return invalid(trigger_errors);
+    }
+
+    let memory = MemoryBus::new();
+    let bus: Arc<dyn Bus> = memory.clone();
+    let executors = serve_all(&bus, &registry, &ExecutorConfig::default());
+    let runtime = Runtime::start(Arc::clone(&bus), catalog, RuntimeConfig::default());
+    let execution_id = match runtime.submit(workflow, vars, &globals).await {
+        Ok(id) => id,
+        Err(SubmitError::Bus(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => return invalid([e.to_string()]),
+    };
+
+    let mut summary = ExecutionSummary::new(&execution_id);
+    let mut events = Box::pin(runtime.events(&execution_id, 1));
+    let mut aborting = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            _ = &mut ctrl_c, if !aborting => {
+                aborting = true;
+                eprintln!("interrupted: aborting execution {execution_id}");
+                let _ = runtime.abort(&execution_id).await;
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("error: lost the event stream: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        summary.apply(&event);
+        if !args.json {
+            print_event(&event);
+        }
+        if let EventKind::Node(node) = &event.kind {
+            if node.status == NodeStatus::AwaitingData && node.shard.is_none() {
+                match triggers.get(&node.label) {
+                    Some(data) => {
+                        if let Err(e) = runtime
+                            .trigger(&execution_id, &node.node_id, data.clone())
+                            .await
+                        {
+                            eprintln!("error: trigger '{}': {e}", node.label);
+                        }
+                    }
+                    None if !aborting => {
+                        aborting = true;
+                        eprintln!(
+                            "trigger '{}' awaits data, and none was given (--trigger '{}=JSON'): aborting",
+                            node.label, node.label
+                        );
+                        let _ = runtime.abort(&execution_id).await;
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    runtime.shutdown().await;
+    bus.close().await;
+    for executor in executors {
+        let _ = executor.await;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        println!("execution {execution_id}: {}", summary.status);
+    }
+    match summary.status {
+        WorkflowStatus::Completed => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}
+
+fn print_event(event: &walkoff_schema::Event) {
+    let time = event.at.format("%H:%M:%S%.3f");
+    match &event.kind {
+        EventKind::Workflow { status, error, .. } => match error {
+            Some(e) => println!("{time}  workflow {status}: {e}"),
+            None => println!("{time}  workflow {status}"),
+        },
+        EventKind::Node(node) => {
+            let label = match node.shard {
+                Some(shard) => format!("{}[{shard}]", node.label),
+                None => node.label.clone(),
+            };
+            let mut line = format!("{time}  {label:<24} {:<13}", node.status.as_str());
+            if node.attempt > 1 {
+                line.push_str(&format!(" attempt {}", node.attempt));
+            }
+            if let Some(params) = &node.parameters {
+                if !params.is_empty() {
+                    line.push_str(&format!(" {}", Value::Object(params.clone())));
+                }
+            }
+            if let Some(result) = &node.result {
+                line.push_str(&format!(" => {}", truncate(&result.to_string(), 200)));
+            }
+            if let Some(error) = &node.error {
+                line.push_str(&format!(" error: {error}"));
+            }
+            println!("{line}");
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
