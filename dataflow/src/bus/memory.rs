@@ -81,15 +81,6 @@ impl MemoryBus {
         q
     }
 
-    /// Requests and control messages delivered but not yet acknowledged.
-    pub fn pending(&self) -> usize {
-        let actions: usize = lock(&self.actions)
-            .values()
-            .map(|q| lock(&q.pending).len())
-            .sum();
-        actions + lock(&self.pending_control).len()
-    }
-
     /// Requests queued for `app` and not yet delivered.
     pub fn queued_actions(&self, app: &AppRef) -> usize {
         lock(&self.app_queue(app).queue).len()
@@ -292,6 +283,14 @@ impl Bus for MemoryBus {
             Err(BusError::Closed) => Ok(slice().unwrap_or_default()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn pending(&self) -> Result<usize, BusError> {
+        let actions: usize = lock(&self.actions)
+            .values()
+            .map(|q| lock(&q.pending).len())
+            .sum();
+        Ok(actions + lock(&self.pending_control).len())
     }
 
     async fn close(&self) {

@@ -86,6 +86,9 @@ pub trait Bus: Send + Sync + 'static {
         wait: Duration,
     ) -> Result<Vec<Event>, BusError>;
 
+    /// Messages (action requests and control messages) delivered but not yet acknowledged.
+    async fn pending(&self) -> Result<usize, BusError>;
+
     /// Stop: pending and future receives return [`BusError::Closed`].
     async fn close(&self);
 }
