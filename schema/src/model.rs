@@ -147,10 +147,11 @@ fn empty_object() -> Value {
     Value::Object(Map::new())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Where the editor draws a node; numbers are kept as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Position {
-    pub x: f64,
-    pub y: f64,
+    pub x: serde_json::Number,
+    pub y: serde_json::Number,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

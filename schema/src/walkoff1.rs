@@ -276,11 +276,9 @@ fn import_node(path: String, kind: &str, value: &Value) -> Result<Node, LoadErro
     })
 }
 
-fn take_number(fields: &mut Fields, field: &str) -> Result<f64, LoadError> {
+fn take_number(fields: &mut Fields, field: &str) -> Result<serde_json::Number, LoadError> {
     match fields.take(field) {
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .ok_or_else(|| fields.error(field, "number out of range")),
+        Some(Value::Number(n)) => Ok(n),
         Some(other) => Err(fields.error(
             field,
             format!("expected a number, found {}", json_kind(&other)),
@@ -386,7 +384,7 @@ fn export_node(node: &Node) -> Value {
     let mut m = Map::new();
     m.insert("id_".into(), json!(node.id));
     m.insert("label".into(), json!(node.label));
-    if let Some(p) = node.position {
+    if let Some(p) = &node.position {
         m.insert(
             "position".into(),
             json!({"x": p.x, "y": p.y, "walkoff_type_": "position"}),
