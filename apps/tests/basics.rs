@@ -8,7 +8,10 @@ use walkoff_schema::{AppRef, Outcome};
 async fn call(action: &str, parameters: Value) -> Outcome {
     let registry = builtin_registry();
     let app = registry
-        .get(&AppRef { name: "basics".into(), version: "1.0.0".into() })
+        .get(&AppRef {
+            name: "basics".into(),
+            version: "1.0.0".into(),
+        })
         .expect("basics is built in");
     let mut request = conformance::request("e", action, 3);
     request.app = app.app_ref().clone();
@@ -36,21 +39,47 @@ async fn every_basics_action_answers_like_walkoff() {
     assert_eq!(ok("hello_world", json!({})).await, json!("Hello World"));
     let n = ok("random_number", json!({})).await.as_f64().unwrap();
     assert!((0.0..1.0).contains(&n));
-    assert_eq!(ok("string_to_json", json!({"call": "{\"a\": [1, 2]}"})).await, json!({"a": [1, 2]}));
-    assert_eq!(ok("echo_string", json!({"call": "hi"})).await, json!("ECHOING: hi"));
-    assert_eq!(ok("return_plus_one", json!({"number": 41})).await, json!(42));
-    assert_eq!(ok("return_plus_one", json!({"number": 1.5})).await, json!(2.5));
+    assert_eq!(
+        ok("string_to_json", json!({"call": "{\"a\": [1, 2]}"})).await,
+        json!({"a": [1, 2]})
+    );
+    assert_eq!(
+        ok("echo_string", json!({"call": "hi"})).await,
+        json!("ECHOING: hi")
+    );
+    assert_eq!(
+        ok("return_plus_one", json!({"number": 41})).await,
+        json!(42)
+    );
+    assert_eq!(
+        ok("return_plus_one", json!({"number": 1.5})).await,
+        json!(2.5)
+    );
     assert_eq!(ok("pause", json!({"seconds": 0.01})).await, json!(0.01));
-    assert_eq!(ok("echo_array", json!({"data": [1, "two"]})).await, json!([1, "two"]));
-    assert_eq!(ok("echo_json", json!({"data": {"k": "v"}})).await, json!({"k": "v"}));
+    assert_eq!(
+        ok("echo_array", json!({"data": [1, "two"]})).await,
+        json!([1, "two"])
+    );
+    assert_eq!(
+        ok("echo_json", json!({"data": {"k": "v"}})).await,
+        json!({"k": "v"})
+    );
     let csv = ok("sample_report_data", json!({})).await;
     assert!(csv.as_str().unwrap().starts_with("Hostname,"));
 }
 
 #[tokio::test]
 async fn basics_rejects_bad_input_clearly() {
-    assert!(err("string_to_json", json!({"call": "{nope"})).await.contains("'call' is not valid JSON"));
-    assert!(err("echo_string", json!({"call": 5})).await.contains("parameter 'call' = 5 does not match its schema"));
-    assert!(err("echo_json", json!({"data": [1]})).await.contains("does not match its schema"));
-    assert!(err("return_plus_one", json!({})).await.contains("missing required parameter 'number'"));
+    assert!(err("string_to_json", json!({"call": "{nope"}))
+        .await
+        .contains("'call' is not valid JSON"));
+    assert!(err("echo_string", json!({"call": 5}))
+        .await
+        .contains("parameter 'call' = 5 does not match its schema"));
+    assert!(err("echo_json", json!({"data": [1]}))
+        .await
+        .contains("does not match its schema"));
+    assert!(err("return_plus_one", json!({}))
+        .await
+        .contains("missing required parameter 'number'"));
 }

@@ -16,9 +16,14 @@ enum Kind {
     Noop,
     Fail,
     /// Parallel over `items`; the item equal to `bad` fails its shard.
-    Parallel { items: Vec<i64>, bad: Option<i64> },
+    Parallel {
+        items: Vec<i64>,
+        bad: Option<i64>,
+    },
     /// Selects the children whose bit is set in `mask` (by child order).
-    Condition { mask: u8 },
+    Condition {
+        mask: u8,
+    },
     Transform,
     Trigger,
 }
@@ -125,7 +130,10 @@ fn to_workflow(spec: &Spec) -> walkoff_schema::Workflow {
         .parents
         .iter()
         .enumerate()
-        .flat_map(|(c, ps)| ps.iter().map(move |&p| json!({"from": label(p), "to": label(c)})))
+        .flat_map(|(c, ps)| {
+            ps.iter()
+                .map(move |&p| json!({"from": label(p), "to": label(c)}))
+        })
         .collect();
     workflow(json!({"start": "n0", "nodes": nodes, "branches": branches}))
 }
@@ -136,15 +144,18 @@ fn expected(spec: &Spec) -> Vec<NodeStatus> {
     let mut status = vec![NodeStatus::Pending; n];
     for i in 0..n {
         let runs = i == 0
-            || spec.parents[i].iter().any(|&p| {
-                status[p] == NodeStatus::Success && selected(spec, p).contains(&i)
-            });
+            || spec.parents[i]
+                .iter()
+                .any(|&p| status[p] == NodeStatus::Success && selected(spec, p).contains(&i));
         status[i] = if !runs {
             NodeStatus::Skipped
         } else {
             match &spec.kinds[i] {
                 Kind::Fail => NodeStatus::Failure,
-                Kind::Parallel { items, bad: Some(bad) } if items.contains(bad) => NodeStatus::Failure,
+                Kind::Parallel {
+                    items,
+                    bad: Some(bad),
+                } if items.contains(bad) => NodeStatus::Failure,
                 _ => NodeStatus::Success,
             }
         };
@@ -169,7 +180,13 @@ fn run(spec: &Spec) -> (walkoff_dataflow::ExecutionSummary, Vec<Event>) {
         .collect();
     runtime().block_on(async {
         let h = Harness::new();
-        h.run_with(to_workflow(spec), BTreeMap::new(), BTreeMap::new(), triggers).await
+        h.run_with(
+            to_workflow(spec),
+            BTreeMap::new(),
+            BTreeMap::new(),
+            triggers,
+        )
+        .await
     })
 }
 

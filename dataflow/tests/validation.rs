@@ -78,7 +78,10 @@ fn a_branch_to_or_from_a_missing_node() {
         "nodes": [noop("a")],
         "branches": edges(&[("a", "ghost"), ("phantom", "a")]),
     }));
-    let dangling: Vec<_> = p.iter().filter(|p| p.code == ProblemCode::DanglingBranch).collect();
+    let dangling: Vec<_> = p
+        .iter()
+        .filter(|p| p.code == ProblemCode::DanglingBranch)
+        .collect();
     assert_eq!(dangling.len(), 2, "{p:#?}");
     assert!(dangling[0].message.contains("points to 'ghost'"));
     assert_eq!(dangling[0].field.as_deref(), Some("branches[0].to"));
@@ -90,12 +93,20 @@ fn an_unknown_app_or_version() {
     let p = problems(json!({"start": "a", "nodes": [
         {"label": "a", "kind": "action", "app": "nmap", "action": "scan"},
     ]}));
-    assert!(only(&p, ProblemCode::UnknownApp, Some("a")).message.contains("'nmap' is not installed"));
+    assert!(only(&p, ProblemCode::UnknownApp, Some("a"))
+        .message
+        .contains("'nmap' is not installed"));
     let p = problems(json!({"start": "a", "nodes": [
         {"label": "a", "kind": "action", "app": "test", "app_version": "9.9.9", "action": "noop"},
     ]}));
     let problem = only(&p, ProblemCode::UnknownApp, Some("a"));
-    assert!(problem.message.contains("no version '9.9.9' (installed: 1.0.0)"), "{}", problem.message);
+    assert!(
+        problem
+            .message
+            .contains("no version '9.9.9' (installed: 1.0.0)"),
+        "{}",
+        problem.message
+    );
 }
 
 #[test]
@@ -125,11 +136,21 @@ fn an_unknown_or_repeated_parameter() {
 
 #[test]
 fn a_static_value_that_fails_the_parameters_schema() {
-    let p = problems(json!({"start": "a", "nodes": [action("a", "count", json!([{"name": "n", "value": "seven"}]))]}));
+    let p = problems(
+        json!({"start": "a", "nodes": [action("a", "count", json!([{"name": "n", "value": "seven"}]))]}),
+    );
     let problem = only(&p, ProblemCode::InvalidStaticValue, Some("a"));
     assert_eq!(problem.field.as_deref(), Some("parameter 'n'"));
-    assert!(problem.message.contains("\"seven\" is not of type \"integer\""), "{}", problem.message);
-    let p = problems(json!({"start": "a", "nodes": [action("a", "count", json!([{"name": "n", "value": -1}]))]}));
+    assert!(
+        problem
+            .message
+            .contains("\"seven\" is not of type \"integer\""),
+        "{}",
+        problem.message
+    );
+    let p = problems(
+        json!({"start": "a", "nodes": [action("a", "count", json!([{"name": "n", "value": -1}]))]}),
+    );
     only(&p, ProblemCode::InvalidStaticValue, Some("a"));
 }
 
@@ -166,7 +187,10 @@ fn an_unknown_workflow_variable_or_global() {
     ], "branches": edges(&[("a", "b")])});
     let p = problems(wf.clone());
     only(&p, ProblemCode::UnknownWorkflowVariable, Some("a"));
-    assert!(p.iter().all(|p| p.code != ProblemCode::UnknownGlobal), "globals unchecked when unknown");
+    assert!(
+        p.iter().all(|p| p.code != ProblemCode::UnknownGlobal),
+        "globals unchecked when unknown"
+    );
     let known = BTreeSet::from(["other".to_string()]);
     let p = problems_with_globals(wf, Some(&known));
     only(&p, ProblemCode::UnknownGlobal, Some("b"));
@@ -177,22 +201,33 @@ fn a_parallel_action_needs_exactly_one_parallelizable_parallelized_parameter() {
     let none = problems(json!({"start": "a", "nodes": [
         {"label": "a", "kind": "action", "app": "test", "action": "items", "parallelized": true,
          "parameters": [{"name": "data", "value": [1]}]}]}));
-    assert!(only(&none, ProblemCode::InvalidParallel, Some("a")).message.contains("has none"));
+    assert!(only(&none, ProblemCode::InvalidParallel, Some("a"))
+        .message
+        .contains("has none"));
     let not_parallelizable = problems(json!({"start": "a", "nodes": [
         {"label": "a", "kind": "action", "app": "test", "action": "items", "parallelized": true,
          "parameters": [{"name": "data", "value": [1], "parallelized": true}, {"name": "bad", "value": 1, "parallelized": true}]}]}));
-    let parallel: Vec<_> = not_parallelizable.iter().filter(|p| p.code == ProblemCode::InvalidParallel).collect();
+    let parallel: Vec<_> = not_parallelizable
+        .iter()
+        .filter(|p| p.code == ProblemCode::InvalidParallel)
+        .collect();
     assert_eq!(parallel.len(), 2, "{not_parallelizable:#?}");
     let not_a_parallel_action = problems(json!({"start": "a", "nodes": [
         {"label": "a", "kind": "action", "app": "test", "action": "items",
          "parameters": [{"name": "data", "value": [1], "parallelized": true}]}]}));
-    only(&not_a_parallel_action, ProblemCode::InvalidParallel, Some("a"));
+    only(
+        &not_a_parallel_action,
+        ProblemCode::InvalidParallel,
+        Some("a"),
+    );
 }
 
 #[test]
 fn a_condition_without_children() {
-    let p = problems(json!({"start": "a", "nodes": [noop("a"), {"label": "c", "kind": "condition", "code": "selected_node = None"}],
-        "branches": edges(&[("a", "c")])}));
+    let p = problems(
+        json!({"start": "a", "nodes": [noop("a"), {"label": "c", "kind": "condition", "code": "selected_node = None"}],
+        "branches": edges(&[("a", "c")])}),
+    );
     only(&p, ProblemCode::ConditionWithoutChildren, Some("c"));
 }
 
@@ -203,7 +238,10 @@ fn duplicate_labels_including_after_spaces_become_underscores() {
         {"id": "2", "label": "a_b", "kind": "action", "action": "noop"},
         {"id": "3", "label": "a b", "kind": "action", "action": "noop"},
     ]}));
-    let dup: Vec<_> = p.iter().filter(|p| p.code == ProblemCode::DuplicateLabel).collect();
+    let dup: Vec<_> = p
+        .iter()
+        .filter(|p| p.code == ProblemCode::DuplicateLabel)
+        .collect();
     assert_eq!(dup.len(), 2, "{p:#?}");
     assert!(dup[0].message.contains("becomes 'a_b' in scripts"));
 }
@@ -216,12 +254,17 @@ fn starlark_syntax_errors_carry_line_and_column() {
     let problem = only(&p, ProblemCode::ScriptSyntax, Some("t"));
     assert_eq!(problem.line, Some(2));
     assert!(problem.column.is_some());
-    assert!(problem.to_string().contains("at line 2, column"), "{problem}");
+    assert!(
+        problem.to_string().contains("at line 2, column"),
+        "{problem}"
+    );
 }
 
 #[test]
 fn an_invalid_trigger_schema() {
-    let p = problems(json!({"start": "a", "nodes": [{"label": "a", "kind": "trigger", "schema": {"type": "nonsense"}}]}));
+    let p = problems(
+        json!({"start": "a", "nodes": [{"label": "a", "kind": "trigger", "schema": {"type": "nonsense"}}]}),
+    );
     only(&p, ProblemCode::InvalidTriggerSchema, Some("a"));
 }
 
@@ -230,7 +273,11 @@ fn invalid_settings() {
     let p = problems(json!({"start": "a", "nodes": [
         {"label": "a", "kind": "action", "app": "test", "action": "noop", "priority": 9, "timeout_ms": 0, "retry": {"attempts": 0}},
     ]}));
-    let settings: Vec<_> = p.iter().filter(|p| p.code == ProblemCode::InvalidSetting).map(|p| p.field.clone().unwrap()).collect();
+    let settings: Vec<_> = p
+        .iter()
+        .filter(|p| p.code == ProblemCode::InvalidSetting)
+        .map(|p| p.field.clone().unwrap())
+        .collect();
     assert_eq!(settings, ["priority", "timeout_ms", "retry.attempts"]);
 }
 
@@ -247,8 +294,16 @@ fn every_problem_is_reported_at_once() {
         "branches": edges(&[("a", "c"), ("c", "nowhere")]),
     }));
     let codes: BTreeSet<&str> = p.iter().map(|p| p.code.as_str()).collect();
-    for code in ["unknown_start", "unknown_action", "missing_parameter", "duplicate_label", "duplicate_id",
-                 "script_syntax", "dangling_branch", "condition_without_children"] {
+    for code in [
+        "unknown_start",
+        "unknown_action",
+        "missing_parameter",
+        "duplicate_label",
+        "duplicate_id",
+        "script_syntax",
+        "dangling_branch",
+        "condition_without_children",
+    ] {
         assert!(codes.contains(code), "{code} missing from {codes:?}");
     }
 }

@@ -49,7 +49,11 @@ impl App for TestApp {
         &self.api
     }
 
-    async fn call(&self, action: &str, parameters: Map<String, Value>) -> Result<Value, ActionError> {
+    async fn call(
+        &self,
+        action: &str,
+        parameters: Map<String, Value>,
+    ) -> Result<Value, ActionError> {
         match action {
             "noop" => Ok(Value::Null),
             "sleep" => {
@@ -93,22 +97,34 @@ async fn parameters_are_checked_against_their_schemas_before_the_action_runs() {
     let app = PreparedApp::new(TestApp::new());
     let result = app.run(request("sleep", json!({"ms": "soon"}), 1000)).await;
     let (error, retryable) = failure(&result.outcome);
-    assert!(error.contains("parameter 'ms' = \"soon\" does not match its schema"), "{error}");
+    assert!(
+        error.contains("parameter 'ms' = \"soon\" does not match its schema"),
+        "{error}"
+    );
     assert!(!retryable, "bad parameters are not retried");
 
     let result = app.run(request("sleep", json!({"secs": 1}), 1000)).await;
     let (error, _) = failure(&result.outcome);
-    assert!(error.contains("unknown parameter 'secs'") && error.contains("missing required parameter 'ms'"), "{error}");
+    assert!(
+        error.contains("unknown parameter 'secs'")
+            && error.contains("missing required parameter 'ms'"),
+        "{error}"
+    );
 
     let result = app.run(request("teleport", json!({}), 1000)).await;
-    assert!(failure(&result.outcome).0.contains("has no action 'teleport'"));
+    assert!(failure(&result.outcome)
+        .0
+        .contains("has no action 'teleport'"));
 }
 
 #[tokio::test]
 async fn a_panicking_action_fails_instead_of_losing_its_result() {
     let app = PreparedApp::new(TestApp::new());
     let result = app.run(request("explode", json!({}), 1000)).await;
-    assert_eq!(failure(&result.outcome), ("the action panicked: kaboom", true));
+    assert_eq!(
+        failure(&result.outcome),
+        ("the action panicked: kaboom", true)
+    );
     let result = app.run(request("refuse", json!({}), 1000)).await;
     assert_eq!(failure(&result.outcome), ("refused", false));
 }
@@ -135,14 +151,23 @@ async fn the_executor_keeps_at_most_its_concurrency_in_flight_and_acknowledges_e
     bus.send_actions(requests).await.unwrap();
     let mut results = 0;
     while results < 12 {
-        for delivery in bus.recv_control("w", 100, Duration::from_secs(5)).await.unwrap() {
-            assert!(matches!(&delivery.message, ControlMessage::Result(r) if matches!(r.outcome, Outcome::Success { .. })));
+        for delivery in bus
+            .recv_control("w", 100, Duration::from_secs(5))
+            .await
+            .unwrap()
+        {
+            assert!(
+                matches!(&delivery.message, ControlMessage::Result(r) if matches!(r.outcome, Outcome::Success { .. }))
+            );
             bus.ack_control(vec![delivery.id]).await.unwrap();
             results += 1;
         }
     }
     let max = test_app.max_in_flight.load(Ordering::SeqCst);
-    assert!(max <= 3 && max >= 2, "max in flight {max} with a concurrency of 3");
+    assert!(
+        max <= 3 && max >= 2,
+        "max in flight {max} with a concurrency of 3"
+    );
     assert_eq!(bus.pending().await.unwrap(), 0);
     bus.close().await;
     executor.await.unwrap();

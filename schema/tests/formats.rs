@@ -17,7 +17,9 @@ fn assert_contains(original: &Value, exported: &Value, path: &str) {
     match (original, exported) {
         (Value::Object(a), Value::Object(b)) => {
             for (key, value) in a {
-                let other = b.get(key).unwrap_or_else(|| panic!("{path}.{key} was lost"));
+                let other = b
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{path}.{key} was lost"));
                 assert_contains(value, other, &format!("{path}.{key}"));
             }
         }
@@ -43,7 +45,10 @@ fn a_walkoff1_workflow_survives_import_export_and_reimport_with_nothing_lost() {
 
     let exported = walkoff1::export(&workflow);
     assert_contains(&original, &exported, "workflow");
-    assert_eq!(exported, original, "a complete WALKOFF 1.0 export is reproduced exactly");
+    assert_eq!(
+        exported, original,
+        "a complete WALKOFF 1.0 export is reproduced exactly"
+    );
 
     let (again, _) = load_workflow(&exported.to_string()).unwrap();
     assert_eq!(again, workflow);
@@ -59,17 +64,34 @@ fn a_walkoff1_workflow_survives_import_export_and_reimport_with_nothing_lost() {
 #[test]
 fn walkoff1_fields_map_onto_the_model() {
     let (workflow, _) = load_workflow(&example("examples/walkoff1/semantics-mix.json")).unwrap();
-    let parallel = workflow.nodes.iter().find(|n| n.label == "echo array").unwrap();
-    let NodeKind::Action(action) = &parallel.kind else { panic!() };
+    let parallel = workflow
+        .nodes
+        .iter()
+        .find(|n| n.label == "echo array")
+        .unwrap();
+    let NodeKind::Action(action) = &parallel.kind else {
+        panic!()
+    };
     assert!(action.parallelized);
     assert_eq!(action.app, "basics");
     assert_eq!(action.action, "echo_array");
     assert!(action.parameters[0].parallelized);
     let start = workflow.node(&workflow.start).unwrap();
-    let NodeKind::Action(start_action) = &start.kind else { panic!() };
-    assert_eq!(start_action.parameters[0].variant, Variant::WorkflowVariable);
-    let condition = workflow.nodes.iter().find(|n| n.label == "big enough").unwrap();
-    assert!(matches!(&condition.kind, NodeKind::Condition(c) if c.code.contains("selected_node = left")));
+    let NodeKind::Action(start_action) = &start.kind else {
+        panic!()
+    };
+    assert_eq!(
+        start_action.parameters[0].variant,
+        Variant::WorkflowVariable
+    );
+    let condition = workflow
+        .nodes
+        .iter()
+        .find(|n| n.label == "big enough")
+        .unwrap();
+    assert!(
+        matches!(&condition.kind, NodeKind::Condition(c) if c.code.contains("selected_node = left"))
+    );
     assert_eq!(condition.position.as_ref().unwrap().x.as_f64(), Some(200.0));
 }
 
@@ -89,8 +111,14 @@ fn load_errors_name_the_place() {
         Err(LoadError::Json { line, .. }) => assert_eq!(line, 2),
         other => panic!("{other:?}"),
     }
-    match load_workflow(r#"{"id": "w", "name": "n", "start": "a", "nodes": [{"label": "a", "kind": "rocket"}]}"#) {
-        Err(LoadError::Canonical { line, column, message }) => {
+    match load_workflow(
+        r#"{"id": "w", "name": "n", "start": "a", "nodes": [{"label": "a", "kind": "rocket"}]}"#,
+    ) {
+        Err(LoadError::Canonical {
+            line,
+            column,
+            message,
+        }) => {
             assert_eq!(line, 1);
             assert!(column > 0);
             assert!(message.contains("rocket"), "{message}");
@@ -128,14 +156,26 @@ fn the_basics_api_yaml_loads_unchanged() {
     let names: Vec<&str> = api.actions.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(
         names,
-        ["hello_world", "random_number", "string_to_json", "echo_string", "return_plus_one", "pause",
-         "echo_array", "echo_json", "sample_report_data"]
+        [
+            "hello_world",
+            "random_number",
+            "string_to_json",
+            "echo_string",
+            "return_plus_one",
+            "pause",
+            "echo_array",
+            "echo_json",
+            "sample_report_data"
+        ]
     );
     let echo_array = api.action("echo_array").unwrap();
     assert!(echo_array.parameters[0].parallelizable);
     assert!(echo_array.parameters[0].required);
     // WALKOFF writes `schema`; the model field is `json_schema`.
-    assert_eq!(echo_array.parameters[0].json_schema, Some(json!({"type": "array"})));
+    assert_eq!(
+        echo_array.parameters[0].json_schema,
+        Some(json!({"type": "array"}))
+    );
     assert!(api.extra.contains_key("contact_info"));
 }
 

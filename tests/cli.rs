@@ -1,0 +1,287 @@
+//! The `walkoff` binary, driven as a user drives it: exit codes, output, triggers, variables.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+fn walkoff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_walkoff"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run walkoff")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_out(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(o), stderr(o)))
+}
+
+fn write(dir: &Path, name: &str, doc: &Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_string_pretty(doc).unwrap()).unwrap();
+    path
+}
+
+const APPROVE: &str = "approval={\"approved\": true}";
+
+#[test]
+fn run_json_prints_every_node_and_exits_zero_when_completed() {
+    let out = walkoff(&[
+        "run",
+        "examples/triage.json",
+        "--trigger",
+        APPROVE,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = json_out(&out);
+    assert_eq!(doc["status"], "COMPLETED");
+    assert_eq!(doc["workflow_id"], "alert-triage");
+    assert!(doc["execution_id"].as_str().unwrap().len() >= 32);
+    let nodes = doc["nodes"].as_object().unwrap();
+    assert_eq!(nodes.len(), 11);
+    for (label, node) in nodes {
+        for key in [
+            "id",
+            "status",
+            "result",
+            "error",
+            "attempts",
+            "started_at",
+            "finished_at",
+        ] {
+            assert!(node.get(key).is_some(), "{label} lacks {key}");
+        }
+    }
+    assert_eq!(nodes["severity"]["result"], "escalate");
+    assert_eq!(nodes["close_ticket"]["status"], "SKIPPED");
+    assert_eq!(nodes["scan ports"]["result"], json!([22, 80, 443]));
+    assert_eq!(nodes["report"]["result"], "3 ports scanned: 22, 80, 443");
+    assert_eq!(nodes["approval"]["result"], json!({"approved": true}));
+    assert_eq!(nodes["wrap up"]["result"], "ECHOING: ON-CALL");
+    assert_eq!(nodes["escalate"]["attempts"], 1);
+}
+
+#[test]
+fn run_prints_a_line_per_status_change() {
+    let out = walkoff(&["run", "examples/triage.json", "--trigger", APPROVE]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "workflow EXECUTING",
+        "AWAITING_DATA",
+        "SKIPPED",
+        "=> \"escalate\"",
+        "workflow COMPLETED",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(text.lines().filter(|l| l.contains("severity")).count() >= 2);
+}
+
+#[test]
+fn variables_override_defaults() {
+    let out = walkoff(&[
+        "run",
+        "examples/triage.json",
+        "--var",
+        "threshold=100",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = json_out(&out);
+    assert_eq!(doc["nodes"]["severity"]["result"], "close_ticket");
+    assert_eq!(doc["nodes"]["escalate"]["status"], "SKIPPED");
+    assert_eq!(doc["nodes"]["approval"]["status"], "SKIPPED");
+    assert_eq!(
+        doc["nodes"]["wrap up"]["result"],
+        "ECHOING: closed as low severity"
+    );
+}
+
+#[test]
+fn a_trigger_without_data_aborts_with_a_message_and_exit_one() {
+    let out = walkoff(&["run", "examples/triage.json", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("trigger 'approval' awaits data"),
+        "{}",
+        stderr(&out)
+    );
+    let doc = json_out(&out);
+    assert_eq!(doc["status"], "ABORTED");
+    assert_eq!(doc["nodes"]["approval"]["status"], "ABORTED");
+    assert_eq!(doc["nodes"]["wrap up"]["status"], "ABORTED");
+}
+
+#[test]
+fn a_failed_node_fails_the_workflow_with_exit_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "fail.json",
+        &json!({
+            "id": "f", "name": "f", "start": "parse",
+            "nodes": [
+                {"label": "parse", "kind": "action", "app": "basics", "action": "string_to_json",
+                 "parameters": [{"name": "call", "value": "{not json"}]},
+                {"label": "next", "kind": "action", "app": "basics", "action": "hello_world"}
+            ],
+            "branches": [{"from": "parse", "to": "next"}]
+        }),
+    );
+    let out = walkoff(&["run", path.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc = json_out(&out);
+    assert_eq!(doc["status"], "FAILED");
+    assert_eq!(doc["nodes"]["parse"]["status"], "FAILURE");
+    assert!(doc["nodes"]["parse"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+    assert_eq!(doc["nodes"]["next"]["status"], "SKIPPED");
+}
+
+#[test]
+fn invalid_workflows_print_every_problem_and_exit_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "bad.json",
+        &json!({
+            "id": "b", "name": "b", "start": "missing",
+            "nodes": [
+                {"label": "a", "kind": "action", "app": "basics", "action": "echo_string"},
+                {"label": "b", "kind": "action", "app": "nmap", "action": "scan"},
+                {"label": "c", "kind": "transform", "code": "result = ("}
+            ],
+            "branches": [{"from": "a", "to": "b"}, {"from": "b", "to": "a"}]
+        }),
+    );
+    let path = path.to_str().unwrap();
+    let out = walkoff(&["validate", path]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    for code in [
+        "[unknown_start]",
+        "[missing_parameter] node 'a'",
+        "[unknown_app] node 'b'",
+        "[cycle]",
+        "[script_syntax] node 'c' (c) code at line 1",
+    ] {
+        assert!(text.contains(code), "missing {code} in\n{text}");
+    }
+    assert!(text.contains("5 problem(s)"), "{text}");
+
+    let out = walkoff(&["validate", path, "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let doc = json_out(&out);
+    assert_eq!(doc["valid"], false);
+    assert_eq!(doc["problems"].as_array().unwrap().len(), 5);
+    assert_eq!(doc["problems"][0]["code"], "unknown_start");
+
+    let out = walkoff(&["run", path]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("[cycle]"));
+}
+
+#[test]
+fn valid_workflows_in_both_formats_validate() {
+    for file in [
+        "examples/triage.json",
+        "examples/walkoff1/semantics-mix.json",
+    ] {
+        let out = walkoff(&["validate", file]);
+        assert_eq!(out.status.code(), Some(0), "{file}: {}", stdout(&out));
+        assert!(stdout(&out).contains(": valid"));
+    }
+}
+
+#[test]
+fn bad_arguments_exit_two_and_name_the_problem() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["run", "examples/triage.json", "--var", "novalue"],
+            "expected NAME=JSON",
+        ),
+        (
+            &["run", "examples/triage.json", "--var", "nope=1"],
+            "unknown workflow variable 'nope'",
+        ),
+        (
+            &["run", "examples/triage.json", "--trigger", "nobody={}"],
+            "--trigger nobody: no node has this label",
+        ),
+        (
+            &[
+                "run",
+                "examples/triage.json",
+                "--trigger",
+                "approval={\"approved\": 3}",
+            ],
+            "does not match its schema",
+        ),
+        (&["run", "does/not/exist.json"], "does/not/exist.json"),
+    ];
+    for (args, message) in cases {
+        let out = walkoff(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    let out = walkoff(&["run", "Cargo.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not valid JSON at line 1"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_walkoff1_workflow_runs_and_converts_both_ways() {
+    let out = walkoff(&[
+        "run",
+        "examples/walkoff1/semantics-mix.json",
+        "--trigger",
+        "approval={\"ok\": 1}",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = json_out(&out);
+    assert_eq!(doc["nodes"]["start number"]["result"], 10);
+    assert_eq!(doc["nodes"]["big enough"]["result"], "left");
+    assert_eq!(doc["nodes"]["right"]["status"], "SKIPPED");
+    assert_eq!(doc["nodes"]["shout"]["result"], "ECHOING: WENT LEFT");
+    assert_eq!(
+        doc["nodes"]["echo transformed"]["result"],
+        "ECHOING: ECHOING: WENT LEFT"
+    );
+    assert_eq!(doc["nodes"]["echo array"]["result"], json!([1, 2, 3]));
+    assert_eq!(doc["nodes"]["after trigger"]["result"], json!({"ok": 1}));
+
+    let dir = tempfile::tempdir().unwrap();
+    let canonical = walkoff(&[
+        "convert",
+        "examples/walkoff1/semantics-mix.json",
+        "--to",
+        "walkoff",
+    ]);
+    assert_eq!(canonical.status.code(), Some(0));
+    let path = write(dir.path(), "canonical.json", &json_out(&canonical));
+    let back = walkoff(&["convert", path.to_str().unwrap(), "--to", "walkoff1"]);
+    let original: Value = serde_json::from_str(
+        &std::fs::read_to_string("examples/walkoff1/semantics-mix.json").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json_out(&back), original);
+}
