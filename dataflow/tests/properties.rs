@@ -71,10 +71,10 @@ fn spec() -> impl Strategy<Value = Spec> {
                 .collect();
             kinds[0] = Kind::Noop;
             // A condition must have children; one without becomes a transform.
-            for i in 0..n {
+            for (i, kind) in kinds.iter_mut().enumerate() {
                 let has_children = parents.iter().any(|ps| ps.contains(&i));
-                if matches!(kinds[i], Kind::Condition { .. }) && !has_children {
-                    kinds[i] = Kind::Transform;
+                if matches!(kind, Kind::Condition { .. }) && !has_children {
+                    *kind = Kind::Transform;
                 }
             }
             parents.truncate(n);

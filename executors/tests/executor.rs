@@ -165,7 +165,7 @@ async fn the_executor_keeps_at_most_its_concurrency_in_flight_and_acknowledges_e
     }
     let max = test_app.max_in_flight.load(Ordering::SeqCst);
     assert!(
-        max <= 3 && max >= 2,
+        (2..=3).contains(&max),
         "max in flight {max} with a concurrency of 3"
     );
     assert_eq!(bus.pending().await.unwrap(), 0);
