@@ -1,6 +1,6 @@
 //! Following an execution's events, and folding them into a summary of every node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,13 +25,12 @@ pub fn follow(
         bus,
         execution_id,
         from_seq.max(1),
-        Vec::<Event>::new(),
+        VecDeque::<Event>::new(),
         false,
     );
     futures::stream::unfold(state, |(bus, id, mut next, mut buffer, done)| async move {
         loop {
-            if !buffer.is_empty() {
-                let event = buffer.remove(0);
+            if let Some(event) = buffer.pop_front() {
                 let done = event.is_final();
                 return Some((Ok(event), (bus, id, next, buffer, done)));
             }
@@ -43,7 +42,7 @@ pub fn follow(
                     if let Some(last) = events.last() {
                         next = last.seq + 1;
                     }
-                    buffer = events;
+                    buffer = events.into();
                 }
                 Err(e) => return Some((Err(e), (bus, id, next, buffer, true))),
             }
