@@ -285,3 +285,20 @@ fn a_walkoff1_workflow_runs_and_converts_both_ways() {
     .unwrap();
     assert_eq!(json_out(&back), original);
 }
+
+#[test]
+fn the_readme_example_workflow_is_valid_and_runs() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let start = readme.find("{\"id\": \"demo\"").expect("README example");
+    let end = start + readme[start..].find("\n```").unwrap();
+    let doc: Value = serde_json::from_str(&readme[start..end]).expect("README example is JSON");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "demo.json", &doc);
+    let path = path.to_str().unwrap();
+    assert_eq!(walkoff(&["validate", path]).status.code(), Some(0));
+    let out = walkoff(&["run", path, "--trigger", "approve={\"ok\": true}", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = json_out(&out);
+    assert_eq!(doc["nodes"]["scan"]["result"], json!([22, 443]));
+    assert_eq!(doc["nodes"]["close"]["status"], "SKIPPED");
+}
