@@ -11,7 +11,7 @@ use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use walkoff_dataflow::{compile, Bus, MemoryBus, Runtime, RuntimeConfig};
-use walkoff_executors::{serve_all, ExecutorConfig};
+use walkoff_executors::{ExecutorConfig, LocalExecutor};
 use walkoff_schema::{AppCatalog, Workflow};
 
 #[global_allocator]
@@ -39,9 +39,13 @@ fn random_dag(n: usize, seed: u64) -> Workflow {
         parents.sort_unstable();
         parents.dedup();
         let node = match (i, rng.random_range(0..20)) {
-            (0, _) | (_, 0..=9) => json!({"label": label, "kind": "action", "app": "basics", "action": "hello_world"}),
-            (_, 10..=18) => json!({"label": label, "kind": "action", "app": "basics", "action": "echo_string",
-                "parameters": [{"name": "call", "variant": "ACTION_RESULT", "value": format!("n{}", parents[0])}]}),
+            (0, _) | (_, 0..=9) => {
+                json!({"label": label, "kind": "action", "app": "basics", "action": "hello_world"})
+            }
+            (_, 10..=18) => {
+                json!({"label": label, "kind": "action", "app": "basics", "action": "echo_string",
+                "parameters": [{"name": "call", "variant": "ACTION_RESULT", "value": format!("n{}", parents[0])}]})
+            }
             _ => json!({"label": label, "kind": "transform",
                 "code": format!("result = str(n{}.result).upper()", parents[0])}),
         };
@@ -50,8 +54,10 @@ fn random_dag(n: usize, seed: u64) -> Workflow {
             branches.push(json!({"from": format!("n{p}"), "to": format!("n{i}")}));
         }
     }
-    Workflow::from_canonical(json!({"id": "dag", "name": "dag", "start": "n0", "nodes": nodes, "branches": branches}))
-        .unwrap()
+    Workflow::from_canonical(
+        json!({"id": "dag", "name": "dag", "start": "n0", "nodes": nodes, "branches": branches}),
+    )
+    .unwrap()
 }
 
 fn catalog() -> &'static AppCatalog {
@@ -78,15 +84,31 @@ struct Engine {
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let bus = MemoryBus::new();
         let runtime = tokio.block_on(async {
             let dyn_bus: Arc<dyn Bus> = bus.clone();
             let registry = walkoff_apps::builtin_registry();
-            serve_all(&dyn_bus, &registry, &ExecutorConfig::default());
-            Runtime::start(dyn_bus, Arc::new(registry.catalog()), RuntimeConfig::default())
+            let executor = LocalExecutor::new(
+                Arc::clone(&dyn_bus),
+                &registry,
+                ExecutorConfig::default().concurrency,
+            );
+            Runtime::start(
+                dyn_bus,
+                Arc::new(executor),
+                Arc::new(registry.catalog()),
+                RuntimeConfig::default(),
+            )
         });
-        Engine { tokio, bus, runtime }
+        Engine {
+            tokio,
+            bus,
+            runtime,
+        }
     })
 }
 
@@ -95,7 +117,11 @@ fn run_to_end(engine: &Engine, workflow: &Arc<Workflow>) {
     engine.tokio.block_on(async {
         let id = engine
             .runtime
-            .submit(Arc::clone(workflow), BTreeMap::new(), &BTreeMap::<String, Value>::new())
+            .submit(
+                Arc::clone(workflow),
+                BTreeMap::new(),
+                &BTreeMap::<String, Value>::new(),
+            )
             .await
             .unwrap();
         let mut events = Box::pin(engine.runtime.events(&id, 1));
@@ -103,7 +129,10 @@ fn run_to_end(engine: &Engine, workflow: &Arc<Workflow>) {
         while let Some(event) = events.next().await {
             last = Some(event.unwrap());
         }
-        assert_eq!(last.and_then(|e| e.workflow_status()), Some(walkoff_schema::WorkflowStatus::Completed));
+        assert_eq!(
+            last.and_then(|e| e.workflow_status()),
+            Some(walkoff_schema::WorkflowStatus::Completed)
+        );
         engine.bus.forget_events(&id);
     });
 }

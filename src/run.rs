@@ -12,7 +12,7 @@ use serde_json::Value;
 use walkoff_dataflow::{
     compile, Bus, ExecutionSummary, MemoryBus, Runtime, RuntimeConfig, SubmitError,
 };
-use walkoff_executors::{serve_all, ExecutorConfig};
+use walkoff_executors::{ExecutorConfig, LocalExecutor};
 use walkoff_schema::{load_workflow_file, EventKind, NodeStatus, WorkflowStatus};
 
 use crate::EXIT_INVALID;
@@ -122,10 +122,18 @@ pub async fn run(args: RunArgs) -> ExitCode {
         return invalid(trigger_errors);
     }
 
-    let memory = MemoryBus::new();
-    let bus: Arc<dyn Bus> = memory.clone();
-    let executors = serve_all(&bus, &registry, &ExecutorConfig::default());
-    let runtime = Runtime::start(Arc::clone(&bus), catalog, RuntimeConfig::default());
+    let bus: Arc<dyn Bus> = MemoryBus::new();
+    let executor = LocalExecutor::new(
+        Arc::clone(&bus),
+        &registry,
+        ExecutorConfig::default().concurrency,
+    );
+    let runtime = Runtime::start(
+        Arc::clone(&bus),
+        Arc::new(executor),
+        catalog,
+        RuntimeConfig::default(),
+    );
     let execution_id = match runtime.submit(workflow, vars, &globals).await {
         Ok(id) => id,
         Err(SubmitError::Bus(e)) => {
@@ -189,9 +197,6 @@ pub async fn run(args: RunArgs) -> ExitCode {
 
     runtime.shutdown().await;
     bus.close().await;
-    for executor in executors {
-        let _ = executor.await;
-    }
     if args.json {
         println!(
             "{}",

@@ -8,6 +8,7 @@ mod action;
 pub mod bus;
 pub mod compile;
 mod condition;
+pub mod dispatch;
 pub mod events;
 pub mod execution;
 mod parallel;
@@ -18,6 +19,7 @@ pub mod trigger;
 
 pub use bus::{Bus, BusError, Delivery, DeliveryId, MemoryBus};
 pub use compile::{compile, Operator, Plan};
+pub use dispatch::{ActionExecutor, BusDispatch};
 pub use events::{follow, ExecutionSummary, NodeSummary};
 pub use execution::{Effects, Execution, ScriptJob};
 pub use runtime::{ControlError, GlobalProvider, Runtime, RuntimeConfig, SubmitError};

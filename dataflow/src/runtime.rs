@@ -17,6 +17,7 @@ use walkoff_schema::{
 
 use crate::bus::{Bus, BusError};
 use crate::compile::{compile, Plan};
+use crate::dispatch::ActionExecutor;
 use crate::events::follow;
 use crate::execution::{Effects, Execution};
 use crate::script::ScriptLimits;
@@ -83,6 +84,7 @@ pub enum ControlError {
 
 struct Inner {
     bus: Arc<dyn Bus>,
+    executor: Arc<dyn ActionExecutor>,
     catalog: Arc<AppCatalog>,
     config: RuntimeConfig,
     executions: Mutex<HashMap<ExecutionId, Execution>>,
@@ -102,10 +104,17 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Start the control loop on the current tokio runtime.
-    pub fn start(bus: Arc<dyn Bus>, catalog: Arc<AppCatalog>, config: RuntimeConfig) -> Runtime {
+    /// Start the control loop on the current tokio runtime. Actions go to `executor`; everything
+    /// else travels on `bus`.
+    pub fn start(
+        bus: Arc<dyn Bus>,
+        executor: Arc<dyn ActionExecutor>,
+        catalog: Arc<AppCatalog>,
+        config: RuntimeConfig,
+    ) -> Runtime {
         let inner = Arc::new(Inner {
             bus,
+            executor,
             catalog,
             config,
             executions: Mutex::new(HashMap::new()),
@@ -372,7 +381,7 @@ async fn carry_out(inner: &Arc<Inner>, fx: Effects) -> Result<(), BusError> {
     // Events first, so a node's EXECUTING event precedes anything its executor reports.
     inner.bus.publish_events(events).await?;
     if !actions.is_empty() {
-        inner.bus.send_actions(actions).await?;
+        inner.executor.dispatch(actions).await?;
     }
     for job in scripts {
         let bus = Arc::clone(&inner.bus);
@@ -381,20 +390,30 @@ async fn carry_out(inner: &Arc<Inner>, fx: Effects) -> Result<(), BusError> {
             let (execution_id, node_id, attempt) =
                 (job.execution_id.clone(), job.node_id.clone(), job.attempt);
             let started_at = Utc::now();
-            let result = tokio::task::spawn_blocking(move || job.run(&limits))
-                .await
-                .unwrap_or_else(|e| NodeResult {
-                    execution_id,
-                    node_id,
-                    shard: None,
-                    attempt,
-                    outcome: Outcome::Failure {
-                        error: format!("the script evaluation crashed: {e}"),
-                        retryable: false,
-                    },
-                    started_at,
-                    finished_at: Utc::now(),
-                });
+            // Starlark checks its limits every thousand ticks; one huge operation between checks
+            // could overrun them, so a watchdog fails the node on time whatever the script does.
+            let watchdog = limits.max_duration * 2 + std::time::Duration::from_millis(250);
+            let evaluation = tokio::task::spawn_blocking(move || job.run(&limits));
+            let failed = |error: String| NodeResult {
+                execution_id: execution_id.clone(),
+                node_id: node_id.clone(),
+                shard: None,
+                attempt,
+                outcome: Outcome::Failure {
+                    error,
+                    retryable: false,
+                },
+                started_at,
+                finished_at: Utc::now(),
+            };
+            let result = match tokio::time::timeout(watchdog, evaluation).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(e)) => failed(format!("the script evaluation crashed: {e}")),
+                Err(_) => failed(format!(
+                    "script stopped: it exceeded the time limit of {} ms",
+                    limits.max_duration.as_millis()
+                )),
+            };
             if let Err(e) = bus.send_control(vec![ControlMessage::Result(result)]).await {
                 tracing::warn!(error = %e, "could not report a script result");
             }

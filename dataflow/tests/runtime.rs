@@ -340,7 +340,7 @@ async fn runaway_scripts_fail_their_node_naming_the_limit() {
         "start": "a",
         "nodes": [
             action("a", "noop", json!([])),
-            {"label": "hog", "kind": "transform", "code": "x = []\nfor i in range(100):\n    x = x + [\"y\" * 100000 for j in range(100)]\nresult = len(x)"},
+            {"label": "hog", "kind": "transform", "code": "x = []\nfor i in range(100000000):\n    x.append(\"y\" * 1000)\nresult = len(x)"},
         ],
         "branches": edges(&[("a", "hog")]),
     }));

@@ -1,5 +1,9 @@
-//! Running actions: the [`App`] trait, the [`Registry`] of apps, and the executor loop that serves an
-//! app's queue on the bus.
+//! Running actions: the [`App`] trait, the [`Registry`] of apps, the in-process [`LocalExecutor`],
+//! and the executor loop that serves an app's queue on the bus.
+
+mod local;
+
+pub use local::LocalExecutor;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;

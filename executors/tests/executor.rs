@@ -172,3 +172,63 @@ async fn the_executor_keeps_at_most_its_concurrency_in_flight_and_acknowledges_e
     bus.close().await;
     executor.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_local_executor_runs_higher_priority_first_within_its_concurrency() {
+    let bus: Arc<dyn Bus> = MemoryBus::new();
+    let test_app = TestApp::new();
+    let registry = walkoff_executors::Registry::new().with(test_app.clone());
+    let executor = walkoff_executors::LocalExecutor::new(Arc::clone(&bus), &registry, 1);
+    use walkoff_dataflow::ActionExecutor;
+    // One slot: requests dispatched together start one at a time, highest priority first.
+    let mut requests = Vec::new();
+    for (node, priority) in [
+        ("first", 1),
+        ("low", 1),
+        ("high", 5),
+        ("mid", 3),
+        ("high-2", 5),
+    ] {
+        let mut r = request("sleep", json!({"ms": 5}), 1000);
+        r.node_id = node.into();
+        r.priority = priority;
+        requests.push(r);
+    }
+    executor.dispatch(requests).await.unwrap();
+    let mut order = Vec::new();
+    while order.len() < 5 {
+        for delivery in bus
+            .recv_control("w", 10, Duration::from_secs(5))
+            .await
+            .unwrap()
+        {
+            let ControlMessage::Result(r) = delivery.message else {
+                panic!()
+            };
+            order.push(r.node_id);
+        }
+    }
+    assert_eq!(order, ["high", "high-2", "mid", "first", "low"]);
+    assert_eq!(test_app.max_in_flight.load(Ordering::SeqCst), 1);
+    assert_eq!(executor.waiting(), 0);
+
+    // A request for an app this process does not serve is answered, not left waiting.
+    let mut stray = request("noop", json!({}), 1000);
+    stray.app.name = "elsewhere".into();
+    executor.dispatch(vec![stray]).await.unwrap();
+    let delivery = bus
+        .recv_control("w", 10, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .remove(0);
+    let ControlMessage::Result(r) = delivery.message else {
+        panic!()
+    };
+    assert_eq!(
+        failure(&r.outcome),
+        (
+            "no executor in this process serves the app elsewhere@1.0.0",
+            false
+        )
+    );
+}

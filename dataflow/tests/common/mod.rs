@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use walkoff_dataflow::{Bus, ExecutionSummary, MemoryBus, Runtime, RuntimeConfig};
+use walkoff_dataflow::{Bus, BusDispatch, ExecutionSummary, MemoryBus, Runtime, RuntimeConfig};
 use walkoff_schema::{
     AppApi, AppCatalog, AppRef, Event, EventKind, NodeResult, NodeStatus, Outcome, Workflow,
 };
@@ -177,7 +177,12 @@ impl Harness {
         let bus = MemoryBus::new();
         let dyn_bus: Arc<dyn Bus> = bus.clone();
         let observed = spawn_test_executor(Arc::clone(&dyn_bus));
-        let runtime = Runtime::start(dyn_bus, Arc::new(catalog()), RuntimeConfig::default());
+        let runtime = Runtime::start(
+            Arc::clone(&dyn_bus),
+            Arc::new(BusDispatch(dyn_bus)),
+            Arc::new(catalog()),
+            RuntimeConfig::default(),
+        );
         Harness {
             bus,
             runtime,
