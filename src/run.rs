@@ -146,12 +146,11 @@ pub async fn run(args: RunArgs) -> ExitCode {
     let mut summary = ExecutionSummary::new(&execution_id);
     let mut events = Box::pin(runtime.events(&execution_id, 1));
     let mut aborting = false;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let mut interrupt = Interrupt::listen();
     loop {
         let event = tokio::select! {
             event = events.next() => event,
-            _ = &mut ctrl_c, if !aborting => {
+            _ = interrupt.recv(), if !aborting => {
                 aborting = true;
                 eprintln!("interrupted: aborting execution {execution_id}");
                 let _ = runtime.abort(&execution_id).await;
@@ -249,5 +248,42 @@ fn truncate(text: &str, max: usize) -> String {
     } else {
         let cut: String = text.chars().take(max).collect();
         format!("{cut}…")
+    }
+}
+
+/// SIGINT and SIGTERM, listened for from creation on, so a signal that comes early is not missed.
+struct Interrupt {
+    #[cfg(unix)]
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Interrupt {
+    fn listen() -> Interrupt {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Interrupt {
+                signals: signal(SignalKind::interrupt())
+                    .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+                    .ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Interrupt {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.signals {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(unix)]
+        std::future::pending::<()>().await;
     }
 }

@@ -302,3 +302,70 @@ fn the_readme_example_workflow_is_valid_and_runs() {
     assert_eq!(doc["nodes"]["scan"]["result"], json!([22, 443]));
     assert_eq!(doc["nodes"]["close"]["status"], "SKIPPED");
 }
+
+fn pause_workflow(dir: &Path, seconds: f64, timeout_ms: u64, attempts: u32) -> PathBuf {
+    write(
+        dir,
+        "pause.json",
+        &json!({
+            "id": "p", "name": "p", "start": "wait",
+            "nodes": [
+                {"label": "wait", "kind": "action", "app": "basics", "action": "pause",
+                 "timeout_ms": timeout_ms, "retry": {"attempts": attempts},
+                 "parameters": [{"name": "seconds", "value": seconds}]},
+                {"label": "after", "kind": "action", "app": "basics", "action": "hello_world"}
+            ],
+            "branches": [{"from": "wait", "to": "after"}]
+        }),
+    )
+}
+
+#[test]
+fn an_action_past_its_timeout_is_retried_then_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = pause_workflow(dir.path(), 5.0, 50, 2);
+    let out = walkoff(&["run", path.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc = json_out(&out);
+    assert_eq!(doc["nodes"]["wait"]["status"], "FAILURE");
+    assert_eq!(doc["nodes"]["wait"]["attempts"], 2);
+    assert_eq!(
+        doc["nodes"]["wait"]["error"],
+        "timed out after 50 ms (after 2 attempts)"
+    );
+    assert_eq!(doc["nodes"]["after"]["status"], "SKIPPED");
+}
+
+#[test]
+fn ctrl_c_aborts_the_execution() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = pause_workflow(dir.path(), 60.0, 120_000, 1);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walkoff"))
+        .args(["run", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Once the action is running, the interrupt handler is in place.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("wait") && line.contains("EXECUTING") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let text = rest.join("\n");
+    assert!(text.contains("wait") && text.contains("ABORTED"), "{text}");
+    assert!(text.contains("workflow ABORTED"), "{text}");
+    assert!(rest.last().unwrap().ends_with(": ABORTED"), "{text}");
+}
