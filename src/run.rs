@@ -107,20 +107,24 @@ pub async fn run(args: RunArgs) -> ExitCode {
             )
         }
     };
+    // Trigger data may name a trigger by label or id; it is delivered by label.
     let mut trigger_errors = Vec::new();
-    for (label, data) in &triggers {
-        match plan.find(label) {
-            None => trigger_errors.push(format!("--trigger {label}: no node has this label")),
-            Some(index) => {
-                if let Err(e) = walkoff_dataflow::trigger::check(&plan, index, data) {
-                    trigger_errors.push(format!("--trigger {label}: {e}"));
+    let mut trigger_data = BTreeMap::new();
+    for (name, data) in triggers {
+        match plan.find(&name) {
+            None => trigger_errors.push(format!("--trigger {name}: no node has this label")),
+            Some(index) => match walkoff_dataflow::trigger::check(&plan, index, &data) {
+                Err(e) => trigger_errors.push(format!("--trigger {name}: {e}")),
+                Ok(()) => {
+                    trigger_data.insert(plan.nodes[index].label.clone(), data);
                 }
-            }
+            },
         }
     }
     if !trigger_errors.is_empty() {
         return invalid(trigger_errors);
     }
+    let triggers = trigger_data;
 
     let bus: Arc<dyn Bus> = MemoryBus::new();
     let executor = LocalExecutor::new(

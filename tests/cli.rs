@@ -369,3 +369,19 @@ fn ctrl_c_aborts_the_execution() {
     assert!(text.contains("workflow ABORTED"), "{text}");
     assert!(rest.last().unwrap().ends_with(": ABORTED"), "{text}");
 }
+
+#[test]
+fn trigger_data_may_name_the_trigger_by_id() {
+    let out = walkoff(&[
+        "run",
+        "examples/walkoff1/semantics-mix.json",
+        "--trigger",
+        "b605c4c1-2766-5661-97e9-37178f209bf7={\"by\": \"id\"}",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        json_out(&out)["nodes"]["approval"]["result"],
+        json!({"by": "id"})
+    );
+}

@@ -21,33 +21,61 @@ pub fn follow(
     execution_id: String,
     from_seq: u64,
 ) -> impl Stream<Item = Result<Event, BusError>> + Send + 'static {
-    let state = (
+    let from_seq = from_seq.max(1);
+    let state = Follow {
         bus,
-        execution_id,
-        from_seq.max(1),
-        VecDeque::<Event>::new(),
-        false,
-    );
-    futures::stream::unfold(state, |(bus, id, mut next, mut buffer, done)| async move {
+        id: execution_id,
+        next: from_seq,
+        buffer: VecDeque::new(),
+        // A reader resuming past the start first checks whether it resumes past the end.
+        done: false,
+        check_resume: from_seq > 1,
+    };
+    futures::stream::unfold(state, |mut state| async move {
         loop {
-            if let Some(event) = buffer.pop_front() {
-                let done = event.is_final();
-                return Some((Ok(event), (bus, id, next, buffer, done)));
+            if let Some(event) = state.buffer.pop_front() {
+                state.done = event.is_final();
+                return Some((Ok(event), state));
             }
-            if done {
+            if state.done {
                 return None;
             }
-            match bus.read_events(&id, next, 1024, FOLLOW_WAIT).await {
+            if std::mem::take(&mut state.check_resume) {
+                let before = state
+                    .bus
+                    .read_events(&state.id, state.next - 1, 1, Duration::ZERO)
+                    .await;
+                if before.is_ok_and(|e| e.first().is_some_and(Event::is_final)) {
+                    return None;
+                }
+            }
+            match state
+                .bus
+                .read_events(&state.id, state.next, 1024, FOLLOW_WAIT)
+                .await
+            {
                 Ok(events) => {
                     if let Some(last) = events.last() {
-                        next = last.seq + 1;
+                        state.next = last.seq + 1;
                     }
-                    buffer = events.into();
+                    state.buffer = events.into();
                 }
-                Err(e) => return Some((Err(e), (bus, id, next, buffer, true))),
+                Err(e) => {
+                    state.done = true;
+                    return Some((Err(e), state));
+                }
             }
         }
     })
+}
+
+struct Follow {
+    bus: Arc<dyn Bus>,
+    id: String,
+    next: u64,
+    buffer: VecDeque<Event>,
+    done: bool,
+    check_resume: bool,
 }
 
 /// The state of an execution as its events tell it; what `walkoff run --json` prints.

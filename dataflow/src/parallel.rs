@@ -134,8 +134,10 @@ pub(crate) fn on_shard_result(
         let Some(run) = exec.parallel.get(&index) else {
             return;
         };
-        if shard_index >= run.results.len()
+        // Only shards already dispatched, at their current attempt, take a result.
+        if shard_index >= run.next
             || run.results[shard_index].is_some()
+            || result.attempt == 0
             || run.attempts[shard_index] != result.attempt
         {
             return;
@@ -239,7 +241,7 @@ pub(crate) fn retry_shard(
     };
     let due = exec.parallel.get(&index).is_some_and(|run| {
         let s = shard as usize;
-        s < run.results.len() && run.results[s].is_none() && run.attempts[s] == attempt
+        s < run.next && attempt > 0 && run.results[s].is_none() && run.attempts[s] == attempt
     });
     if due {
         dispatch_shard(exec, index, op, shard as usize, attempt, fx);

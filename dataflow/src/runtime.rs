@@ -90,7 +90,35 @@ struct Inner {
     executions: Mutex<HashMap<ExecutionId, Execution>>,
     /// Plans compiled at submission, picked up by the control loop instead of compiling again.
     prepared: Mutex<HashMap<ExecutionId, Arc<Plan>>>,
+    /// Recently finished executions, so a redelivered start does not run one again.
+    finished: Mutex<FinishedSet>,
     stopping: AtomicBool,
+}
+
+/// A bounded memory of finished execution ids, oldest forgotten first.
+#[derive(Default)]
+struct FinishedSet {
+    ids: std::collections::HashSet<ExecutionId>,
+    order: std::collections::VecDeque<ExecutionId>,
+}
+
+impl FinishedSet {
+    const CAPACITY: usize = 100_000;
+
+    fn insert(&mut self, id: ExecutionId) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.ids.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -119,6 +147,7 @@ impl Runtime {
             config,
             executions: Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
+            finished: Mutex::new(FinishedSet::default()),
             stopping: AtomicBool::new(false),
         });
         let control_loop = tokio::spawn(control_loop(Arc::clone(&inner)));
@@ -320,7 +349,9 @@ fn apply(
 ) {
     match message {
         ControlMessage::Start(start) => {
-            if executions.contains_key(&start.execution_id) {
+            if executions.contains_key(&start.execution_id)
+                || lock(&inner.finished).contains(&start.execution_id)
+            {
                 return; // a redelivered start
             }
             let prepared = lock(&inner.prepared).remove(&start.execution_id);
@@ -335,11 +366,14 @@ fn apply(
                 .and_then(|plan| Execution::start(plan, *start, fx).map_err(|e| e.to_string()));
             match started {
                 Ok(execution) => {
-                    if !execution.is_finished() {
+                    if execution.is_finished() {
+                        lock(&inner.finished).insert(execution_id);
+                    } else {
                         executions.insert(execution_id, execution);
                     }
                 }
                 Err(reason) => {
+                    lock(&inner.finished).insert(execution_id.clone());
                     tracing::warn!(execution = %execution_id, reason = %reason, "execution could not start");
                     fx.events.push(Event {
                         execution_id,
@@ -366,6 +400,7 @@ fn apply(
             };
             if finished {
                 executions.remove(&id);
+                lock(&inner.finished).insert(id);
             }
         }
     }
@@ -378,10 +413,16 @@ async fn carry_out(inner: &Arc<Inner>, fx: Effects) -> Result<(), BusError> {
         scripts,
         timers,
     } = fx;
-    // Events first, so a node's EXECUTING event precedes anything its executor reports.
-    inner.bus.publish_events(events).await?;
+    // Events first, so a node's EXECUTING event precedes anything its executor reports. Each kind
+    // of effect is carried out even when another failed, so one failure loses no more than itself.
+    let mut first_error = None;
+    if let Err(e) = inner.bus.publish_events(events).await {
+        first_error.get_or_insert(e);
+    }
     if !actions.is_empty() {
-        inner.executor.dispatch(actions).await?;
+        if let Err(e) = inner.executor.dispatch(actions).await {
+            first_error.get_or_insert(e);
+        }
     }
     for job in scripts {
         let bus = Arc::clone(&inner.bus);
@@ -428,5 +469,8 @@ async fn carry_out(inner: &Arc<Inner>, fx: Effects) -> Result<(), BusError> {
             }
         });
     }
-    Ok(())
+    match first_error {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
 }

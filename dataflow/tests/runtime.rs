@@ -689,3 +689,71 @@ async fn events_are_numbered_from_one_without_gaps_and_replay_from_any_point() {
         "every message was acknowledged"
     );
 }
+
+// ---- redelivery and resumption ----
+
+#[tokio::test]
+async fn a_start_redelivered_after_the_execution_finished_runs_nothing_again() {
+    let h = Harness::new();
+    let wf = workflow(json!({"start": "a", "nodes": [action("a", "noop", json!([]))]}));
+    let (summary, events) = h.run(wf.clone()).await;
+    assert_eq!(summary.status, WorkflowStatus::Completed);
+    let start = walkoff_schema::StartExecution {
+        execution_id: summary.execution_id.clone(),
+        workflow: Arc::new(wf.clone()),
+        variables: BTreeMap::new(),
+        globals: BTreeMap::new(),
+    };
+    h.runtime
+        .bus()
+        .send_control(vec![walkoff_schema::ControlMessage::Start(Box::new(start))])
+        .await
+        .unwrap();
+    // A later execution finishing proves the control loop has processed the redelivered start.
+    h.run(wf).await;
+    assert_eq!(h.observed.calls.lock().unwrap().values().sum::<u32>(), 2);
+    let again: Vec<_> = h
+        .runtime
+        .events(&summary.execution_id, 1)
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+    assert_eq!(again, events);
+}
+
+#[tokio::test]
+async fn following_from_past_the_final_event_ends_at_once() {
+    let h = Harness::new();
+    let (summary, events) = h
+        .run(workflow(
+            json!({"start": "a", "nodes": [action("a", "noop", json!([]))]}),
+        ))
+        .await;
+    let past = events.len() as u64 + 1;
+    let rest: Vec<_> = h
+        .runtime
+        .events(&summary.execution_id, past)
+        .collect()
+        .await;
+    assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn following_an_unfinished_execution_ends_when_the_bus_closes() {
+    let h = Harness::new();
+    let wf = workflow(json!({"start": "a", "nodes": [action("a", "hang", json!([]))]}));
+    let id = h
+        .runtime
+        .submit(Arc::new(wf), BTreeMap::new(), &BTreeMap::new())
+        .await
+        .unwrap();
+    let mut stream = Box::pin(h.runtime.events(&id, 1));
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.workflow_status(), Some(WorkflowStatus::Executing));
+    h.bus.close().await;
+    let rest: Vec<_> = stream.collect().await;
+    assert!(
+        matches!(rest.last(), Some(Err(walkoff_dataflow::BusError::Closed))),
+        "{rest:?}"
+    );
+}

@@ -160,9 +160,15 @@ impl PreparedApp {
                 retryable: e.retryable,
             },
             Ok(()) => {
-                let call = AssertUnwindSafe(self.app.call(&request.action, request.parameters))
-                    .catch_unwind();
-                match tokio::time::timeout(timeout, call).await {
+                let mut call = AssertUnwindSafe(self.app.call(&request.action, request.parameters))
+                    .catch_unwind()
+                    .boxed();
+                // Many actions finish on their first poll; only arm the timeout for the others.
+                let finished = match futures::poll!(call.as_mut()) {
+                    std::task::Poll::Ready(done) => Ok(done),
+                    std::task::Poll::Pending => tokio::time::timeout(timeout, call).await,
+                };
+                match finished {
                     Err(_) => Outcome::Failure {
                         error: format!("timed out after {} ms", timeout.as_millis()),
                         retryable: true,

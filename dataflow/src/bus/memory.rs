@@ -285,8 +285,8 @@ impl Bus for MemoryBus {
         };
         match self.wait_for(&self.events_ready, wait, slice).await {
             Ok(found) => Ok(found.unwrap_or_default()),
-            // Events already published stay readable after close.
-            Err(BusError::Closed) => Ok(slice().unwrap_or_default()),
+            // Events already published stay readable after close; past them, the stream has ended.
+            Err(BusError::Closed) => slice().ok_or(BusError::Closed),
             Err(e) => Err(e),
         }
     }
