@@ -2,6 +2,8 @@
 //! parents and children.
 
 use std::collections::{BTreeSet, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,8 +31,8 @@ pub struct Plan {
     pub graph: DiGraph<usize, ()>,
     pub nodes: Vec<PlanNode>,
     pub start: usize,
-    pub by_id: HashMap<String, usize>,
-    pub by_label: HashMap<String, usize>,
+    pub by_id: FxHashMap<String, usize>,
+    pub by_label: FxHashMap<String, usize>,
     /// Workflow variable defaults, by id and by name.
     pub variables: HashMap<String, Value>,
 }
@@ -144,13 +146,13 @@ pub fn compile(
         return Err(Problems(problems));
     }
     let start = wg.graph[wg.index_of[&workflow.start]];
-    let by_id: HashMap<String, usize> = workflow
+    let by_id: FxHashMap<String, usize> = workflow
         .nodes
         .iter()
         .enumerate()
         .map(|(i, n)| (n.id.clone(), i))
         .collect();
-    let by_label: HashMap<String, usize> = workflow
+    let by_label: FxHashMap<String, usize> = workflow
         .nodes
         .iter()
         .enumerate()
@@ -260,7 +262,7 @@ pub fn compile(
     })
 }
 
-fn param_source(p: &Parameter, by_id: &HashMap<String, usize>) -> ParamSource {
+fn param_source(p: &Parameter, by_id: &FxHashMap<String, usize>) -> ParamSource {
     let reference = || p.value.as_str().unwrap_or_default().to_string();
     let source = match p.variant {
         Variant::StaticValue => Source::Static(p.value.clone()),

@@ -2,6 +2,8 @@
 //! their effects. It is driven entirely by messages: no polling, no sleeps.
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -87,7 +89,7 @@ struct Inner {
     executor: Arc<dyn ActionExecutor>,
     catalog: Arc<AppCatalog>,
     config: RuntimeConfig,
-    executions: Mutex<HashMap<ExecutionId, Execution>>,
+    executions: Mutex<FxHashMap<ExecutionId, Execution>>,
     /// Plans compiled at submission, picked up by the control loop instead of compiling again.
     prepared: Mutex<HashMap<ExecutionId, Arc<Plan>>>,
     /// Recently finished executions, so a redelivered start does not run one again.
@@ -145,7 +147,7 @@ impl Runtime {
             executor,
             catalog,
             config,
-            executions: Mutex::new(HashMap::new()),
+            executions: Mutex::new(FxHashMap::default()),
             prepared: Mutex::new(HashMap::new()),
             finished: Mutex::new(FinishedSet::default()),
             stopping: AtomicBool::new(false),
@@ -343,7 +345,7 @@ async fn control_loop(inner: Arc<Inner>) {
 
 fn apply(
     inner: &Inner,
-    executions: &mut HashMap<ExecutionId, Execution>,
+    executions: &mut FxHashMap<ExecutionId, Execution>,
     message: ControlMessage,
     fx: &mut Effects,
 ) {

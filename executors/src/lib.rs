@@ -62,7 +62,8 @@ impl ActionError {
 pub struct PreparedApp {
     app: Arc<dyn App>,
     app_ref: AppRef,
-    validators: HashMap<(String, String), jsonschema::Validator>,
+    /// Per action, the compiled schema of each parameter, in the order the API lists them.
+    validators: HashMap<String, Vec<Option<jsonschema::Validator>>>,
 }
 
 impl PreparedApp {
@@ -70,19 +71,22 @@ impl PreparedApp {
         let api = app.api();
         let mut validators = HashMap::new();
         for action in &api.actions {
-            for parameter in &action.parameters {
-                if let Some(schema) = &parameter.json_schema {
-                    match jsonschema::draft4::new(schema) {
-                        Ok(v) => {
-                            validators.insert((action.name.clone(), parameter.name.clone()), v);
-                        }
-                        Err(e) => tracing::warn!(
-                            app = %api.name, action = %action.name, parameter = %parameter.name,
-                            error = %e, "invalid parameter schema; values are not checked"
-                        ),
-                    }
-                }
-            }
+            let compiled = action
+                .parameters
+                .iter()
+                .map(|parameter| {
+                    let schema = parameter.json_schema.as_ref()?;
+                    jsonschema::draft4::new(schema)
+                        .map_err(|e| {
+                            tracing::warn!(
+                                app = %api.name, action = %action.name, parameter = %parameter.name,
+                                error = %e, "invalid parameter schema; values are not checked"
+                            )
+                        })
+                        .ok()
+                })
+                .collect();
+            validators.insert(action.name.clone(), compiled);
         }
         PreparedApp {
             app_ref: AppRef {
@@ -118,15 +122,17 @@ impl PreparedApp {
                 problems.push(format!("unknown parameter '{name}'"));
             }
         }
-        for parameter in &action_api.parameters {
+        let validators = self.validators.get(action);
+        for (i, parameter) in action_api.parameters.iter().enumerate() {
             match parameters.get(&parameter.name) {
                 None if parameter.required => {
                     problems.push(format!("missing required parameter '{}'", parameter.name))
                 }
                 None => {}
                 Some(value) => {
-                    let key = (action.to_string(), parameter.name.clone());
-                    if let Some(validator) = self.validators.get(&key) {
+                    if let Some(validator) =
+                        validators.and_then(|v| v.get(i)).and_then(Option::as_ref)
+                    {
                         let errors: Vec<String> = validator
                             .iter_errors(value)
                             .map(|e| e.to_string())

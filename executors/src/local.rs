@@ -2,12 +2,12 @@
 //! own concurrency limit and a priority queue of requests waiting for a slot. Results go to the bus's
 //! control channel like any executor's.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use walkoff_dataflow::bus::PriorityQueue;
 use walkoff_dataflow::{ActionExecutor, Bus, BusError};
 use walkoff_schema::{ActionRequest, AppRef, ControlMessage, NodeResult, Outcome};
 
@@ -26,35 +26,8 @@ struct LocalApp {
 
 #[derive(Default)]
 struct Waiting {
-    queue: BinaryHeap<Queued>,
+    queue: PriorityQueue<ActionRequest>,
     running: usize,
-    order: u64,
-}
-
-/// Higher priority first, then first come first served.
-struct Queued {
-    priority: u8,
-    order: u64,
-    request: ActionRequest,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.priority
-            .cmp(&other.priority)
-            .then_with(|| other.order.cmp(&self.order))
-    }
 }
 
 fn lock(m: &Mutex<Waiting>) -> MutexGuard<'_, Waiting> {
@@ -99,7 +72,7 @@ impl LocalApp {
                     return;
                 };
                 state.running += 1;
-                next.request
+                next
             };
             let app = Arc::clone(self);
             let bus = Arc::clone(bus);
@@ -125,16 +98,7 @@ impl ActionExecutor for LocalExecutor {
                 unserved.push(request);
                 continue;
             };
-            {
-                let mut state = lock(&app.state);
-                state.order += 1;
-                let order = state.order;
-                state.queue.push(Queued {
-                    priority: request.priority,
-                    order,
-                    request,
-                });
-            }
+            lock(&app.state).queue.push(request.priority, request);
             if !touched.iter().any(|t| Arc::ptr_eq(t, app)) {
                 touched.push(app);
             }

@@ -1,7 +1,8 @@
 //! The in-memory bus: the embedded default for `walkoff run` and `walkoff serve`.
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use walkoff_schema::{ActionRequest, AppRef, ControlMessage, Event, NodeResult};
 
-use super::{Bus, BusError, Delivery, DeliveryId};
+use super::{Bus, BusError, Delivery, DeliveryId, PriorityQueue};
 
 #[derive(Default)]
 pub struct MemoryBus {
@@ -18,7 +19,7 @@ pub struct MemoryBus {
     control: Mutex<VecDeque<Delivery<ControlMessage>>>,
     control_ready: Notify,
     pending_control: Mutex<HashSet<DeliveryId>>,
-    events: Mutex<HashMap<String, Vec<Event>>>,
+    events: Mutex<FxHashMap<String, Vec<Event>>>,
     events_ready: Notify,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -26,35 +27,10 @@ pub struct MemoryBus {
 
 #[derive(Default)]
 struct AppQueue {
-    queue: Mutex<BinaryHeap<Queued>>,
+    /// Requests with their delivery ids.
+    queue: Mutex<PriorityQueue<(u64, ActionRequest)>>,
     pending: Mutex<HashSet<DeliveryId>>,
     ready: Notify,
-}
-
-/// A queued request: higher priority first, then first come first served.
-struct Queued {
-    priority: u8,
-    order: u64,
-    request: ActionRequest,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.priority
-            .cmp(&other.priority)
-            .then_with(|| other.order.cmp(&self.order))
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,11 +113,7 @@ impl Bus for MemoryBus {
             {
                 let mut queue = lock(&q.queue);
                 for request in requests {
-                    queue.push(Queued {
-                        priority: request.priority,
-                        order: self.next_id(),
-                        request,
-                    });
+                    queue.push(request.priority, (self.next_id(), request));
                 }
             }
             q.ready.notify_waiters();
@@ -166,13 +138,15 @@ impl Bus for MemoryBus {
                 let mut pending = lock(&q.pending);
                 let mut out = Vec::with_capacity(max.min(queue.len()));
                 while out.len() < max.max(1) {
-                    let Some(item) = queue.pop() else { break };
-                    let id = item.order.to_string();
+                    let Some((id, request)) = queue.pop() else {
+                        break;
+                    };
+                    let id = id.to_string();
                     pending.insert(id.clone());
                     out.push(Delivery {
                         id,
                         deliveries: 1,
-                        message: item.request,
+                        message: request,
                     });
                 }
                 Some(out)
@@ -256,7 +230,11 @@ impl Bus for MemoryBus {
         {
             let mut logs = lock(&self.events);
             for event in events {
-                let log = logs.entry(event.execution_id.clone()).or_default();
+                // Look up before inserting: the key is cloned only for a new execution.
+                let log = match logs.get_mut(&event.execution_id) {
+                    Some(log) => log,
+                    None => logs.entry(event.execution_id.clone()).or_default(),
+                };
                 // Sequence numbers only grow; a republished event is not stored twice.
                 if log.last().is_none_or(|last| last.seq < event.seq) {
                     log.push(event);

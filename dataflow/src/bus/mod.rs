@@ -9,6 +9,7 @@
 
 pub mod conformance;
 mod memory;
+mod priority;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use walkoff_schema::{ActionRequest, AppRef, ControlMessage, Event, NodeResult};
 
 pub use memory::MemoryBus;
+pub use priority::PriorityQueue;
 
 /// Identifies one delivered message for acknowledgement.
 pub type DeliveryId = String;
