@@ -84,6 +84,9 @@ pub enum ControlError {
     Bus(#[from] BusError),
 }
 
+/// Workflows whose compiled plans are kept for resubmission.
+const PLAN_CACHE_SIZE: usize = 32;
+
 struct Inner {
     bus: Arc<dyn Bus>,
     executor: Arc<dyn ActionExecutor>,
@@ -92,6 +95,8 @@ struct Inner {
     executions: Mutex<FxHashMap<ExecutionId, Execution>>,
     /// Plans compiled at submission, picked up by the control loop instead of compiling again.
     prepared: Mutex<HashMap<ExecutionId, Arc<Plan>>>,
+    /// Plans of recently submitted workflows, by workflow identity.
+    plans: Mutex<Vec<(std::sync::Weak<Workflow>, Arc<Plan>)>>,
     /// Recently finished executions, so a redelivered start does not run one again.
     finished: Mutex<FinishedSet>,
     stopping: AtomicBool,
@@ -149,6 +154,7 @@ impl Runtime {
             config,
             executions: Mutex::new(FxHashMap::default()),
             prepared: Mutex::new(HashMap::new()),
+            plans: Mutex::new(Vec::new()),
             finished: Mutex::new(FinishedSet::default()),
             stopping: AtomicBool::new(false),
         });
@@ -174,8 +180,7 @@ impl Runtime {
         variables: BTreeMap<String, Value>,
         globals: &dyn GlobalProvider,
     ) -> Result<ExecutionId, SubmitError> {
-        let plan = compile(Arc::clone(&workflow), &self.inner.catalog, None)
-            .map_err(SubmitError::Invalid)?;
+        let plan = self.plan_for(&workflow)?;
         if let Some(unknown) = variables.keys().find(|key| {
             !workflow
                 .variables
@@ -192,7 +197,7 @@ impl Runtime {
             resolved_globals.insert(key, value);
         }
         let execution_id = uuid::Uuid::new_v4().to_string();
-        lock(&self.inner.prepared).insert(execution_id.clone(), Arc::new(plan));
+        lock(&self.inner.prepared).insert(execution_id.clone(), plan);
         let start = StartExecution {
             execution_id: execution_id.clone(),
             workflow,
@@ -209,6 +214,31 @@ impl Runtime {
             return Err(e.into());
         }
         Ok(execution_id)
+    }
+
+    /// The compiled plan of `workflow`: workflows are immutable behind their `Arc`, so submitting
+    /// the same one again (a stored workflow run many times) reuses its plan.
+    fn plan_for(&self, workflow: &Arc<Workflow>) -> Result<Arc<Plan>, SubmitError> {
+        {
+            let cache = lock(&self.inner.plans);
+            if let Some((_, plan)) = cache
+                .iter()
+                .find(|(w, _)| w.upgrade().is_some_and(|w| Arc::ptr_eq(&w, workflow)))
+            {
+                return Ok(Arc::clone(plan));
+            }
+        }
+        let plan = Arc::new(
+            compile(Arc::clone(workflow), &self.inner.catalog, None)
+                .map_err(SubmitError::Invalid)?,
+        );
+        let mut cache = lock(&self.inner.plans);
+        cache.retain(|(w, _)| w.strong_count() > 0);
+        if cache.len() >= PLAN_CACHE_SIZE {
+            cache.remove(0);
+        }
+        cache.push((Arc::downgrade(workflow), Arc::clone(&plan)));
+        Ok(plan)
     }
 
     /// Deliver data to a trigger (by id or label). The data is checked against the trigger's schema

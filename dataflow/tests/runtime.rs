@@ -757,3 +757,32 @@ async fn following_an_unfinished_execution_ends_when_the_bus_closes() {
         "{rest:?}"
     );
 }
+
+#[tokio::test]
+async fn one_workflow_submitted_many_times_runs_each_execution_on_its_own() {
+    let h = Harness::new();
+    let wf = Arc::new(workflow(json!({
+        "start": "a",
+        "variables": [{"name": "n", "value": 0}],
+        "nodes": [action("a", "count", json!([{"name": "n", "variant": "WORKFLOW_VARIABLE", "value": "n"}]))],
+    })));
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let vars = BTreeMap::from([("n".to_string(), json!(n))]);
+        ids.push(
+            h.runtime
+                .submit(Arc::clone(&wf), vars, &BTreeMap::new())
+                .await
+                .unwrap(),
+        );
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let mut summary = walkoff_dataflow::ExecutionSummary::new(id);
+        let mut stream = Box::pin(h.runtime.events(id, 1));
+        while let Some(Ok(event)) = stream.next().await {
+            summary.apply(&event);
+        }
+        assert_eq!(summary.status, WorkflowStatus::Completed);
+        assert_eq!(result(&summary, "a"), json!(n + 1));
+    }
+}
