@@ -786,3 +786,32 @@ async fn one_workflow_submitted_many_times_runs_each_execution_on_its_own() {
         assert_eq!(result(&summary, "a"), json!(n + 1));
     }
 }
+
+#[tokio::test]
+async fn a_script_stuck_in_one_long_operation_is_failed_by_the_watchdog_on_time() {
+    // The interpreter checks its limits only between operations; one long string operation gives it
+    // no chance to, so the watchdog must fail the node.
+    let config = walkoff_dataflow::RuntimeConfig {
+        script_limits: walkoff_dataflow::ScriptLimits {
+            max_duration: std::time::Duration::from_millis(1),
+            max_heap_bytes: 8 << 30,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let h = Harness::with_config(config);
+    let wf = workflow(json!({
+        "start": "a",
+        "nodes": [
+            action("a", "noop", json!([])),
+            {"label": "slow", "kind": "transform", "code": "result = len((\"a\" * 100000000).upper().lower())"},
+        ],
+        "branches": edges(&[("a", "slow")]),
+    }));
+    let (summary, _) = h.run(wf).await;
+    assert_eq!(status(&summary, "slow"), NodeStatus::Failure);
+    assert_eq!(
+        error(&summary, "slow"),
+        "script stopped: it exceeded the time limit of 1 ms"
+    );
+}

@@ -174,6 +174,10 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Harness {
+        Harness::with_config(RuntimeConfig::default())
+    }
+
+    pub fn with_config(config: RuntimeConfig) -> Harness {
         let bus = MemoryBus::new();
         let dyn_bus: Arc<dyn Bus> = bus.clone();
         let observed = spawn_test_executor(Arc::clone(&dyn_bus));
@@ -181,7 +185,7 @@ impl Harness {
             Arc::clone(&dyn_bus),
             Arc::new(BusDispatch(dyn_bus)),
             Arc::new(catalog()),
-            RuntimeConfig::default(),
+            config,
         );
         Harness {
             bus,
