@@ -815,3 +815,82 @@ async fn a_script_stuck_in_one_long_operation_is_failed_by_the_watchdog_on_time(
         "script stopped: it exceeded the time limit of 1 ms"
     );
 }
+
+#[tokio::test]
+async fn a_start_message_with_an_invalid_workflow_fails_the_execution_with_the_problems() {
+    let h = Harness::new();
+    let wf = workflow(json!({"start": "ghost", "nodes": [action("a", "noop", json!([]))]}));
+    let start = walkoff_schema::StartExecution {
+        execution_id: "from-elsewhere".into(),
+        workflow: Arc::new(wf),
+        variables: BTreeMap::new(),
+        globals: BTreeMap::new(),
+    };
+    h.runtime
+        .bus()
+        .send_control(vec![walkoff_schema::ControlMessage::Start(Box::new(start))])
+        .await
+        .unwrap();
+    let events: Vec<_> = h
+        .runtime
+        .events("from-elsewhere", 1)
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
+    assert_eq!(events.len(), 1);
+    match &events[0].kind {
+        EventKind::Workflow { status, error, .. } => {
+            assert_eq!(*status, WorkflowStatus::Failed);
+            assert!(
+                error.as_deref().unwrap().contains("[unknown_start]"),
+                "{error:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_trigger_takes_data_once() {
+    let h = Harness::new();
+    // The node after the trigger never finishes, so the execution is still running when the
+    // second delivery is tried.
+    let wf = workflow(json!({
+        "start": "approve",
+        "nodes": [{"label": "approve", "kind": "trigger"}, action("stuck", "hang", json!([]))],
+        "branches": edges(&[("approve", "stuck")]),
+    }));
+    let id = h
+        .runtime
+        .submit(Arc::new(wf), BTreeMap::new(), &BTreeMap::new())
+        .await
+        .unwrap();
+    let mut stream = Box::pin(h.runtime.events(&id, 1));
+    let mut delivered = false;
+    let mut refused = false;
+    while let Some(Ok(event)) = stream.next().await {
+        if let EventKind::Node(n) = &event.kind {
+            if n.label == "approve" && n.status == NodeStatus::AwaitingData && !delivered {
+                delivered = true;
+                h.runtime
+                    .trigger(&id, "approve", json!({"ok": true}))
+                    .await
+                    .unwrap();
+            }
+            if n.label == "approve" && n.status == NodeStatus::Success {
+                let err = h
+                    .runtime
+                    .trigger(&id, "approve", json!({"ok": false}))
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    err.to_string(),
+                    "trigger 'approve' has already received its data"
+                );
+                refused = true;
+                h.runtime.abort(&id).await.unwrap();
+            }
+        }
+    }
+    assert!(delivered && refused);
+}
