@@ -3,13 +3,14 @@
 //! execution with their sequence numbers.
 //!
 //! Two implementations pass the same conformance suite ([`conformance`]): [`MemoryBus`], the
-//! embedded default, and (next) Redis Streams. The trait is shaped for Redis: batched sends,
+//! embedded default, and [`RedisBus`] on Redis Streams. The trait is shaped for Redis: batched sends,
 //! receives that wait a bounded time, explicit acknowledgements and a delivery count, so delivery is
 //! at least once and consumers make their effects idempotent.
 
 pub mod conformance;
 mod memory;
 mod priority;
+mod redis;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use walkoff_schema::{ActionRequest, AppRef, ControlMessage, Event, NodeResult};
 
 pub use memory::MemoryBus;
 pub use priority::PriorityQueue;
+pub use redis::RedisBus;
 
 /// Identifies one delivered message for acknowledgement.
 pub type DeliveryId = String;

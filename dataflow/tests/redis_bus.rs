@@ -1,0 +1,180 @@
+//! The Redis Streams bus passes the same conformance suite as the in-memory bus, against a real
+//! `redis-server`; and what the network sends it cannot break it.
+
+mod redis_server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis_server::RedisServer;
+use walkoff_dataflow::bus::{conformance, RedisBus};
+use walkoff_dataflow::Bus;
+
+async fn bus(server: &RedisServer) -> Arc<dyn Bus> {
+    RedisBus::connect(&server.url(), "walkoff")
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn actions_are_served_by_priority_then_in_order() {
+    let server = RedisServer::start();
+    conformance::actions_are_served_by_priority_then_in_order(bus(&server).await).await;
+}
+
+#[tokio::test]
+async fn receives_wait_a_bounded_time_and_wake_on_send() {
+    let server = RedisServer::start();
+    conformance::receives_wait_a_bounded_time_and_wake_on_send(bus(&server).await).await;
+}
+
+#[tokio::test]
+async fn completing_actions_publishes_results_and_acknowledges() {
+    let server = RedisServer::start();
+    conformance::completing_actions_publishes_results_and_acknowledges(bus(&server).await).await;
+}
+
+#[tokio::test]
+async fn control_messages_arrive_in_order_and_stay_pending_until_acknowledged() {
+    let server = RedisServer::start();
+    conformance::control_messages_arrive_in_order_and_stay_pending_until_acknowledged(
+        bus(&server).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn events_replay_from_any_sequence_and_wake_readers() {
+    let server = RedisServer::start();
+    conformance::events_replay_from_any_sequence_and_wake_readers(bus(&server).await).await;
+}
+
+#[tokio::test]
+async fn republished_events_are_not_duplicated() {
+    let server = RedisServer::start();
+    conformance::republished_events_are_not_duplicated(bus(&server).await).await;
+}
+
+#[tokio::test]
+async fn close_wakes_waiting_receivers() {
+    let server = RedisServer::start();
+    conformance::close_wakes_waiting_receivers(bus(&server).await).await;
+}
+
+#[tokio::test]
+async fn a_malformed_control_message_is_dead_lettered_and_stops_nothing() {
+    let server = RedisServer::start();
+    let bus = bus(&server).await;
+    // Make sure the group exists, then write garbage and a good message after it.
+    assert!(bus
+        .recv_control("w1", 10, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("walkoff:control")
+        .arg("*")
+        .arg("m")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    bus.send_control(vec![walkoff_schema::ControlMessage::Abort {
+        execution_id: "e".into(),
+    }])
+    .await
+    .unwrap();
+    let got = bus
+        .recv_control("w1", 10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "the good message is delivered");
+    bus.ack_control(vec![got[0].id.clone()]).await.unwrap();
+    assert_eq!(
+        bus.pending().await.unwrap(),
+        0,
+        "the bad one is acknowledged, not left pending"
+    );
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("walkoff:dead")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(dead.ids.len(), 1);
+    let reason: String = dead.ids[0].get("reason").unwrap();
+    assert!(
+        reason.contains("key must be a string") || reason.contains("expected"),
+        "{reason}"
+    );
+}
+
+mod common;
+
+#[tokio::test]
+async fn the_runtime_runs_workflows_over_redis() {
+    use std::collections::BTreeMap;
+
+    use futures::StreamExt;
+    use serde_json::json;
+    use walkoff_dataflow::{BusDispatch, ExecutionSummary, Runtime, RuntimeConfig};
+    use walkoff_schema::{NodeStatus, WorkflowStatus};
+
+    let server = RedisServer::start();
+    let bus = bus(&server).await;
+    common::spawn_test_executor(Arc::clone(&bus));
+    let runtime = Runtime::start(
+        Arc::clone(&bus),
+        Arc::new(BusDispatch(Arc::clone(&bus))),
+        Arc::new(common::catalog()),
+        RuntimeConfig::default(),
+    );
+    let wf = common::workflow(json!({
+        "start": "a",
+        "nodes": [
+            common::action("a", "echo", json!([{"name": "value", "value": 10}])),
+            {"label": "pick", "kind": "condition", "code": "if a.result > 5:\n    selected_node = fan\nelse:\n    selected_node = other"},
+            {"label": "fan", "kind": "action", "action": "items", "parallelized": true, "concurrency": 3,
+             "parameters": [{"name": "data", "value": [1, 2, 3, 4, 5], "parallelized": true}]},
+            common::action("other", "noop", json!([])),
+            {"label": "gate", "kind": "trigger"},
+        ],
+        "branches": common::edges(&[("a", "pick"), ("pick", "fan"), ("pick", "other"), ("fan", "gate")]),
+    }));
+    let id = runtime
+        .submit(Arc::new(wf), BTreeMap::new(), &BTreeMap::new())
+        .await
+        .unwrap();
+    let mut summary = ExecutionSummary::new(&id);
+    let mut events = Box::pin(runtime.events(&id, 1));
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(20), events.next())
+        .await
+        .expect("the execution moves on")
+    {
+        let event = event.unwrap();
+        summary.apply(&event);
+        if let walkoff_schema::EventKind::Node(n) = &event.kind {
+            if n.label == "gate" && n.status == NodeStatus::AwaitingData {
+                runtime
+                    .trigger(&id, "gate", json!({"go": true}))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    assert_eq!(summary.status, WorkflowStatus::Completed);
+    assert_eq!(common::status(&summary, "other"), NodeStatus::Skipped);
+    let items: Vec<_> = (1..=5).map(|i| json!({"item": i})).collect();
+    assert_eq!(common::result(&summary, "fan"), json!(items));
+    assert_eq!(common::result(&summary, "gate"), json!({"go": true}));
+    assert_eq!(
+        bus.pending().await.unwrap(),
+        0,
+        "every message acknowledged"
+    );
+    runtime.shutdown().await;
+    bus.close().await;
+}
