@@ -178,3 +178,33 @@ async fn the_runtime_runs_workflows_over_redis() {
     runtime.shutdown().await;
     bus.close().await;
 }
+
+#[tokio::test]
+async fn groups_lost_with_redis_data_are_created_again() {
+    let server = RedisServer::start();
+    let bus = bus(&server).await;
+    assert!(bus
+        .recv_control("w1", 10, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    // The first read after the loss fails with the reason; the next one works again.
+    let lost = bus
+        .recv_control("w1", 10, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(lost.to_string().contains("NOGROUP"), "{lost}");
+    bus.send_control(vec![walkoff_schema::ControlMessage::Abort {
+        execution_id: "e".into(),
+    }])
+    .await
+    .unwrap();
+    let got = bus
+        .recv_control("w1", 10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+}

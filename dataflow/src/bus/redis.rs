@@ -137,7 +137,16 @@ impl RedisBus {
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BusError> {
         cmd.query_async(&mut self.writer.clone())
             .await
-            .map_err(unavailable)
+            .map_err(|e| self.failed(e))
+    }
+
+    /// A failed command; a missing group (Redis restarted without its data) is created again on
+    /// the next call.
+    fn failed(&self, e: redis::RedisError) -> BusError {
+        if e.code() == Some("NOGROUP") {
+            lock(&self.groups).clear();
+        }
+        unavailable(e)
     }
 
     async fn run(&self, pipe: &Pipeline) -> Result<(), BusError> {
@@ -205,7 +214,7 @@ impl RedisBus {
         let result = cmd.query_async(&mut conn).await;
         lock(&self.blocked).remove(&id);
         self.check_open()?;
-        let value = result.map_err(unavailable)?;
+        let value = result.map_err(|e| self.failed(e))?;
         lock(&self.readers).push((conn, id));
         Ok(value)
     }
