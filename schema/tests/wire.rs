@@ -1,0 +1,117 @@
+//! The JSON of the wire messages, as `docs/redis-contract.md` documents it for apps in any language.
+//! A change here is a change to the contract.
+
+use chrono::{TimeZone, Utc};
+use serde_json::{json, Map};
+use walkoff_schema::{ActionRequest, AppRef, ControlMessage, NodeResult, Outcome};
+
+#[test]
+fn an_action_request_as_apps_read_it() {
+    let mut parameters = Map::new();
+    parameters.insert("data".into(), json!([22]));
+    let request = ActionRequest {
+        execution_id: "0b7d…".into(),
+        workflow_id: "alert-triage".into(),
+        node_id: "scan ports".into(),
+        label: "scan ports".into(),
+        app: AppRef {
+            name: "basics".into(),
+            version: "1.0.0".into(),
+        },
+        action: "echo_array".into(),
+        priority: 3,
+        parameters,
+        attempt: 1,
+        shard: Some(0),
+        timeout_ms: 300000,
+    };
+    assert_eq!(
+        serde_json::to_value(&request).unwrap(),
+        json!({"execution_id": "0b7d…", "workflow_id": "alert-triage", "node_id": "scan ports",
+               "label": "scan ports", "app": {"name": "basics", "version": "1.0.0"},
+               "action": "echo_array", "priority": 3, "parameters": {"data": [22]},
+               "attempt": 1, "shard": 0, "timeout_ms": 300000})
+    );
+}
+
+#[test]
+fn results_as_apps_write_them() {
+    let at = Utc.with_ymd_and_hms(2026, 11, 26, 7, 0, 0).unwrap();
+    let result = |outcome| {
+        serde_json::to_value(ControlMessage::Result(NodeResult {
+            execution_id: "0b7d…".into(),
+            node_id: "scan ports".into(),
+            shard: Some(0),
+            attempt: 1,
+            outcome,
+            started_at: at,
+            finished_at: at,
+        }))
+        .unwrap()
+    };
+    assert_eq!(
+        result(Outcome::Success {
+            result: json!([22])
+        }),
+        json!({"type": "result", "execution_id": "0b7d…", "node_id": "scan ports", "shard": 0,
+               "attempt": 1, "outcome": {"type": "success", "result": [22]},
+               "started_at": "2026-11-26T07:00:00Z", "finished_at": "2026-11-26T07:00:00Z"})
+    );
+    assert_eq!(
+        result(Outcome::Failure {
+            error: "host unreachable".into(),
+            retryable: true
+        })["outcome"],
+        json!({"type": "failure", "error": "host unreachable", "retryable": true})
+    );
+    // What apps write is read back as it is written.
+    let parsed: ControlMessage =
+        serde_json::from_value(result(Outcome::Success { result: json!(1) })).unwrap();
+    assert!(matches!(parsed, ControlMessage::Result(r) if r.attempt == 1 && r.shard == Some(0)));
+}
+
+#[test]
+fn events_as_listeners_read_them() {
+    use walkoff_schema::{Event, EventKind, NodeEvent, NodeStatus, WorkflowStatus};
+    let at = Utc.with_ymd_and_hms(2026, 11, 26, 7, 0, 1).unwrap();
+    let workflow = Event {
+        execution_id: "0b7d…".into(),
+        seq: 42,
+        at,
+        kind: EventKind::Workflow {
+            workflow_id: "alert-triage".into(),
+            status: WorkflowStatus::Completed,
+            error: None,
+        },
+    };
+    assert_eq!(
+        serde_json::to_value(&workflow).unwrap(),
+        json!({"execution_id": "0b7d…", "seq": 42, "at": "2026-11-26T07:00:01Z", "type": "workflow",
+               "workflow_id": "alert-triage", "status": "COMPLETED"})
+    );
+    let mut parameters = Map::new();
+    parameters.insert("data".into(), json!([22, 80]));
+    let node = Event {
+        execution_id: "0b7d…".into(),
+        seq: 7,
+        at,
+        kind: EventKind::Node(NodeEvent {
+            node_id: "scan ports".into(),
+            label: "scan ports".into(),
+            status: NodeStatus::Executing,
+            attempt: 1,
+            shard: None,
+            parameters: Some(parameters),
+            result: None,
+            error: None,
+        }),
+    };
+    let value = serde_json::to_value(&node).unwrap();
+    assert_eq!(
+        value,
+        json!({"execution_id": "0b7d…", "seq": 7, "at": "2026-11-26T07:00:01Z", "type": "node",
+               "node_id": "scan ports", "label": "scan ports", "status": "EXECUTING", "attempt": 1,
+               "parameters": {"data": [22, 80]}})
+    );
+    assert_eq!(serde_json::from_value::<Event>(value).unwrap(), node);
+}
