@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis_server::RedisServer;
-use walkoff_dataflow::bus::{conformance, RedisBus};
+use walkoff_dataflow::bus::RedisBus;
 use walkoff_dataflow::Bus;
 
 async fn bus(server: &RedisServer) -> Arc<dyn Bus> {
@@ -16,50 +16,10 @@ async fn bus(server: &RedisServer) -> Arc<dyn Bus> {
         .expect("connect")
 }
 
-#[tokio::test]
-async fn actions_are_served_by_priority_then_in_order() {
+walkoff_dataflow::bus_conformance_tests!(async {
     let server = RedisServer::start();
-    conformance::actions_are_served_by_priority_then_in_order(bus(&server).await).await;
-}
-
-#[tokio::test]
-async fn receives_wait_a_bounded_time_and_wake_on_send() {
-    let server = RedisServer::start();
-    conformance::receives_wait_a_bounded_time_and_wake_on_send(bus(&server).await).await;
-}
-
-#[tokio::test]
-async fn completing_actions_publishes_results_and_acknowledges() {
-    let server = RedisServer::start();
-    conformance::completing_actions_publishes_results_and_acknowledges(bus(&server).await).await;
-}
-
-#[tokio::test]
-async fn control_messages_arrive_in_order_and_stay_pending_until_acknowledged() {
-    let server = RedisServer::start();
-    conformance::control_messages_arrive_in_order_and_stay_pending_until_acknowledged(
-        bus(&server).await,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn events_replay_from_any_sequence_and_wake_readers() {
-    let server = RedisServer::start();
-    conformance::events_replay_from_any_sequence_and_wake_readers(bus(&server).await).await;
-}
-
-#[tokio::test]
-async fn republished_events_are_not_duplicated() {
-    let server = RedisServer::start();
-    conformance::republished_events_are_not_duplicated(bus(&server).await).await;
-}
-
-#[tokio::test]
-async fn close_wakes_waiting_receivers() {
-    let server = RedisServer::start();
-    conformance::close_wakes_waiting_receivers(bus(&server).await).await;
-}
+    (bus(&server).await, server)
+});
 
 #[tokio::test]
 async fn a_malformed_control_message_is_dead_lettered_and_stops_nothing() {

@@ -13,6 +13,32 @@ use walkoff_schema::{
 
 use super::Bus;
 
+/// Define one `#[tokio::test]` per conformance check for a bus implementation. `$fixture` is an
+/// async block yielding `(Arc<dyn Bus>, guard)`; the guard (a server, say) lives until the check ends.
+#[macro_export]
+macro_rules! bus_conformance_tests {
+    ($fixture:expr) => {
+        $crate::bus_conformance_tests!(@each $fixture;
+            actions_are_served_by_priority_then_in_order,
+            receives_wait_a_bounded_time_and_wake_on_send,
+            completing_actions_publishes_results_and_acknowledges,
+            control_messages_arrive_in_order_and_stay_pending_until_acknowledged,
+            events_replay_from_any_sequence_and_wake_readers,
+            republished_events_are_not_duplicated,
+            close_wakes_waiting_receivers,
+        );
+    };
+    (@each $fixture:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let (bus, _guard) = $fixture.await;
+                $crate::bus::conformance::$check(bus).await;
+            }
+        )*
+    };
+}
+
 const SHORT: Duration = Duration::from_millis(50);
 const LONG: Duration = Duration::from_secs(5);
 

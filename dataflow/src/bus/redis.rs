@@ -84,6 +84,16 @@ fn encode<T: Serialize>(message: &T) -> String {
     serde_json::to_string(message).expect("wire messages serialise")
 }
 
+/// Append `XADD stream * m <json>` to a pipeline.
+fn add_message<T: Serialize>(pipe: &mut Pipeline, stream: &str, message: &T) {
+    pipe.cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("m")
+        .arg(encode(message))
+        .ignore();
+}
+
 impl RedisBus {
     /// Connect to `url` (`redis://127.0.0.1:6379`), keeping every key under `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Arc<RedisBus>, BusError> {
@@ -423,16 +433,13 @@ impl Bus for RedisBus {
         }
         let control = self.control_stream();
         let mut pipe = redis::pipe();
+        let mut acks = Vec::with_capacity(done.len());
         // Results first: a request is acknowledged only after its result is written.
-        for (_, result) in &done {
-            pipe.cmd("XADD")
-                .arg(&control)
-                .arg("*")
-                .arg("m")
-                .arg(encode(&ControlMessage::Result(result.clone())))
-                .ignore();
+        for (id, result) in done {
+            add_message(&mut pipe, &control, &ControlMessage::Result(result));
+            acks.push(id);
         }
-        for (id, _) in &done {
+        for id in &acks {
             let (priority, entry) = id.split_once('|').unwrap_or(("3", id.as_str()));
             let priority = priority.parse::<u8>().unwrap_or(3);
             pipe.cmd("XACK")
@@ -452,12 +459,7 @@ impl Bus for RedisBus {
         let control = self.control_stream();
         let mut pipe = redis::pipe();
         for message in &messages {
-            pipe.cmd("XADD")
-                .arg(&control)
-                .arg("*")
-                .arg("m")
-                .arg(encode(message))
-                .ignore();
+            add_message(&mut pipe, &control, message);
         }
         self.run(&pipe).await
     }
