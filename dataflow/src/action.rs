@@ -79,7 +79,17 @@ pub(crate) fn request(
         attempt,
         shard,
         timeout_ms: op.timeout.as_millis() as u64,
+        delivery: 1,
+        max_deliveries: max_deliveries(op.retry.attempts, attempt),
+        reply_to: None,
     }
+}
+
+/// Deliveries a request may have. Every hand-out to an executor counts against the retry policy, so a
+/// request is delivered at most as often as the policy has attempts left; and at least twice, so
+/// that one executor dying mid-action never fails a node by itself.
+fn max_deliveries(attempts: u32, attempt: u32) -> u32 {
+    (attempts.saturating_sub(attempt) + 1).max(2)
 }
 
 /// What to do after a failed attempt.

@@ -13,6 +13,12 @@ pub trait ActionExecutor: Send + Sync + 'static {
     /// Start these requests (a higher priority first); each one's result must reach the control
     /// channel as a `ControlMessage::Result`.
     async fn dispatch(&self, requests: Vec<ActionRequest>) -> Result<(), BusError>;
+
+    /// Whether requests go to the bus's action queues, so the runtime queues them in the same
+    /// commit as the state change that produced them instead of calling `dispatch`.
+    fn queues_on_bus(&self) -> bool {
+        false
+    }
 }
 
 /// Queue requests on the bus, for executors in other tasks or processes to serve.
@@ -22,5 +28,9 @@ pub struct BusDispatch(pub Arc<dyn Bus>);
 impl ActionExecutor for BusDispatch {
     async fn dispatch(&self, requests: Vec<ActionRequest>) -> Result<(), BusError> {
         self.0.send_actions(requests).await
+    }
+
+    fn queues_on_bus(&self) -> bool {
+        true
     }
 }

@@ -17,11 +17,11 @@ use walkoff_schema::{
     StartExecution, Workflow, WorkflowStatus,
 };
 
-use crate::bus::{Bus, BusError};
+use crate::bus::{partition_of, Bus, BusError, Commit, ControlBatch, ExecutionRecord, Partition};
 use crate::compile::{compile, Plan};
 use crate::dispatch::ActionExecutor;
 use crate::events::follow;
-use crate::execution::{Effects, Execution};
+use crate::execution::{Effects, Execution, ScriptJob};
 use crate::script::ScriptLimits;
 
 /// Where the values of `GLOBAL` parameters come from.
@@ -45,6 +45,11 @@ pub struct RuntimeConfig {
     /// Longest a receive waits before the loop checks for shutdown.
     pub block: Duration,
     pub script_limits: ScriptLimits,
+    /// How long an action request waits for an executor of its app to appear before its node
+    /// fails (distributed mode).
+    pub executor_wait: Duration,
+    /// How often the deployment's housekeeping runs (distributed mode; one worker does it).
+    pub maintenance_every: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -54,8 +59,16 @@ impl Default for RuntimeConfig {
             batch_size: 512,
             block: Duration::from_millis(500),
             script_limits: ScriptLimits::default(),
+            executor_wait: Duration::from_secs(30),
+            maintenance_every: Duration::from_secs(1),
         }
     }
+}
+
+/// Where a worker finds app APIs it was not started with (apps registered after it started).
+#[async_trait::async_trait]
+pub trait CatalogSource: Send + Sync {
+    async fn load(&self) -> Result<AppCatalog, BusError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +103,8 @@ const PLAN_CACHE_SIZE: usize = 32;
 struct Inner {
     bus: Arc<dyn Bus>,
     executor: Arc<dyn ActionExecutor>,
-    catalog: Arc<AppCatalog>,
+    catalog: Mutex<Arc<AppCatalog>>,
+    catalog_source: Option<Arc<dyn CatalogSource>>,
     config: RuntimeConfig,
     executions: Mutex<FxHashMap<ExecutionId, Execution>>,
     /// Plans compiled at submission, picked up by the control loop instead of compiling again.
@@ -136,6 +150,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Runtime {
     inner: Arc<Inner>,
     control_loop: Mutex<Option<JoinHandle<()>>>,
+    maintenance: Option<JoinHandle<()>>,
 }
 
 impl Runtime {
@@ -147,10 +162,23 @@ impl Runtime {
         catalog: Arc<AppCatalog>,
         config: RuntimeConfig,
     ) -> Runtime {
+        Runtime::start_with_source(bus, executor, catalog, None, config)
+    }
+
+    /// Like [`Runtime::start`], reloading the catalog from `source` when a workflow names an app
+    /// the worker does not know yet.
+    pub fn start_with_source(
+        bus: Arc<dyn Bus>,
+        executor: Arc<dyn ActionExecutor>,
+        catalog: Arc<AppCatalog>,
+        catalog_source: Option<Arc<dyn CatalogSource>>,
+        config: RuntimeConfig,
+    ) -> Runtime {
         let inner = Arc::new(Inner {
             bus,
             executor,
-            catalog,
+            catalog: Mutex::new(catalog),
+            catalog_source,
             config,
             executions: Mutex::new(FxHashMap::default()),
             prepared: Mutex::new(HashMap::new()),
@@ -159,9 +187,14 @@ impl Runtime {
             stopping: AtomicBool::new(false),
         });
         let control_loop = tokio::spawn(control_loop(Arc::clone(&inner)));
+        let maintenance = inner
+            .bus
+            .durable()
+            .then(|| tokio::spawn(maintenance_loop(Arc::clone(&inner))));
         Runtime {
             inner,
             control_loop: Mutex::new(Some(control_loop)),
+            maintenance,
         }
     }
 
@@ -169,8 +202,8 @@ impl Runtime {
         &self.inner.bus
     }
 
-    pub fn catalog(&self) -> &AppCatalog {
-        &self.inner.catalog
+    pub fn catalog(&self) -> Arc<AppCatalog> {
+        Arc::clone(&lock(&self.inner.catalog))
     }
 
     /// Validate, compile and enqueue an execution of `workflow`.
@@ -228,10 +261,9 @@ impl Runtime {
                 return Ok(Arc::clone(plan));
             }
         }
-        let plan = Arc::new(
-            compile(Arc::clone(workflow), &self.inner.catalog, None)
-                .map_err(SubmitError::Invalid)?,
-        );
+        let catalog = self.catalog();
+        let plan =
+            Arc::new(compile(Arc::clone(workflow), &catalog, None).map_err(SubmitError::Invalid)?);
         let mut cache = lock(&self.inner.plans);
         cache.retain(|(w, _)| w.strong_count() > 0);
         if cache.len() >= PLAN_CACHE_SIZE {
@@ -319,9 +351,29 @@ impl Runtime {
     /// Stop the control loop after its current batch.
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::Release);
+        if let Some(maintenance) = &self.maintenance {
+            maintenance.abort();
+        }
         let handle = lock(&self.control_loop).take();
         if let Some(handle) = handle {
             let _ = handle.await;
+        }
+    }
+}
+
+async fn maintenance_loop(inner: Arc<Inner>) {
+    let mut every = tokio::time::interval(inner.config.maintenance_every);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match inner
+            .bus
+            .maintain(&inner.config.consumer, inner.config.executor_wait)
+            .await
+        {
+            Ok(()) => {}
+            Err(BusError::Closed) => return,
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }
     }
 }
@@ -344,98 +396,358 @@ async fn control_loop(inner: Arc<Inner>) {
             }
             Err(BusError::Closed) => return,
             Err(e) => {
-                // Back off on a broken connection rather than spin; the messages stay queued.
                 failures += 1;
-                let backoff = Duration::from_millis(50u64 << failures.min(6));
-                tracing::warn!(error = %e, ?backoff, "control receive failed");
-                tokio::time::sleep(backoff).await;
+                backoff(failures, &e, "control receive failed").await;
                 continue;
             }
         };
-        if batch.is_empty() {
-            continue;
-        }
-        let mut fx = Effects::default();
-        let mut ids = Vec::with_capacity(batch.len());
-        {
-            let mut executions = lock(&inner.executions);
-            for delivery in batch {
-                ids.push(delivery.id);
-                apply(&inner, &mut executions, delivery.message, &mut fx);
+        if let Err(e) = run_batch(&inner, batch).await {
+            if e == BusError::Closed {
+                return;
             }
-        }
-        if let Err(e) = carry_out(&inner, fx).await {
-            tracing::warn!(error = %e, "could not carry out effects");
-        }
-        if let Err(e) = bus.ack_control(ids).await {
-            tracing::warn!(error = %e, "could not acknowledge control messages");
+            // What this worker holds in memory may be ahead of what Redis holds: forget it and
+            // load the owned partitions again; the batch's messages are still pending.
+            failures += 1;
+            lock(&inner.executions).clear();
+            bus.resync(&inner.config.consumer).await;
+            backoff(failures, &e, "a batch could not be committed").await;
         }
     }
 }
 
-fn apply(
+/// Wait longer after each consecutive failure (up to 3.2 s) rather than spin on a broken connection.
+async fn backoff(failures: u32, error: &BusError, what: &str) {
+    let wait = Duration::from_millis(50u64 << failures.min(6));
+    tracing::warn!(%error, ?wait, "{what}");
+    tokio::time::sleep(wait).await;
+}
+
+/// Apply one batch: drop and load partitions as ownership changed, apply the messages, commit
+/// everything they changed in one write, then start the local work (scripts, timers).
+async fn run_batch(inner: &Arc<Inner>, batch: ControlBatch) -> Result<(), BusError> {
+    let ControlBatch {
+        deliveries,
+        gained,
+        lost,
+    } = batch;
+    let partitions = inner.bus.partitions();
+    if !lost.is_empty() {
+        lock(&inner.executions).retain(|id, _| !lost.contains(&partition_of(id, partitions)));
+    }
+    for partition in gained {
+        restore_partition(inner, partition).await?;
+    }
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let durable = inner.bus.durable();
+    let queues_on_bus = inner.executor.queues_on_bus();
+    let records = prepare_starts(inner, &deliveries).await?;
+
+    let mut fx = Effects::default();
+    let mut local = Effects::default();
+    let mut commit = Commit::default();
+    let mut logs: FxHashMap<ExecutionId, Vec<ControlMessage>> = FxHashMap::default();
+    {
+        let mut executions = lock(&inner.executions);
+        for delivery in deliveries {
+            commit.acks.push(delivery.id);
+            let message = delivery.message;
+            let id = message.execution_id().to_string();
+            if let Some(ExecutionRecord::Running(log)) = records.get(&id) {
+                if !executions.contains_key(&id) {
+                    if let Some((execution, outstanding)) = restore(inner, log.clone()) {
+                        executions.insert(id.clone(), execution);
+                        local.scripts.extend(outstanding.scripts);
+                        local.timers.extend(outstanding.timers);
+                    }
+                }
+            }
+            let logged = durable.then(|| message.clone());
+            let applied = match message {
+                ControlMessage::Start(start) => {
+                    let known = executions.contains_key(&id)
+                        || lock(&inner.finished).contains(&id)
+                        || records
+                            .get(&id)
+                            .is_some_and(|r| *r != ExecutionRecord::Absent);
+                    if known {
+                        false // a redelivered start
+                    } else {
+                        let started = start_execution(inner, &mut executions, start, &mut fx);
+                        if started {
+                            commit.started.push(id.clone());
+                            if !executions.contains_key(&id) {
+                                commit.finished.push(id.clone()); // finished as it started
+                            }
+                        }
+                        started
+                    }
+                }
+                other => apply_message(inner, &mut executions, other, &mut fx, &mut commit),
+            };
+            if let (true, Some(message)) = (applied, logged) {
+                logs.entry(id).or_default().push(message);
+            }
+        }
+    }
+    commit.logs = logs.into_iter().collect();
+    let Effects {
+        events,
+        actions,
+        scripts,
+        timers,
+    } = fx;
+    commit.events = events;
+    local.scripts.extend(scripts);
+    local.timers.extend(timers);
+    if queues_on_bus {
+        commit.actions = actions;
+    } else {
+        local.actions = actions;
+    }
+    inner.bus.commit(&inner.config.consumer, commit).await?;
+    if let Err(e) = carry_out(inner, local).await {
+        tracing::warn!(error = %e, "could not carry out effects");
+    }
+    Ok(())
+}
+
+/// Before a batch is applied: what the bus knows of executions whose start it holds (a start may be
+/// redelivered after a worker died), and the plans of the new ones, compiled outside the lock.
+async fn prepare_starts(
+    inner: &Arc<Inner>,
+    deliveries: &[crate::bus::Delivery<ControlMessage>],
+) -> Result<HashMap<ExecutionId, ExecutionRecord>, BusError> {
+    let starts: Vec<&StartExecution> = deliveries
+        .iter()
+        .filter_map(|d| match &d.message {
+            ControlMessage::Start(start) => Some(start.as_ref()),
+            _ => None,
+        })
+        .filter(|start| {
+            !lock(&inner.executions).contains_key(&start.execution_id)
+                && !lock(&inner.finished).contains(&start.execution_id)
+        })
+        .collect();
+    if starts.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<ExecutionId> = starts.iter().map(|s| s.execution_id.clone()).collect();
+    let records = if inner.bus.durable() {
+        inner.bus.lookup_executions(&ids).await?
+    } else {
+        vec![ExecutionRecord::Absent; ids.len()]
+    };
+    for (start, record) in starts.iter().zip(&records) {
+        if *record != ExecutionRecord::Absent
+            || lock(&inner.prepared).contains_key(&start.execution_id)
+        {
+            continue;
+        }
+        let plan = compile_for(inner, &start.workflow).await;
+        if let Ok(plan) = plan {
+            lock(&inner.prepared).insert(start.execution_id.clone(), plan);
+        }
+    }
+    Ok(ids.into_iter().zip(records).collect())
+}
+
+/// Compile with the worker's catalog; when the workflow names apps it does not know, reload the
+/// catalog once (an app may have registered since) and try again.
+async fn compile_for(inner: &Arc<Inner>, workflow: &Arc<Workflow>) -> Result<Arc<Plan>, Problems> {
+    let catalog = Arc::clone(&lock(&inner.catalog));
+    match compile(Arc::clone(workflow), &catalog, None) {
+        Ok(plan) => Ok(Arc::new(plan)),
+        Err(problems) => {
+            let unknown_app = problems.0.iter().any(|p| {
+                matches!(
+                    p.code,
+                    walkoff_schema::ProblemCode::UnknownApp
+                        | walkoff_schema::ProblemCode::UnknownAction
+                )
+            });
+            let Some(source) = inner.catalog_source.as_ref().filter(|_| unknown_app) else {
+                return Err(problems);
+            };
+            match source.load().await {
+                Ok(fresh) => {
+                    let fresh = Arc::new(fresh);
+                    *lock(&inner.catalog) = Arc::clone(&fresh);
+                    compile(Arc::clone(workflow), &fresh, None).map(Arc::new)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not reload the app catalog");
+                    Err(problems)
+                }
+            }
+        }
+    }
+}
+
+/// Load the running executions of a partition this worker just gained, and restart the local work
+/// (scripts, retry timers) the previous owner may not have finished.
+async fn restore_partition(inner: &Arc<Inner>, partition: Partition) -> Result<(), BusError> {
+    let loaded = inner.bus.load_partition(partition).await?;
+    if loaded.is_empty() {
+        return Ok(());
+    }
+    let mut local = Effects::default();
+    let count = loaded.len();
+    {
+        let mut executions = lock(&inner.executions);
+        for (id, log) in loaded {
+            if let Some((execution, outstanding)) = restore(inner, log) {
+                local.scripts.extend(outstanding.scripts);
+                local.timers.extend(outstanding.timers);
+                executions.insert(id, execution);
+            }
+        }
+    }
+    tracing::info!(partition, executions = count, "partition loaded");
+    carry_out(inner, local).await
+}
+
+/// Rebuild an execution from its log: the start, then every message applied, in order. Replaying
+/// is deterministic; events and action requests it produces were committed the first time and are
+/// dropped. Scripts and retry timers without an answer in the log are returned, to run again.
+fn restore(inner: &Inner, log: Vec<ControlMessage>) -> Option<(Execution, Effects)> {
+    let mut messages = log.into_iter();
+    let Some(ControlMessage::Start(start)) = messages.next() else {
+        tracing::error!("an execution log does not open with its start");
+        return None;
+    };
+    let id = start.execution_id.clone();
+    let catalog = Arc::clone(&lock(&inner.catalog));
+    let plan = match compile(Arc::clone(&start.workflow), &catalog, None) {
+        Ok(plan) => Arc::new(plan),
+        Err(problems) => {
+            tracing::error!(execution = %id, %problems, "a logged execution no longer compiles");
+            return None;
+        }
+    };
+    let mut fx = Effects::default();
+    let mut execution = match Execution::start(plan, *start, &mut fx) {
+        Ok(execution) => execution,
+        Err(e) => {
+            tracing::error!(execution = %id, error = %e, "a logged execution cannot start");
+            return None;
+        }
+    };
+    let mut outstanding = Outstanding::default();
+    outstanding.add(fx);
+    for message in messages {
+        outstanding.settle(&message);
+        let mut fx = Effects::default();
+        execution.apply(message, &mut fx);
+        outstanding.add(fx);
+    }
+    if execution.is_finished() {
+        lock(&inner.finished).insert(id);
+        return None;
+    }
+    Some((execution, outstanding.into_effects()))
+}
+
+/// Local work asked for during a replay and not yet answered in the log.
+#[derive(Default)]
+struct Outstanding {
+    scripts: Vec<ScriptJob>,
+    timers: Vec<(Duration, ControlMessage)>,
+}
+
+impl Outstanding {
+    fn add(&mut self, fx: Effects) {
+        self.scripts.extend(fx.scripts);
+        self.timers.extend(fx.timers);
+    }
+
+    fn settle(&mut self, message: &ControlMessage) {
+        match message {
+            ControlMessage::Result(r) if r.shard.is_none() => self
+                .scripts
+                .retain(|job| !(job.node_id == r.node_id && job.attempt == r.attempt)),
+            ControlMessage::Retry { .. } => self.timers.retain(|(_, timer)| timer != message),
+            _ => {}
+        }
+    }
+
+    fn into_effects(self) -> Effects {
+        Effects {
+            scripts: self.scripts,
+            timers: self.timers,
+            ..Effects::default()
+        }
+    }
+}
+
+/// Start a new execution; false when it could not start (its failure event is in `fx`).
+fn start_execution(
+    inner: &Inner,
+    executions: &mut FxHashMap<ExecutionId, Execution>,
+    start: Box<StartExecution>,
+    fx: &mut Effects,
+) -> bool {
+    let prepared = lock(&inner.prepared).remove(&start.execution_id);
+    let plan = match prepared {
+        Some(plan) => Ok(plan),
+        None => {
+            let catalog = Arc::clone(&lock(&inner.catalog));
+            compile(Arc::clone(&start.workflow), &catalog, None).map(Arc::new)
+        }
+    };
+    let execution_id = start.execution_id.clone();
+    let workflow_id = start.workflow.id.clone();
+    let started = plan
+        .map_err(|problems| problems.to_string())
+        .and_then(|plan| Execution::start(plan, *start, fx).map_err(|e| e.to_string()));
+    match started {
+        Ok(execution) => {
+            if execution.is_finished() {
+                lock(&inner.finished).insert(execution_id);
+            } else {
+                executions.insert(execution_id, execution);
+            }
+            true
+        }
+        Err(reason) => {
+            lock(&inner.finished).insert(execution_id.clone());
+            tracing::warn!(execution = %execution_id, reason = %reason, "execution could not start");
+            fx.events.push(Event {
+                execution_id,
+                seq: 1,
+                at: Utc::now(),
+                kind: EventKind::Workflow {
+                    workflow_id,
+                    status: WorkflowStatus::Failed,
+                    error: Some(reason),
+                },
+            });
+            false
+        }
+    }
+}
+
+/// Apply a message to a running execution; false when there is none (late results of finished
+/// executions are dropped).
+fn apply_message(
     inner: &Inner,
     executions: &mut FxHashMap<ExecutionId, Execution>,
     message: ControlMessage,
     fx: &mut Effects,
-) {
-    match message {
-        ControlMessage::Start(start) => {
-            if executions.contains_key(&start.execution_id)
-                || lock(&inner.finished).contains(&start.execution_id)
-            {
-                return; // a redelivered start
-            }
-            let prepared = lock(&inner.prepared).remove(&start.execution_id);
-            let plan = match prepared {
-                Some(plan) => Ok(plan),
-                None => compile(Arc::clone(&start.workflow), &inner.catalog, None).map(Arc::new),
-            };
-            let execution_id = start.execution_id.clone();
-            let workflow_id = start.workflow.id.clone();
-            let started = plan
-                .map_err(|problems| problems.to_string())
-                .and_then(|plan| Execution::start(plan, *start, fx).map_err(|e| e.to_string()));
-            match started {
-                Ok(execution) => {
-                    if execution.is_finished() {
-                        lock(&inner.finished).insert(execution_id);
-                    } else {
-                        executions.insert(execution_id, execution);
-                    }
-                }
-                Err(reason) => {
-                    lock(&inner.finished).insert(execution_id.clone());
-                    tracing::warn!(execution = %execution_id, reason = %reason, "execution could not start");
-                    fx.events.push(Event {
-                        execution_id,
-                        seq: 1,
-                        at: Utc::now(),
-                        kind: EventKind::Workflow {
-                            workflow_id,
-                            status: WorkflowStatus::Failed,
-                            error: Some(reason),
-                        },
-                    });
-                }
-            }
-        }
-        other => {
-            let id = other.execution_id().to_string();
-            let finished = match executions.get_mut(&id) {
-                Some(execution) => {
-                    execution.apply(other, fx);
-                    execution.is_finished()
-                }
-                // Late results of finished executions are dropped.
-                None => false,
-            };
-            if finished {
-                executions.remove(&id);
-                lock(&inner.finished).insert(id);
-            }
-        }
+    commit: &mut Commit,
+) -> bool {
+    let id = message.execution_id().to_string();
+    let Some(execution) = executions.get_mut(&id) else {
+        return false;
+    };
+    execution.apply(message, fx);
+    if execution.is_finished() {
+        executions.remove(&id);
+        lock(&inner.finished).insert(id.clone());
+        commit.finished.push(id);
     }
+    true
 }
 
 async fn carry_out(inner: &Arc<Inner>, fx: Effects) -> Result<(), BusError> {

@@ -155,6 +155,7 @@ async fn the_executor_keeps_at_most_its_concurrency_in_flight_and_acknowledges_e
             .recv_control("w", 100, Duration::from_secs(5))
             .await
             .unwrap()
+            .deliveries
         {
             assert!(
                 matches!(&delivery.message, ControlMessage::Result(r) if matches!(r.outcome, Outcome::Success { .. }))
@@ -201,6 +202,7 @@ async fn the_local_executor_runs_higher_priority_first_within_its_concurrency() 
             .recv_control("w", 10, Duration::from_secs(5))
             .await
             .unwrap()
+            .deliveries
         {
             let ControlMessage::Result(r) = delivery.message else {
                 panic!()
@@ -220,6 +222,7 @@ async fn the_local_executor_runs_higher_priority_first_within_its_concurrency() 
         .recv_control("w", 10, Duration::from_secs(5))
         .await
         .unwrap()
+        .deliveries
         .remove(0);
     let ControlMessage::Result(r) = delivery.message else {
         panic!()

@@ -121,6 +121,28 @@ pub struct ActionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<u32>,
     pub timeout_ms: u64,
+    /// How many times this request has been handed to an executor, counting hand-outs to executors
+    /// that died before answering (1 the first time).
+    #[serde(default = "first_delivery", skip_serializing_if = "is_first_delivery")]
+    pub delivery: u32,
+    /// Deliveries allowed before the request is dead-lettered and its node fails (0: no limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_deliveries: u32,
+    /// The stream the result goes to (distributed mode); apps in other languages write it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+fn first_delivery() -> u32 {
+    1
+}
+
+fn is_first_delivery(n: &u32) -> bool {
+    *n == 1
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The outcome of one attempt, sent back to the workers. Conditions and transforms report theirs the

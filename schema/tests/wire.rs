@@ -24,14 +24,27 @@ fn an_action_request_as_apps_read_it() {
         attempt: 1,
         shard: Some(0),
         timeout_ms: 300000,
+        delivery: 2,
+        max_deliveries: 3,
+        reply_to: Some("walkoff:control:7".into()),
     };
     assert_eq!(
         serde_json::to_value(&request).unwrap(),
         json!({"execution_id": "0b7d…", "workflow_id": "alert-triage", "node_id": "scan ports",
                "label": "scan ports", "app": {"name": "basics", "version": "1.0.0"},
                "action": "echo_array", "priority": 3, "parameters": {"data": [22]},
-               "attempt": 1, "shard": 0, "timeout_ms": 300000})
+               "attempt": 1, "shard": 0, "timeout_ms": 300000, "delivery": 2,
+               "max_deliveries": 3, "reply_to": "walkoff:control:7"})
     );
+    // A first delivery without a limit or a reply stream (the embedded mode) leaves them out.
+    let mut first = request.clone();
+    first.delivery = 1;
+    first.max_deliveries = 0;
+    first.reply_to = None;
+    let json = serde_json::to_value(&first).unwrap();
+    assert!(json.get("delivery").is_none() && json.get("reply_to").is_none());
+    let back: ActionRequest = serde_json::from_value(json).unwrap();
+    assert_eq!(back, first);
 }
 
 #[test]

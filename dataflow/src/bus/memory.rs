@@ -11,7 +11,11 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use walkoff_schema::{ActionRequest, AppRef, ControlMessage, Event, NodeResult};
 
-use super::{Bus, BusError, Delivery, DeliveryId, PriorityQueue};
+use super::{
+    Bus, BusError, Commit, ControlBatch, Delivery, DeliveryId, ExecutionRecord, Partition,
+    PriorityQueue,
+};
+use walkoff_schema::ExecutionId;
 
 #[derive(Default)]
 pub struct MemoryBus {
@@ -23,6 +27,8 @@ pub struct MemoryBus {
     events_ready: Notify,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// Workers told they own the one partition.
+    owners: Mutex<HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -195,10 +201,17 @@ impl Bus for MemoryBus {
 
     async fn recv_control(
         &self,
-        _consumer: &str,
+        consumer: &str,
         max: usize,
         wait: Duration,
-    ) -> Result<Vec<Delivery<ControlMessage>>, BusError> {
+    ) -> Result<ControlBatch, BusError> {
+        // One partition, owned by every worker that asks: in-process there is one runtime.
+        if lock(&self.owners).insert(consumer.to_string()) {
+            return Ok(ControlBatch {
+                gained: vec![0],
+                ..ControlBatch::default()
+            });
+        }
         let taken = self
             .wait_for(&self.control_ready, wait, || {
                 let mut control = lock(&self.control);
@@ -212,7 +225,10 @@ impl Bus for MemoryBus {
                 Some(out)
             })
             .await?;
-        Ok(taken.unwrap_or_default())
+        Ok(ControlBatch {
+            deliveries: taken.unwrap_or_default(),
+            ..ControlBatch::default()
+        })
     }
 
     async fn ack_control(&self, ids: Vec<DeliveryId>) -> Result<(), BusError> {
@@ -220,6 +236,56 @@ impl Bus for MemoryBus {
         for id in ids {
             pending.remove(&id);
         }
+        Ok(())
+    }
+
+    fn durable(&self) -> bool {
+        false
+    }
+
+    fn partitions(&self) -> u32 {
+        1
+    }
+
+    async fn commit(&self, _consumer: &str, commit: Commit) -> Result<(), BusError> {
+        // Nothing outlives this process, so there are no logs to keep: publish and acknowledge.
+        let Commit {
+            acks,
+            events,
+            actions,
+            ..
+        } = commit;
+        self.publish_events(events).await?;
+        if !actions.is_empty() {
+            self.send_actions(actions).await?;
+        }
+        self.ack_control(acks).await
+    }
+
+    async fn lookup_executions(
+        &self,
+        ids: &[ExecutionId],
+    ) -> Result<Vec<ExecutionRecord>, BusError> {
+        Ok(vec![ExecutionRecord::Absent; ids.len()])
+    }
+
+    async fn load_partition(
+        &self,
+        _partition: Partition,
+    ) -> Result<Vec<(ExecutionId, Vec<ControlMessage>)>, BusError> {
+        Ok(Vec::new())
+    }
+
+    async fn resync(&self, consumer: &str) {
+        lock(&self.owners).remove(consumer);
+    }
+
+    async fn executor_heartbeat(&self, _app: &AppRef, _consumer: &str) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn maintain(&self, _consumer: &str, _executor_wait: Duration) -> Result<(), BusError> {
+        // In-process executors do not die alone, and the local executor fails unknown apps at once.
         Ok(())
     }
 

@@ -1,0 +1,1038 @@
+//! The Redis Streams bus: the distributed mode's transport and its store of execution state.
+//!
+//! Keys (all under a prefix, `walkoff` by default; `docs/redis-contract.md` is the full contract):
+//! - `{prefix}:actions:{app}@{version}:p{1..5}` — one stream per app version and priority, read by
+//!   the consumer group `executors`; a higher priority stream is served first.
+//! - `{prefix}:control:{partition}` — starts, results, trigger data, aborts and retries, group
+//!   `workers`; an execution's messages all go to partition `fnv1a(execution id) % partitions`.
+//! - `{prefix}:lease:{partition}` — the worker owning a partition (a token, with a TTL it renews).
+//! - `{prefix}:exec:{execution}` — the execution's log: its start, then every message applied.
+//! - `{prefix}:running:{partition}` — the running executions of a partition.
+//! - `{prefix}:events:{execution}` — an execution's events, entry id `0-{seq}`, so a republished
+//!   event is stored once and a reader resumes from any sequence number.
+//! - `{prefix}:workers`, `{prefix}:executors:{app}@{version}` — heartbeats (sorted sets scored by
+//!   Redis time in milliseconds).
+//! - `{prefix}:apps` — the set of app versions that have action streams (no `KEYS`, ever);
+//!   `{prefix}:app-apis` — each app version's `api.yaml`, registered by its executors.
+//! - `{prefix}:dead` — messages that could not be decoded or delivered, with the reason.
+//! - `{prefix}:config` — the partition count, fixed by the first process to connect.
+//!
+//! Every message is JSON in the field `m`. Blocking reads use dedicated connections whose response
+//! timeout is off (redis-rs' default would cut a `BLOCK` short); writes share one reconnecting
+//! connection and go out in pipelines or one script. `close` unblocks readers with `CLIENT UNBLOCK`.
+
+mod commit;
+mod leases;
+mod maintenance;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::{StreamId, StreamReadReply};
+use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use walkoff_schema::{ActionRequest, AppRef, ControlMessage, Event, ExecutionId, NodeResult};
+
+use super::{
+    partition_of, Bus, BusError, Commit, ControlBatch, Delivery, DeliveryId, ExecutionRecord,
+    Partition,
+};
+
+const EXECUTORS: &str = "executors";
+const WORKERS: &str = "workers";
+const PRIORITIES: [u8; 5] = [5, 4, 3, 2, 1];
+/// Action streams are trimmed approximately to this many entries, far above any pending backlog.
+const ACTION_STREAM_MAXLEN: usize = 1_000_000;
+
+/// Appends events whose sequence number is above the stream's last one, in order.
+const PUBLISH_EVENTS: &str = r#"
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local seq = 0
+if #last > 0 then seq = tonumber(string.match(last[1][1], '%-(%d+)$')) end
+for i = 1, #ARGV, 2 do
+  local next = tonumber(ARGV[i])
+  if next > seq then
+    redis.call('XADD', KEYS[1], '0-' .. next, 'm', ARGV[i + 1])
+    seq = next
+  end
+end
+return seq
+"#;
+
+/// Scores a heartbeat with Redis's clock, so hosts with skewed clocks agree on who is alive.
+const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+return now
+"#;
+
+/// Timings and names of the Redis bus; every process of a deployment should use the same.
+#[derive(Debug, Clone)]
+pub struct RedisBusConfig {
+    /// Every key starts with this.
+    pub prefix: String,
+    /// Control partitions, used when Redis does not know the count yet (the first process sets it).
+    pub partitions: u32,
+    /// How often workers renew their leases and executors beat.
+    pub heartbeat: Duration,
+    /// A worker that has not renewed its lease for this long loses its partitions.
+    pub lease_ttl: Duration,
+    /// An executor silent for this long is presumed dead and its requests are handed out again.
+    pub executor_ttl: Duration,
+    /// How long a finished execution's log and events are kept.
+    pub retention: Duration,
+}
+
+impl Default for RedisBusConfig {
+    fn default() -> Self {
+        RedisBusConfig {
+            prefix: "walkoff".into(),
+            partitions: 16,
+            heartbeat: Duration::from_millis(500),
+            lease_ttl: Duration::from_millis(2500),
+            executor_ttl: Duration::from_secs(3),
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+pub struct RedisBus {
+    me: Weak<RedisBus>,
+    client: Client,
+    writer: ConnectionManager,
+    config: RedisBusConfig,
+    partitions: u32,
+    /// Idle connections for blocking reads, with their Redis client ids.
+    readers: Mutex<Vec<(MultiplexedConnection, i64)>>,
+    /// Client ids of connections inside a blocking read, for `close`.
+    blocked: Mutex<HashSet<i64>>,
+    groups: Mutex<HashSet<String>>,
+    /// Deliveries read beyond what a receiver asked for, handed out first next time.
+    overflow: Mutex<HashMap<(AppRef, String), Overflow>>,
+    closed: AtomicBool,
+    leases: leases::Leases,
+}
+
+/// Action deliveries held for one (app, consumer).
+type Overflow = VecDeque<Delivery<ActionRequest>>;
+
+fn publish_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(PUBLISH_EVENTS))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unavailable(e: redis::RedisError) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+fn encode<T: Serialize>(message: &T) -> String {
+    serde_json::to_string(message).expect("wire messages serialise")
+}
+
+/// Append `XADD stream * m <json>` to a pipeline.
+fn add_message<T: Serialize>(pipe: &mut Pipeline, stream: &str, message: &T) {
+    pipe.cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("m")
+        .arg(encode(message))
+        .ignore();
+}
+
+/// Split a delivery id `"{n}|{entry}"` (n: a priority or a partition).
+fn split_delivery(id: &str) -> (u32, &str) {
+    match id.split_once('|') {
+        Some((n, entry)) => (n.parse().unwrap_or(0), entry),
+        None => (0, id),
+    }
+}
+
+/// The milliseconds part of a stream entry id (`{ms}-{seq}`): when it was added, by Redis's clock.
+fn entry_millis(id: &str) -> u64 {
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
+}
+
+impl RedisBus {
+    /// Connect to `url` (`redis://127.0.0.1:6379`), keeping every key under `prefix`.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Arc<RedisBus>, BusError> {
+        RedisBus::connect_with(
+            url,
+            RedisBusConfig {
+                prefix: prefix.to_string(),
+                ..RedisBusConfig::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn connect_with(
+        url: &str,
+        config: RedisBusConfig,
+    ) -> Result<Arc<RedisBus>, BusError> {
+        let client = Client::open(url).map_err(unavailable)?;
+        // Reconnects by itself with exponential back-off when Redis goes away.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(8)
+            .set_max_delay(Duration::from_secs(2));
+        let mut writer = ConnectionManager::new_with_config(client.clone(), manager_config)
+            .await
+            .map_err(unavailable)?;
+        let config_key = format!("{}:config", config.prefix);
+        let (partitions,): (u32,) = redis::pipe()
+            .cmd("HSETNX")
+            .arg(&config_key)
+            .arg("partitions")
+            .arg(config.partitions.max(1))
+            .ignore()
+            .cmd("HGET")
+            .arg(&config_key)
+            .arg("partitions")
+            .query_async(&mut writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(Arc::new_cyclic(|me| RedisBus {
+            me: me.clone(),
+            client,
+            writer,
+            partitions: partitions.max(1),
+            config,
+            readers: Mutex::new(Vec::new()),
+            blocked: Mutex::new(HashSet::new()),
+            groups: Mutex::new(HashSet::new()),
+            overflow: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            leases: leases::Leases::default(),
+        }))
+    }
+
+    pub fn config(&self) -> &RedisBusConfig {
+        &self.config
+    }
+
+    fn key(&self, rest: std::fmt::Arguments<'_>) -> String {
+        format!("{}:{rest}", self.config.prefix)
+    }
+
+    fn action_stream(&self, app: &AppRef, priority: u8) -> String {
+        self.key(format_args!(
+            "actions:{}@{}:p{}",
+            app.name,
+            app.version,
+            priority.clamp(1, 5)
+        ))
+    }
+
+    fn control_stream(&self, partition: Partition) -> String {
+        self.key(format_args!("control:{partition}"))
+    }
+
+    fn control_stream_of(&self, execution_id: &str) -> String {
+        self.control_stream(partition_of(execution_id, self.partitions))
+    }
+
+    fn events_stream(&self, execution_id: &str) -> String {
+        self.key(format_args!("events:{execution_id}"))
+    }
+
+    fn log_key(&self, execution_id: &str) -> String {
+        self.key(format_args!("exec:{execution_id}"))
+    }
+
+    fn running_key(&self, partition: Partition) -> String {
+        self.key(format_args!("running:{partition}"))
+    }
+
+    fn executors_key(&self, app: &AppRef) -> String {
+        self.key(format_args!("executors:{app}"))
+    }
+
+    fn check_open(&self) -> Result<(), BusError> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(BusError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BusError> {
+        cmd.query_async(&mut self.writer.clone())
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// A failed command; a missing group (Redis restarted without its data) is created again on
+    /// the next call.
+    fn failed(&self, e: redis::RedisError) -> BusError {
+        if e.code() == Some("NOGROUP") {
+            lock(&self.groups).clear();
+        }
+        unavailable(e)
+    }
+
+    async fn run(&self, pipe: &Pipeline) -> Result<(), BusError> {
+        pipe.query_async::<()>(&mut self.writer.clone())
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Redis's clock, in milliseconds since the epoch.
+    async fn now_ms(&self) -> Result<u64, BusError> {
+        let (secs, micros): (u64, u64) = self.query(&redis::cmd("TIME")).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    /// Create the consumer group of `stream` (and the stream) once; it starts at the beginning so
+    /// entries written before it existed are delivered too.
+    async fn ensure_group(&self, stream: &str, group: &str) -> Result<(), BusError> {
+        let key = format!("{stream}\u{0}{group}");
+        if lock(&self.groups).contains(&key) {
+            return Ok(());
+        }
+        let created: Result<(), BusError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.writer.clone())
+            .await
+            .or_else(|e: redis::RedisError| {
+                if e.code() == Some("BUSYGROUP") {
+                    Ok(())
+                } else {
+                    Err(unavailable(e))
+                }
+            });
+        created?;
+        lock(&self.groups).insert(key);
+        Ok(())
+    }
+
+    async fn ensure_action_groups(&self, app: &AppRef) -> Result<(), BusError> {
+        for p in PRIORITIES {
+            self.ensure_group(&self.action_stream(app, p), EXECUTORS)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Run a blocking command on a dedicated connection, which `close` can unblock.
+    async fn blocking<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BusError> {
+        let pooled = lock(&self.readers).pop();
+        let (mut conn, id) = match pooled {
+            Some(reader) => reader,
+            None => {
+                // No response timeout: the command's own BLOCK bounds the wait.
+                let config = AsyncConnectionConfig::new()
+                    .set_response_timeout(None)
+                    .set_connection_timeout(Some(Duration::from_secs(5)));
+                let mut conn = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(unavailable)?;
+                let id: i64 = redis::cmd("CLIENT")
+                    .arg("ID")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                (conn, id)
+            }
+        };
+        lock(&self.blocked).insert(id);
+        // Checked after registering, so a concurrent close either sees this reader or is seen here.
+        if let Err(e) = self.check_open() {
+            lock(&self.blocked).remove(&id);
+            return Err(e);
+        }
+        let result = cmd.query_async(&mut conn).await;
+        lock(&self.blocked).remove(&id);
+        self.check_open()?;
+        // A connection that failed is dropped, not pooled: the next read opens a fresh one.
+        let value = result.map_err(|e| self.failed(e))?;
+        lock(&self.readers).push((conn, id));
+        Ok(value)
+    }
+
+    /// Move an entry that cannot be served to the dead-letter stream and acknowledge it.
+    async fn dead_letter(&self, stream: &str, group: &str, entry: &StreamId, reason: &str) {
+        tracing::warn!(%stream, id = %entry.id, %reason, "message dead-lettered");
+        let raw: String = entry.get("m").unwrap_or_default();
+        let mut pipe = redis::pipe();
+        self.add_dead_letter(&mut pipe, stream, &entry.id, reason, &raw);
+        pipe.cmd("XACK")
+            .arg(stream)
+            .arg(group)
+            .arg(&entry.id)
+            .ignore();
+        if let Err(e) = self.run(&pipe).await {
+            tracing::warn!(error = %e, "could not dead-letter a message");
+        }
+    }
+
+    fn add_dead_letter(
+        &self,
+        pipe: &mut Pipeline,
+        stream: &str,
+        id: &str,
+        reason: &str,
+        raw: &str,
+    ) {
+        pipe.cmd("XADD")
+            .arg(self.key(format_args!("dead")))
+            .arg("*")
+            .arg("stream")
+            .arg(stream)
+            .arg("id")
+            .arg(id)
+            .arg("reason")
+            .arg(reason)
+            .arg("m")
+            .arg(raw)
+            .ignore();
+    }
+
+    /// Decode the entries of a group read; undecodable ones are dead-lettered.
+    async fn decode_entries<T: DeserializeOwned>(
+        &self,
+        stream: &str,
+        group: &str,
+        entries: Vec<StreamId>,
+    ) -> Vec<(String, T)> {
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match decode_entry::<T>(&entry) {
+                Ok(message) => out.push((entry.id, message)),
+                Err(reason) => self.dead_letter(stream, group, &entry, &reason).await,
+            }
+        }
+        out
+    }
+
+    /// One `XREADGROUP` on the given priority streams of `app`; blocking when `block` is set.
+    async fn read_actions(
+        &self,
+        app: &AppRef,
+        consumer: &str,
+        priorities: &[u8],
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Delivery<ActionRequest>>, BusError> {
+        let streams: Vec<String> = priorities
+            .iter()
+            .map(|&p| self.action_stream(app, p))
+            .collect();
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(EXECUTORS)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count.max(1));
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+        }
+        cmd.arg("STREAMS").arg(&streams);
+        for _ in &streams {
+            cmd.arg(">");
+        }
+        let reply: Option<StreamReadReply> = match block {
+            Some(_) => self.blocking(&cmd).await?,
+            None => self.query(&cmd).await?,
+        };
+        let mut deliveries = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            let priority = key
+                .key
+                .rsplit(":p")
+                .next()
+                .and_then(|p| p.parse::<u8>().ok())
+                .unwrap_or(3);
+            for (id, request) in self
+                .decode_entries::<ActionRequest>(&key.key, EXECUTORS, key.ids)
+                .await
+            {
+                deliveries.push(Delivery {
+                    id: format!("{priority}|{id}"),
+                    deliveries: request.delivery.max(1),
+                    message: request,
+                });
+            }
+        }
+        // Highest priority first, then in stream order.
+        deliveries.sort_by_key(|d| std::cmp::Reverse(d.message.priority));
+        Ok(deliveries)
+    }
+
+    /// Append `XADD` of action requests, each telling its executor where the result goes.
+    fn add_actions(&self, pipe: &mut Pipeline, requests: Vec<ActionRequest>) {
+        for mut request in requests {
+            request.reply_to = Some(self.control_stream_of(&request.execution_id));
+            pipe.cmd("XADD")
+                .arg(self.action_stream(&request.app, request.priority))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(ACTION_STREAM_MAXLEN)
+                .arg("*")
+                .arg("m")
+                .arg(encode(&request))
+                .ignore();
+        }
+    }
+
+    /// Register an app version's `api.yaml`, so submitters and workers validate against it.
+    pub async fn register_app(&self, app: &AppRef, api_yaml: &str) -> Result<(), BusError> {
+        self.query::<()>(
+            redis::cmd("HSET")
+                .arg(self.key(format_args!("app-apis")))
+                .arg(app.to_string())
+                .arg(api_yaml),
+        )
+        .await
+    }
+
+    /// The `api.yaml` of every registered app version.
+    pub async fn registered_apps(&self) -> Result<Vec<String>, BusError> {
+        self.query(redis::cmd("HVALS").arg(self.key(format_args!("app-apis"))))
+            .await
+    }
+
+    /// Executors of `app` that have beaten within the executor TTL.
+    pub async fn live_executors(&self, app: &AppRef) -> Result<Vec<String>, BusError> {
+        let now = self.now_ms().await?;
+        let since = now.saturating_sub(self.config.executor_ttl.as_millis() as u64);
+        self.query(
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(self.executors_key(app))
+                .arg(since)
+                .arg("+inf"),
+        )
+        .await
+    }
+
+    /// Read every entry of `partition` still pending (with any consumer) into `consumer`.
+    async fn claim_all_pending(
+        &self,
+        partition: Partition,
+        consumer: &str,
+    ) -> Result<Vec<Delivery<ControlMessage>>, BusError> {
+        let stream = self.control_stream(partition);
+        self.ensure_group(&stream, WORKERS).await?;
+        let mut cursor = "0-0".to_string();
+        let mut deliveries = Vec::new();
+        loop {
+            let reply: redis::streams::StreamAutoClaimReply = self
+                .query(
+                    redis::cmd("XAUTOCLAIM")
+                        .arg(&stream)
+                        .arg(WORKERS)
+                        .arg(consumer)
+                        .arg(0)
+                        .arg(&cursor)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            for (id, message) in self
+                .decode_entries::<ControlMessage>(&stream, WORKERS, reply.claimed)
+                .await
+            {
+                deliveries.push(Delivery {
+                    id: format!("{partition}|{id}"),
+                    deliveries: 2,
+                    message,
+                });
+            }
+            if reply.next_stream_id == "0-0" {
+                return Ok(deliveries);
+            }
+            cursor = reply.next_stream_id;
+        }
+    }
+
+    async fn read_control(
+        &self,
+        partitions: &[Partition],
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery<ControlMessage>>, BusError> {
+        let streams: Vec<String> = partitions.iter().map(|&p| self.control_stream(p)).collect();
+        for stream in &streams {
+            self.ensure_group(stream, WORKERS).await?;
+        }
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(WORKERS)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(max.max(1));
+        if !wait.is_zero() {
+            cmd.arg("BLOCK").arg(wait.as_millis().max(1) as u64);
+        }
+        cmd.arg("STREAMS").arg(&streams);
+        for _ in &streams {
+            cmd.arg(">");
+        }
+        let reply: Option<StreamReadReply> = if wait.is_zero() {
+            self.query(&cmd).await?
+        } else {
+            self.blocking(&cmd).await?
+        };
+        let mut deliveries = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            let partition = key
+                .key
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<Partition>().ok())
+                .unwrap_or(0);
+            for (id, message) in self
+                .decode_entries::<ControlMessage>(&key.key, WORKERS, key.ids)
+                .await
+            {
+                deliveries.push(Delivery {
+                    id: format!("{partition}|{id}"),
+                    deliveries: 1,
+                    message,
+                });
+            }
+        }
+        Ok(deliveries)
+    }
+
+    async fn load_logs(&self, ids: &[ExecutionId]) -> Result<Vec<Vec<ControlMessage>>, BusError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("LRANGE").arg(self.log_key(id)).arg(0).arg(-1);
+        }
+        let raw: Vec<Vec<String>> = pipe
+            .query_async(&mut self.writer.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(raw
+            .into_iter()
+            .zip(ids)
+            .map(|(entries, id)| {
+                entries
+                    .iter()
+                    .filter_map(|m| match serde_json::from_str(m) {
+                        Ok(message) => Some(message),
+                        Err(e) => {
+                            tracing::error!(execution = %id, error = %e, "undecodable log entry skipped");
+                            None
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+fn decode_entry<T: DeserializeOwned>(entry: &StreamId) -> Result<T, String> {
+    entry
+        .get::<String>("m")
+        .ok_or_else(|| "no field 'm'".to_string())
+        .and_then(|m| serde_json::from_str::<T>(&m).map_err(|e| e.to_string()))
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn send_actions(&self, requests: Vec<ActionRequest>) -> Result<(), BusError> {
+        self.check_open()?;
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let apps: BTreeMap<AppRef, ()> = requests.iter().map(|r| (r.app.clone(), ())).collect();
+        let mut pipe = redis::pipe();
+        for app in apps.keys() {
+            self.ensure_action_groups(app).await?;
+            pipe.cmd("SADD")
+                .arg(self.key(format_args!("apps")))
+                .arg(app.to_string())
+                .ignore();
+        }
+        self.add_actions(&mut pipe, requests);
+        self.run(&pipe).await
+    }
+
+    async fn recv_actions(
+        &self,
+        app: &AppRef,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery<ActionRequest>>, BusError> {
+        self.check_open()?;
+        let max = max.max(1);
+        let slot = (app.clone(), consumer.to_string());
+        {
+            let mut overflow = lock(&self.overflow);
+            if let Some(queued) = overflow.get_mut(&slot).filter(|q| !q.is_empty()) {
+                let n = queued.len().min(max);
+                return Ok(queued.drain(..n).collect());
+            }
+        }
+        self.ensure_action_groups(app).await?;
+        // Take only what was asked for, highest priority stream first, so no more entries than
+        // this consumer can run sit in its pending list.
+        let mut got = Vec::new();
+        for p in PRIORITIES {
+            if got.len() >= max {
+                break;
+            }
+            got.extend(
+                self.read_actions(app, consumer, &[p], max - got.len(), None)
+                    .await?,
+            );
+        }
+        if got.is_empty() && !wait.is_zero() {
+            // Wait on every priority at once, one entry per stream.
+            got = self
+                .read_actions(app, consumer, &PRIORITIES, 1, Some(wait))
+                .await?;
+        }
+        if got.len() > max {
+            // Several streams answered at once: what was read is ours, handed out next time.
+            let extra: Vec<_> = got.drain(max..).collect();
+            lock(&self.overflow).entry(slot).or_default().extend(extra);
+        }
+        Ok(got)
+    }
+
+    async fn complete_actions(
+        &self,
+        app: &AppRef,
+        done: Vec<(DeliveryId, NodeResult)>,
+    ) -> Result<(), BusError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let mut acks = Vec::with_capacity(done.len());
+        // Results first: a request is acknowledged only after its result is written.
+        for (id, result) in done {
+            let stream = self.control_stream_of(&result.execution_id);
+            add_message(&mut pipe, &stream, &ControlMessage::Result(result));
+            acks.push(id);
+        }
+        for id in &acks {
+            let (priority, entry) = split_delivery(id);
+            pipe.cmd("XACK")
+                .arg(self.action_stream(app, priority as u8))
+                .arg(EXECUTORS)
+                .arg(entry)
+                .ignore();
+        }
+        self.run(&pipe).await
+    }
+
+    async fn send_control(&self, messages: Vec<ControlMessage>) -> Result<(), BusError> {
+        self.check_open()?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for message in &messages {
+            add_message(
+                &mut pipe,
+                &self.control_stream_of(message.execution_id()),
+                message,
+            );
+        }
+        self.run(&pipe).await
+    }
+
+    async fn recv_control(
+        &self,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<ControlBatch, BusError> {
+        self.check_open()?;
+        self.become_worker(consumer).await?;
+        let changes = self.take_lease_changes().await;
+        if !changes.gained.is_empty() || !changes.lost.is_empty() {
+            let mut deliveries = Vec::new();
+            for &partition in &changes.gained {
+                match self.claim_all_pending(partition, consumer).await {
+                    Ok(claimed) => deliveries.extend(claimed),
+                    Err(e) => {
+                        // Reported again next time, with whatever is pending then.
+                        self.leases.regain(&changes.gained);
+                        return Err(e);
+                    }
+                }
+            }
+            return Ok(ControlBatch {
+                deliveries,
+                gained: changes.gained,
+                lost: changes.lost,
+            });
+        }
+        let owned = self.leases.owned();
+        if owned.is_empty() {
+            // Nothing to read until a partition comes our way.
+            let _ = tokio::time::timeout(wait, self.leases.changed.notified()).await;
+            self.check_open()?;
+            return Ok(ControlBatch::default());
+        }
+        Ok(ControlBatch {
+            deliveries: self.read_control(&owned, consumer, max, wait).await?,
+            ..ControlBatch::default()
+        })
+    }
+
+    async fn ack_control(&self, ids: Vec<DeliveryId>) -> Result<(), BusError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut by_partition: BTreeMap<Partition, Vec<&str>> = BTreeMap::new();
+        for id in &ids {
+            let (partition, entry) = split_delivery(id);
+            by_partition.entry(partition).or_default().push(entry);
+        }
+        let mut pipe = redis::pipe();
+        for (partition, entries) in by_partition {
+            pipe.cmd("XACK")
+                .arg(self.control_stream(partition))
+                .arg(WORKERS)
+                .arg(entries)
+                .ignore();
+        }
+        self.run(&pipe).await
+    }
+
+    fn durable(&self) -> bool {
+        true
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    async fn commit(&self, consumer: &str, commit: Commit) -> Result<(), BusError> {
+        self.check_open()?;
+        self.commit_batch(consumer, commit).await
+    }
+
+    async fn lookup_executions(
+        &self,
+        ids: &[ExecutionId],
+    ) -> Result<Vec<ExecutionRecord>, BusError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("SISMEMBER")
+                .arg(self.running_key(partition_of(id, self.partitions)))
+                .arg(id);
+            pipe.cmd("EXISTS").arg(self.log_key(id));
+        }
+        let flags: Vec<bool> = pipe
+            .query_async(&mut self.writer.clone())
+            .await
+            .map_err(unavailable)?;
+        let running: Vec<ExecutionId> = ids
+            .iter()
+            .zip(flags.chunks(2))
+            .filter(|(_, f)| f[0])
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut logs = self.load_logs(&running).await?.into_iter();
+        Ok(flags
+            .chunks(2)
+            .map(|f| match (f[0], f[1]) {
+                (true, _) => ExecutionRecord::Running(logs.next().unwrap_or_default()),
+                (false, true) => ExecutionRecord::Finished,
+                (false, false) => ExecutionRecord::Absent,
+            })
+            .collect())
+    }
+
+    async fn load_partition(
+        &self,
+        partition: Partition,
+    ) -> Result<Vec<(ExecutionId, Vec<ControlMessage>)>, BusError> {
+        let ids: Vec<ExecutionId> = self
+            .query(redis::cmd("SMEMBERS").arg(self.running_key(partition)))
+            .await?;
+        let logs = self.load_logs(&ids).await?;
+        Ok(ids.into_iter().zip(logs).collect())
+    }
+
+    async fn resync(&self, _consumer: &str) {
+        let owned = self.leases.owned();
+        self.leases.regain(&owned);
+    }
+
+    async fn executor_heartbeat(&self, app: &AppRef, consumer: &str) -> Result<(), BusError> {
+        self.query::<u64>(
+            redis::cmd("EVAL")
+                .arg(HEARTBEAT)
+                .arg(1)
+                .arg(self.executors_key(app))
+                .arg(consumer),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn maintain(&self, consumer: &str, executor_wait: Duration) -> Result<(), BusError> {
+        self.check_open()?;
+        self.maintain_streams(consumer, executor_wait).await
+    }
+
+    async fn publish_events(&self, events: Vec<Event>) -> Result<(), BusError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut by_execution: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+        for event in &events {
+            by_execution
+                .entry(&event.execution_id)
+                .or_default()
+                .push(event);
+        }
+        let script = publish_script();
+        for (execution, events) in by_execution {
+            let mut invocation = script.key(self.events_stream(execution));
+            for event in events {
+                invocation.arg(event.seq).arg(encode(event));
+            }
+            // `invoke_async` loads the script again when Redis has forgotten it (a restart).
+            invocation
+                .invoke_async::<u64>(&mut self.writer.clone())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn read_events(
+        &self,
+        execution_id: &str,
+        from_seq: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Event>, BusError> {
+        let stream = self.events_stream(execution_id);
+        let from_seq = from_seq.max(1);
+        let entries: Vec<StreamId> = {
+            let reply: redis::streams::StreamRangeReply = self
+                .query(
+                    redis::cmd("XRANGE")
+                        .arg(&stream)
+                        .arg(format!("0-{from_seq}"))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(max.max(1)),
+                )
+                .await?;
+            reply.ids
+        };
+        let entries = if entries.is_empty() && !wait.is_zero() {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(BusError::Closed);
+            }
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(max.max(1))
+                .arg("BLOCK")
+                .arg(wait.as_millis().max(1) as u64)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(format!("0-{}", from_seq - 1));
+            let reply: Option<StreamReadReply> = self.blocking(&cmd).await?;
+            reply
+                .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+                .unwrap_or_default()
+        } else {
+            entries
+        };
+        let mut events = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let raw: String = entry.get("m").unwrap_or_default();
+            match serde_json::from_str::<Event>(&raw) {
+                Ok(event) => events.push(event),
+                Err(e) => {
+                    tracing::warn!(%stream, id = %entry.id, error = %e, "undecodable event skipped")
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    async fn pending(&self) -> Result<usize, BusError> {
+        let apps: Vec<String> = self
+            .query(redis::cmd("SMEMBERS").arg(self.key(format_args!("apps"))))
+            .await?;
+        let mut streams = Vec::new();
+        for app in apps {
+            let Some(app) = parse_app(&app) else {
+                continue;
+            };
+            for p in PRIORITIES {
+                streams.push((self.action_stream(&app, p), EXECUTORS));
+            }
+        }
+        for partition in 0..self.partitions {
+            streams.push((self.control_stream(partition), WORKERS));
+        }
+        let mut pipe = redis::pipe();
+        for (stream, group) in &streams {
+            self.ensure_group(stream, group).await?;
+            pipe.cmd("XPENDING").arg(stream).arg(*group);
+        }
+        let summaries: Vec<(usize, Option<String>, Option<String>, redis::Value)> = pipe
+            .query_async(&mut self.writer.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(summaries.iter().map(|s| s.0).sum())
+    }
+
+    async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.leave().await;
+        let blocked: Vec<i64> = lock(&self.blocked).iter().copied().collect();
+        for id in blocked {
+            let unblocked: Result<i64, _> = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(id)
+                .query_async(&mut self.writer.clone())
+                .await;
+            if let Err(e) = unblocked {
+                tracing::warn!(error = %e, "could not unblock a reader");
+            }
+        }
+    }
+}
+
+/// `name@version` as stored in the apps set.
+fn parse_app(text: &str) -> Option<AppRef> {
+    let (name, version) = text.rsplit_once('@')?;
+    Some(AppRef {
+        name: name.to_string(),
+        version: version.to_string(),
+    })
+}
