@@ -1,6 +1,7 @@
 //! `walkoff`: one binary for every role. This file parses the command line and wires roles together;
 //! the logic lives in the library crates.
 
+mod distributed;
 mod run;
 
 use std::path::PathBuf;
@@ -41,6 +42,18 @@ enum Command {
     },
     /// Run a workflow in this process on the embedded in-memory bus.
     Run(run::RunArgs),
+    /// Run dataflow operators for executions of a Redis deployment (any number of workers).
+    Worker(distributed::WorkerArgs),
+    /// Serve one app's actions for a Redis deployment.
+    Executor(distributed::ExecutorArgs),
+    /// Start an execution on a Redis deployment; --wait follows it as `run` does.
+    Submit(distributed::SubmitArgs),
+    /// Deliver data to a trigger of a running execution.
+    Trigger(distributed::TriggerArgs),
+    /// Abort a running execution.
+    Abort(distributed::AbortArgs),
+    /// Print an execution's events, from any sequence number, until it ends.
+    Watch(distributed::WatchArgs),
     /// Convert a workflow between walkoff JSON and WALKOFF 1.0 JSON.
     Convert {
         file: PathBuf,
@@ -70,21 +83,15 @@ fn main() -> ExitCode {
             globals,
             json,
         } => validate(&file, globals, json),
-        Command::Run(args) => {
-            // One scheduler thread: the engine's hops between tasks stay on one core without
-            // cross-thread wake-ups; scripts still run on the blocking pool.
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(run::run(args))
-        }
+        // One scheduler thread: the engine's hops between tasks stay on one core without
+        // cross-thread wake-ups; scripts and blocking work still run on the blocking pool.
+        Command::Run(args) => block_on(run::run(args)),
+        Command::Worker(args) => block_on(distributed::worker(args)),
+        Command::Executor(args) => block_on(distributed::executor(args)),
+        Command::Submit(args) => block_on(distributed::submit(args)),
+        Command::Trigger(args) => block_on(distributed::trigger(args)),
+        Command::Abort(args) => block_on(distributed::abort(args)),
+        Command::Watch(args) => block_on(distributed::watch(args)),
         Command::Convert { file, to } => match load_workflow_file(&file) {
             Ok((workflow, _)) => {
                 let format = match to {
@@ -100,6 +107,19 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_INVALID)
             }
         },
+    }
+}
+
+fn block_on(job: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(job),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

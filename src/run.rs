@@ -47,7 +47,10 @@ fn parse_assignment(flag: &str, text: &str) -> Result<(String, Value), String> {
     Ok((name.trim().to_string(), value))
 }
 
-fn parse_all(flag: &str, items: &[String]) -> Result<BTreeMap<String, Value>, Vec<String>> {
+pub(crate) fn parse_all(
+    flag: &str,
+    items: &[String],
+) -> Result<BTreeMap<String, Value>, Vec<String>> {
     let mut out = BTreeMap::new();
     let mut errors = Vec::new();
     for item in items {
@@ -67,7 +70,7 @@ fn parse_all(flag: &str, items: &[String]) -> Result<BTreeMap<String, Value>, Ve
     }
 }
 
-fn invalid(lines: impl IntoIterator<Item = String>) -> ExitCode {
+pub(crate) fn invalid(lines: impl IntoIterator<Item = String>) -> ExitCode {
     for line in lines {
         eprintln!("error: {line}");
     }
@@ -208,13 +211,18 @@ pub async fn run(args: RunArgs) -> ExitCode {
     } else {
         println!("execution {execution_id}: {}", summary.status);
     }
-    match summary.status {
+    exit_code(summary.status)
+}
+
+/// 0 for a completed execution, 1 for any other end.
+pub(crate) fn exit_code(status: WorkflowStatus) -> ExitCode {
+    match status {
         WorkflowStatus::Completed => ExitCode::SUCCESS,
         _ => ExitCode::from(1),
     }
 }
 
-fn print_event(event: &walkoff_schema::Event) {
+pub(crate) fn print_event(event: &walkoff_schema::Event) {
     let time = event.at.format("%H:%M:%S%.3f");
     match &event.kind {
         EventKind::Workflow { status, error, .. } => match error {
@@ -256,13 +264,13 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// SIGINT and SIGTERM, listened for from creation on, so a signal that comes early is not missed.
-struct Interrupt {
+pub(crate) struct Interrupt {
     #[cfg(unix)]
     signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Interrupt {
-    fn listen() -> Interrupt {
+    pub(crate) fn listen() -> Interrupt {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -276,7 +284,7 @@ impl Interrupt {
         Interrupt {}
     }
 
-    async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         #[cfg(unix)]
         if let Some((int, term)) = &mut self.signals {
             tokio::select! {

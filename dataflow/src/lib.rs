@@ -6,6 +6,7 @@
 
 mod action;
 pub mod bus;
+pub mod client;
 pub mod compile;
 mod condition;
 pub mod dispatch;
@@ -18,9 +19,12 @@ mod transform;
 pub mod trigger;
 
 pub use bus::{Bus, BusError, Delivery, DeliveryId, MemoryBus};
+pub use client::Client;
 pub use compile::{compile, Operator, Plan};
 pub use dispatch::{ActionExecutor, BusDispatch};
 pub use events::{follow, ExecutionSummary, NodeSummary};
 pub use execution::{Effects, Execution, ScriptJob};
-pub use runtime::{ControlError, GlobalProvider, Runtime, RuntimeConfig, SubmitError};
+pub use runtime::{
+    CatalogSource, ControlError, GlobalProvider, Runtime, RuntimeConfig, SubmitError,
+};
 pub use script::{ScriptLimits, StarlarkChecker};

@@ -93,6 +93,8 @@ pub enum ControlError {
     InvalidTriggerData(String),
     #[error("trigger '{0}' has already received its data")]
     TriggerAlreadyResolved(String),
+    #[error("execution '{0}' has already finished")]
+    Finished(String),
     #[error(transparent)]
     Bus(#[from] BusError),
 }
@@ -214,29 +216,9 @@ impl Runtime {
         globals: &dyn GlobalProvider,
     ) -> Result<ExecutionId, SubmitError> {
         let plan = self.plan_for(&workflow)?;
-        if let Some(unknown) = variables.keys().find(|key| {
-            !workflow
-                .variables
-                .iter()
-                .any(|v| &v.id == *key || &v.name == *key)
-        }) {
-            return Err(SubmitError::UnknownVariable(unknown.clone()));
-        }
-        let mut resolved_globals = BTreeMap::new();
-        for key in plan.referenced_globals() {
-            let value = globals
-                .global(&key)
-                .ok_or_else(|| SubmitError::MissingGlobal(key.clone()))?;
-            resolved_globals.insert(key, value);
-        }
-        let execution_id = uuid::Uuid::new_v4().to_string();
+        let start = new_start(&plan, workflow, variables, globals)?;
+        let execution_id = start.execution_id.clone();
         lock(&self.inner.prepared).insert(execution_id.clone(), plan);
-        let start = StartExecution {
-            execution_id: execution_id.clone(),
-            workflow,
-            variables,
-            globals: resolved_globals,
-        };
         if let Err(e) = self
             .inner
             .bus
@@ -359,6 +341,36 @@ impl Runtime {
             let _ = handle.await;
         }
     }
+}
+
+/// A new execution of `plan`'s workflow: variables checked, the globals it uses resolved.
+pub(crate) fn new_start(
+    plan: &Plan,
+    workflow: Arc<Workflow>,
+    variables: BTreeMap<String, Value>,
+    globals: &dyn GlobalProvider,
+) -> Result<StartExecution, SubmitError> {
+    if let Some(unknown) = variables.keys().find(|key| {
+        !workflow
+            .variables
+            .iter()
+            .any(|v| &v.id == *key || &v.name == *key)
+    }) {
+        return Err(SubmitError::UnknownVariable(unknown.clone()));
+    }
+    let mut resolved_globals = BTreeMap::new();
+    for key in plan.referenced_globals() {
+        let value = globals
+            .global(&key)
+            .ok_or_else(|| SubmitError::MissingGlobal(key.clone()))?;
+        resolved_globals.insert(key, value);
+    }
+    Ok(StartExecution {
+        execution_id: uuid::Uuid::new_v4().to_string(),
+        workflow,
+        variables,
+        globals: resolved_globals,
+    })
 }
 
 async fn maintenance_loop(inner: Arc<Inner>) {

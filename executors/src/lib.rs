@@ -260,6 +260,8 @@ pub struct ExecutorConfig {
     pub concurrency: usize,
     /// Longest a receive waits before it is issued again.
     pub block: Duration,
+    /// How often the executor tells the bus it is alive.
+    pub heartbeat: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -268,18 +270,22 @@ impl Default for ExecutorConfig {
             consumer: "executor-1".into(),
             concurrency: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             block: Duration::from_millis(500),
+            heartbeat: Duration::from_secs(1),
         }
     }
 }
 
-/// Serve `app`'s queue until the bus closes: receive requests, run up to `concurrency` at once,
-/// and report each result (which acknowledges its request).
+/// Serve `app`'s queue until the bus closes: beat, receive requests, run up to `concurrency` at
+/// once, and report results in batches (reporting acknowledges their requests).
 pub async fn serve(bus: Arc<dyn Bus>, app: Arc<PreparedApp>, config: ExecutorConfig) {
+    let heartbeat = tokio::spawn(beat(Arc::clone(&bus), Arc::clone(&app), config.clone()));
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = tokio::spawn(report(Arc::clone(&bus), Arc::clone(&app), done_rx));
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let mut failures = 0u32;
     loop {
         let Ok(first) = Arc::clone(&slots).acquire_owned().await else {
-            return;
+            break;
         };
         let mut permits = vec![first];
         while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
@@ -293,7 +299,7 @@ pub async fn serve(bus: Arc<dyn Bus>, app: Arc<PreparedApp>, config: ExecutorCon
                 failures = 0;
                 d
             }
-            Err(BusError::Closed) => return,
+            Err(BusError::Closed) => break,
             Err(e) => {
                 failures += 1;
                 let backoff = Duration::from_millis(50u64 << failures.min(6));
@@ -304,19 +310,73 @@ pub async fn serve(bus: Arc<dyn Bus>, app: Arc<PreparedApp>, config: ExecutorCon
         };
         for Delivery { id, message, .. } in deliveries {
             let Some(permit) = permits.pop() else { break };
-            let bus = Arc::clone(&bus);
             let app = Arc::clone(&app);
+            let done = done_tx.clone();
             tokio::spawn(async move {
                 let result = app.run(message).await;
-                if let Err(e) = bus
-                    .complete_actions(app.app_ref(), vec![(id, result)])
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not report an action result");
-                }
-                drop(permit);
+                // The slot frees once the result is handed to the reporter.
+                let _ = done.send((id, result, permit));
             });
         }
+    }
+    heartbeat.abort();
+    drop(done_tx);
+    let _ = reporter.await;
+}
+
+/// Tell the bus this executor is alive, until the bus closes.
+async fn beat(bus: Arc<dyn Bus>, app: Arc<PreparedApp>, config: ExecutorConfig) {
+    let mut every = tokio::time::interval(config.heartbeat);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match bus
+            .executor_heartbeat(app.app_ref(), &config.consumer)
+            .await
+        {
+            Ok(()) => {}
+            Err(BusError::Closed) => return,
+            Err(e) => tracing::warn!(error = %e, app = %app.app_ref(), "heartbeat failed"),
+        }
+    }
+}
+
+type Done = (
+    walkoff_dataflow::DeliveryId,
+    NodeResult,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
+/// Report finished actions, as many per write as have finished meanwhile.
+async fn report(
+    bus: Arc<dyn Bus>,
+    app: Arc<PreparedApp>,
+    mut done: tokio::sync::mpsc::UnboundedReceiver<Done>,
+) {
+    let mut batch = Vec::new();
+    while done.recv_many(&mut batch, 512).await > 0 {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut permits = Vec::with_capacity(batch.len());
+        for (id, result, permit) in batch.drain(..) {
+            results.push((id, result));
+            permits.push(permit);
+        }
+        let mut failures = 0u32;
+        loop {
+            match bus.complete_actions(app.app_ref(), results.clone()).await {
+                Ok(()) => break,
+                Err(BusError::Closed) => return,
+                Err(e) => {
+                    // Keep the results until Redis is back: the work is done, only the report is
+                    // missing. (If this process dies meanwhile, the requests are handed out again.)
+                    failures += 1;
+                    let backoff = Duration::from_millis(50u64 << failures.min(6));
+                    tracing::warn!(error = %e, ?backoff, "could not report action results");
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+        drop(permits);
     }
 }
 

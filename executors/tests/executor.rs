@@ -139,6 +139,7 @@ async fn the_executor_keeps_at_most_its_concurrency_in_flight_and_acknowledges_e
         consumer: "x".into(),
         concurrency: 3,
         block: Duration::from_millis(100),
+        ..ExecutorConfig::default()
     };
     let executor = tokio::spawn(serve(Arc::clone(&bus), app, config));
     let requests: Vec<_> = (0..12)
