@@ -7,7 +7,7 @@ mod redis_server;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,14 +45,18 @@ impl Deployment {
 
     /// Start `walkoff ARGS` with its log in the deployment's directory; returns its index.
     fn spawn(&mut self, name: &str, args: &[&str]) -> usize {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_walkoff"));
+        command.args(args).env("WALKOFF_LOG", "info");
+        self.spawn_command(name, command)
+    }
+
+    fn spawn_command(&mut self, name: &str, mut command: Command) -> usize {
         let log = std::fs::File::create(self.path(&format!("{name}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_walkoff"))
-            .args(args)
-            .env("WALKOFF_LOG", "info")
-            .stdout(Stdio::null())
+        let child = command
+            .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("start walkoff");
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         self.processes.push((name.to_string(), Some(child)));
         self.processes.len() - 1
     }
@@ -752,4 +756,104 @@ async fn wait_until_awaiting(client: &Arc<Client>, id: &str, label: &str) {
         }
     }
     panic!("execution {id} ended before reaching {label}");
+}
+
+/// A Python virtualenv with the example app's pinned requirements, made once per target dir.
+fn python_example_venv() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-example-venv");
+    let python = venv.join("bin/python");
+    let ready = || {
+        Command::new(&python)
+            .args(["-c", "import redis, yaml"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ready() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 (with venv) must be installed");
+        assert!(made.success(), "python3 -m venv failed");
+        let requirements =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("apps/python-example/requirements.txt");
+        let installed = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "-r"])
+            .arg(requirements)
+            .status()
+            .expect("pip");
+        assert!(
+            installed.success(),
+            "pip install of the example's requirements failed"
+        );
+        assert!(ready(), "the virtualenv cannot import redis and yaml");
+    }
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_written_in_python_serves_a_workflow() {
+    let python = python_example_venv();
+    let mut deployment = Deployment::new();
+    deployment.worker(&[]);
+    let app_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("apps/python-example");
+    let mut command = Command::new(python);
+    command
+        .arg(app_dir.join("app.py"))
+        .args(["--redis", &deployment.url()]);
+    deployment.spawn_command("python-example", command);
+
+    // The workflow is submitted through the CLI, which validates it against the API the Python
+    // process registered in Redis; wait for the registration first.
+    let bus = deployment.bus().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bus.registered_apps().await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the Python app never registered\n{}",
+            deployment.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let doc = json!({
+        "id": "iocs", "name": "Defang and hash indicators", "start": "defang",
+        "nodes": [
+            {"label": "defang", "kind": "action", "app": "python-example", "action": "defang",
+             "parallelized": true,
+             "parameters": [{"name": "text", "value": ["http://evil.example.com/x", "10.0.0.1"],
+                             "parallelized": true}]},
+            {"label": "hash", "kind": "action", "app": "python-example", "action": "sha256",
+             "parameters": [{"name": "text", "value": "abc"}]},
+            {"label": "broken", "kind": "action", "app": "python-example", "action": "fail",
+             "parameters": [{"name": "message", "value": "ticket system is down"}]}
+        ],
+        "branches": [{"from": "defang", "to": "hash"}, {"from": "hash", "to": "broken"}]
+    });
+    let file = deployment.path("iocs.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_walkoff"))
+        .args(["submit", "--redis", &deployment.url(), "--wait", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the workflow fails at 'broken': {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        deployment.logs()
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "FAILED");
+    assert_eq!(
+        summary["nodes"]["defang"]["result"],
+        json!(["hxxp://evil[.]example[.]com/x", "10[.]0[.]0[.]1"])
+    );
+    assert_eq!(
+        summary["nodes"]["hash"]["result"],
+        json!("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    );
+    assert_eq!(summary["nodes"]["broken"]["status"], "FAILURE");
+    assert_eq!(summary["nodes"]["broken"]["error"], "ticket system is down");
+    wait_for_nothing_pending(&bus, &deployment).await;
 }

@@ -188,3 +188,123 @@ async fn groups_lost_with_redis_data_are_created_again() {
     let got = receive(&bus, 1).await;
     assert_eq!(got.len(), 1);
 }
+
+/// A worker's commit writes the log, the running set, events, requests and acknowledgements
+/// together; once its lease is taken over, a commit writes nothing at all.
+#[tokio::test]
+async fn commits_are_all_or_nothing_and_fenced_after_a_takeover() {
+    use walkoff_dataflow::bus::{conformance, Commit, ExecutionRecord};
+
+    let server = RedisServer::start();
+    let bus = bus(&server).await;
+    bus.send_control(vec![ControlMessage::Abort {
+        execution_id: "e".into(),
+    }])
+    .await
+    .unwrap();
+    let delivered = receive(&bus, 1).await;
+    let log = vec![delivered[0].message.clone()];
+    bus.commit(
+        "w1",
+        Commit {
+            acks: vec![delivered[0].id.clone()],
+            logs: vec![("e".into(), log.clone())],
+            started: vec!["e".into()],
+            events: vec![conformance::node_event("e", 1)],
+            actions: vec![conformance::request("e", "n", 3)],
+            ..Commit::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bus.lookup_executions(&["e".into(), "never".into()])
+            .await
+            .unwrap(),
+        [
+            ExecutionRecord::Running(log.clone()),
+            ExecutionRecord::Absent
+        ]
+    );
+    let partition = partition_of("e", bus.partitions());
+    assert_eq!(
+        bus.load_partition(partition).await.unwrap(),
+        [("e".to_string(), log.clone())]
+    );
+    assert_eq!(
+        bus.read_events("e", 1, 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let requests = bus
+        .recv_actions(&conformance::app(), "x1", 10, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(requests.len(), 1);
+    let reply_to = requests[0].message.reply_to.clone().unwrap();
+    assert_eq!(reply_to, format!("walkoff:control:{partition}"));
+
+    // Finishing keeps the log for the retention time, then Redis drops it.
+    bus.commit(
+        "w1",
+        Commit {
+            finished: vec!["e".into()],
+            ..Commit::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bus.lookup_executions(&["e".into()]).await.unwrap(),
+        [ExecutionRecord::Finished]
+    );
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for key in ["walkoff:exec:e", "walkoff:events:e"] {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((86_000..=86_400).contains(&ttl), "{key} expires in {ttl} s");
+    }
+
+    // Another worker took partition "f" over (the lease expired): nothing of a commit is written.
+    let f_partition = partition_of("f", bus.partitions());
+    let _: () = redis::cmd("SET")
+        .arg(format!("walkoff:lease:{f_partition}"))
+        .arg("someone-else")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fenced = bus
+        .commit(
+            "w1",
+            Commit {
+                logs: vec![("f".into(), log.clone())],
+                started: vec!["f".into()],
+                events: vec![conformance::node_event("f", 1)],
+                ..Commit::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(fenced, walkoff_dataflow::BusError::Fenced(f_partition));
+    assert_eq!(
+        bus.lookup_executions(&["f".into()]).await.unwrap(),
+        [ExecutionRecord::Absent]
+    );
+    assert!(bus
+        .read_events("f", 1, 10, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    // The worker hears it lost the partition.
+    let batch = bus
+        .recv_control("w1", 10, Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert!(batch.lost.contains(&f_partition), "{batch:?}");
+}
