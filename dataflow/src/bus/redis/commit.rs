@@ -38,6 +38,9 @@ end
 return failures
 "#;
 
+/// The feed of finished executions keeps about this many.
+const FINISHED_MAXLEN: usize = 100_000;
+
 /// Longest argument list of one command: Lua's `unpack` has a stack limit of about 8000.
 const MAX_ARGS: usize = 1000;
 
@@ -106,6 +109,19 @@ impl RedisBus {
                 "EXPIRE".into(),
                 self.events_stream(id),
                 retention.clone(),
+            ]);
+        }
+        for event in events.iter().filter(|e| e.is_final()) {
+            // One feed of every execution's end, for dashboards and load tests.
+            commands.push(vec![
+                "XADD".into(),
+                self.key(format_args!("finished")),
+                "MAXLEN".into(),
+                "~".into(),
+                FINISHED_MAXLEN.to_string(),
+                "*".into(),
+                "m".into(),
+                encode(event),
             ]);
         }
         for event in &events {

@@ -64,6 +64,31 @@ end
 return seq
 "#;
 
+/// Reads up to ARGV[3] new entries for consumer ARGV[2] of group ARGV[1], from the streams in KEYS
+/// in order (highest priority first): one round trip, and never more than asked for.
+const READ_BY_PRIORITY: &str = r#"
+local out = {}
+local wanted = tonumber(ARGV[3])
+for i = 1, #KEYS do
+  if wanted <= 0 then break end
+  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', wanted, 'STREAMS', KEYS[i], '>')
+  if reply then
+    for _, entry in ipairs(reply[1][2]) do
+      if entry[2] then
+        table.insert(out, {KEYS[i], entry[1], entry[2]})
+        wanted = wanted - 1
+      end
+    end
+  end
+end
+return out
+"#;
+
+fn read_by_priority_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(READ_BY_PRIORITY))
+}
+
 /// Scores a heartbeat with Redis's clock, so hosts with skewed clocks agree on who is alive.
 const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
@@ -182,7 +207,11 @@ impl RedisBus {
         url: &str,
         config: RedisBusConfig,
     ) -> Result<Arc<RedisBus>, BusError> {
-        let client = Client::open(url).map_err(unavailable)?;
+        // Small messages both ways: without TCP_NODELAY, Nagle's algorithm holds writes back.
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(unavailable)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = Client::open(info).map_err(unavailable)?;
         // Reconnects by itself with exponential back-off when Redis goes away.
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(Duration::from_secs(10)))
@@ -278,7 +307,7 @@ impl RedisBus {
     /// A failed command; a missing group (Redis restarted without its data) is created again on
     /// the next call.
     fn failed(&self, e: redis::RedisError) -> BusError {
-        if e.code() == Some("NOGROUP") {
+        if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") {
             lock(&self.groups).clear();
         }
         unavailable(e)
@@ -475,6 +504,61 @@ impl RedisBus {
         }
         // Highest priority first, then in stream order.
         deliveries.sort_by_key(|d| std::cmp::Reverse(d.message.priority));
+        Ok(deliveries)
+    }
+
+    async fn read_by_priority(
+        &self,
+        app: &AppRef,
+        consumer: &str,
+        max: usize,
+    ) -> Result<Vec<Delivery<ActionRequest>>, BusError> {
+        let mut invocation = read_by_priority_script().prepare_invoke();
+        for p in PRIORITIES {
+            invocation.key(self.action_stream(app, p));
+        }
+        invocation.arg(EXECUTORS).arg(consumer).arg(max);
+        let entries: Vec<(String, String, Vec<String>)> = invocation
+            .invoke_async(&mut self.writer.clone())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut deliveries = Vec::with_capacity(entries.len());
+        for (stream, id, fields) in entries {
+            let raw = fields
+                .chunks(2)
+                .find(|pair| pair[0] == "m")
+                .and_then(|pair| pair.get(1).cloned());
+            let decoded = raw
+                .as_deref()
+                .ok_or_else(|| "no field 'm'".to_string())
+                .and_then(|m| serde_json::from_str::<ActionRequest>(m).map_err(|e| e.to_string()));
+            match decoded {
+                Ok(request) => {
+                    let priority = stream
+                        .rsplit(":p")
+                        .next()
+                        .and_then(|p| p.parse::<u8>().ok())
+                        .unwrap_or(3);
+                    deliveries.push(Delivery {
+                        id: format!("{priority}|{id}"),
+                        deliveries: request.delivery.max(1),
+                        message: request,
+                    });
+                }
+                Err(reason) => {
+                    let entry = StreamId {
+                        id,
+                        map: HashMap::from([(
+                            "m".to_string(),
+                            redis::Value::BulkString(raw.unwrap_or_default().into_bytes()),
+                        )]),
+                        milliseconds_elapsed_from_delivery: None,
+                        delivered_count: None,
+                    };
+                    self.dead_letter(&stream, EXECUTORS, &entry, &reason).await;
+                }
+            }
+        }
         Ok(deliveries)
     }
 
@@ -691,18 +775,9 @@ impl Bus for RedisBus {
             }
         }
         self.ensure_action_groups(app).await?;
-        // Take only what was asked for, highest priority stream first, so no more entries than
-        // this consumer can run sit in its pending list.
-        let mut got = Vec::new();
-        for p in PRIORITIES {
-            if got.len() >= max {
-                break;
-            }
-            got.extend(
-                self.read_actions(app, consumer, &[p], max - got.len(), None)
-                    .await?,
-            );
-        }
+        // Take only what was asked for, highest priority stream first (one script, one round
+        // trip), so no more entries than this consumer can run sit in its pending list.
+        let mut got = self.read_by_priority(app, consumer, max).await?;
         if got.is_empty() && !wait.is_zero() {
             // Wait on every priority at once, one entry per stream.
             got = self
