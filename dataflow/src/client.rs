@@ -56,6 +56,26 @@ impl Client {
         Ok(execution_id)
     }
 
+    /// Enqueue one execution of `workflow` per entry of `runs` (its variables), compiled once and
+    /// sent in one write: how a load generator or a scheduler starts many at once.
+    pub async fn submit_many(
+        &self,
+        workflow: Arc<Workflow>,
+        runs: Vec<BTreeMap<String, Value>>,
+        globals: &dyn GlobalProvider,
+    ) -> Result<Vec<ExecutionId>, SubmitError> {
+        let plan = compile(Arc::clone(&workflow), &self.catalog, None).map_err(SubmitError::Invalid)?;
+        let mut ids = Vec::with_capacity(runs.len());
+        let mut messages = Vec::with_capacity(runs.len());
+        for variables in runs {
+            let start = new_start(&plan, Arc::clone(&workflow), variables, globals)?;
+            ids.push(start.execution_id.clone());
+            messages.push(ControlMessage::Start(Box::new(start)));
+        }
+        self.bus.send_control(messages).await?;
+        Ok(ids)
+    }
+
     /// The running execution, rebuilt from its log.
     async fn running(&self, execution_id: &str) -> Result<Execution, ControlError> {
         let record = self

@@ -1,0 +1,461 @@
+//! The redis mode: a `redis-server` of our own on a free loopback port, K workers and M executors
+//! as separate `walkoff` processes; all stopped at the end.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
+use walkoff_dataflow::bus::{RedisBus, RedisBusConfig};
+use walkoff_dataflow::{Bus, Client};
+use walkoff_schema::{Event, EventKind, Workflow, WorkflowStatus};
+
+use crate::stats::{process_usage, ProcessUsage, Run};
+
+/// A process we started.
+pub struct Started {
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl Started {
+    pub fn new(name: &str, child: Child) -> Started {
+        Started {
+            name: name.to_string(),
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it does not stop within `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Start `redis-server` with AOF (fsync every second, the usual production setting).
+pub fn start_redis(dir: &Path) -> anyhow::Result<(Started, u16)> {
+    let port = free_port()?;
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+        .args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("redis-server must be installed (apt-get install redis-server)")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("redis-server did not start on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((
+        Started {
+            name: "redis-server".into(),
+            child: Some(child),
+        },
+        port,
+    ))
+}
+
+/// The `walkoff` binary: `$WALKOFF_BIN`, or the one built beside this one.
+pub fn walkoff_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("WALKOFF_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let me = std::env::current_exe()?;
+    let beside = me.with_file_name("walkoff");
+    if beside.exists() {
+        return Ok(beside);
+    }
+    // Test binaries live one directory further down (target/<profile>/deps).
+    if let Some(up) = me.parent().and_then(Path::parent) {
+        let candidate = up.join("walkoff");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!("cannot find the walkoff binary beside {}; build it (cargo build --release) or set WALKOFF_BIN", me.display())
+}
+
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub redis: Started,
+    pub port: u16,
+    pub workers: Vec<Started>,
+    pub executors: Vec<Started>,
+    client: Arc<Client>,
+    bus: Arc<RedisBus>,
+}
+
+impl Deployment {
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn start(workers: usize, executors: usize) -> anyhow::Result<Deployment> {
+        let dir = tempfile::tempdir()?;
+        let (redis, port) = start_redis(dir.path())?;
+        let url = format!("redis://127.0.0.1:{port}");
+        let binary = walkoff_binary()?;
+        let spawn = |name: String, args: Vec<String>| -> anyhow::Result<Started> {
+            let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
+            let child = Command::new(&binary)
+                .args(&args)
+                .env("WALKOFF_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("start {}", binary.display()))?;
+            Ok(Started {
+                name,
+                child: Some(child),
+            })
+        };
+        let mut started_workers = Vec::new();
+        for i in 0..workers {
+            started_workers.push(spawn(
+                format!("worker-{i}"),
+                vec!["worker".into(), "--redis".into(), url.clone()],
+            )?);
+        }
+        let mut started_executors = Vec::new();
+        let per_executor = (2 * std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(8)
+            .to_string();
+        for i in 0..executors {
+            started_executors.push(spawn(
+                format!("executor-{i}"),
+                vec![
+                    "executor".into(),
+                    "--redis".into(),
+                    url.clone(),
+                    "--app".into(),
+                    "diagnostics".into(),
+                    "--concurrency".into(),
+                    per_executor.clone(),
+                ],
+            )?);
+        }
+        let bus = RedisBus::connect_with(&url, RedisBusConfig::default()).await?;
+        let dyn_bus: Arc<dyn Bus> = bus.clone();
+        let client = Arc::new(Client::new(
+            dyn_bus,
+            Arc::new(walkoff_apps::builtin_registry().catalog()),
+        ));
+        let deployment = Deployment {
+            dir,
+            redis,
+            port,
+            workers: started_workers,
+            executors: started_executors,
+            client,
+            bus,
+        };
+        deployment.wait_until_ready(workers, executors).await?;
+        Ok(deployment)
+    }
+
+    async fn connection(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        Ok(redis::Client::open(self.url())?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
+    /// Every worker beats and every partition is owned; every executor beats.
+    async fn wait_until_ready(&self, workers: usize, executors: usize) -> anyhow::Result<()> {
+        let mut conn = self.connection().await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let partitions = self.bus.partitions();
+        loop {
+            let live_workers: usize = redis::cmd("ZCARD")
+                .arg("walkoff:workers")
+                .query_async(&mut conn)
+                .await?;
+            let keys: Vec<String> = (0..partitions).map(|p| format!("walkoff:lease:{p}")).collect();
+            let leases: Vec<Option<String>> =
+                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+            let owners: HashSet<String> = leases
+                .iter()
+                .flatten()
+                .filter_map(|t| t.rsplit_once(':').map(|(w, _)| w.to_string()))
+                .collect();
+            let live_executors: usize = redis::cmd("ZCARD")
+                .arg("walkoff:executors:diagnostics@1.0.0")
+                .query_async(&mut conn)
+                .await?;
+            if live_workers == workers
+                && leases.iter().all(Option::is_some)
+                && owners.len() == workers.min(partitions as usize)
+                && live_executors == executors
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the deployment did not come up: {live_workers}/{workers} workers, \
+                     {}/{partitions} partitions owned by {} workers, {live_executors}/{executors} executors; logs in {}",
+                    leases.iter().flatten().count(),
+                    owners.len(),
+                    self.dir.path().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Submit `executions` executions at once and wait for all of them on the feed of finished
+    /// executions; `chaos` runs alongside, told how many have finished so far.
+    pub async fn run(
+        &mut self,
+        workflow: &Arc<Workflow>,
+        executions: usize,
+        progress: &indicatif::ProgressBar,
+        limit: Duration,
+        mut chaos: Option<&mut Chaos>,
+    ) -> anyhow::Result<Run> {
+        let mut conn = self.connection().await?;
+        let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+            .arg("walkoff:finished")
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await?;
+        let mut cursor = last.first().map_or("0-0".to_string(), |e| e.0.clone());
+        let submitted_at = Utc::now();
+        let started = Instant::now();
+        let ids = self
+            .client
+            .submit_many(
+                Arc::clone(workflow),
+                vec![BTreeMap::new(); executions],
+                &BTreeMap::new(),
+            )
+            .await?;
+        let mut waiting: HashSet<String> = ids.iter().cloned().collect();
+        let mut finished: HashMap<String, (DateTime<Utc>, WorkflowStatus)> = HashMap::new();
+        while !waiting.is_empty() {
+            if started.elapsed() > limit {
+                break;
+            }
+            if let Some(chaos) = chaos.as_deref_mut() {
+                chaos.tick(self, finished.len(), executions);
+            }
+            let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(10_000)
+                .arg("BLOCK")
+                .arg(200)
+                .arg("STREAMS")
+                .arg("walkoff:finished")
+                .arg(&cursor)
+                .query_async(&mut conn)
+                .await?;
+            for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                cursor = entry.id.clone();
+                let Some(raw) = entry.get::<String>("m") else {
+                    continue;
+                };
+                let Ok(event) = serde_json::from_str::<Event>(&raw) else {
+                    continue;
+                };
+                if waiting.remove(&event.execution_id) {
+                    if let EventKind::Workflow { status, .. } = event.kind {
+                        finished.insert(event.execution_id.clone(), (event.at, status));
+                    }
+                    progress.inc(1);
+                }
+            }
+        }
+        let mut run = Run {
+            lost: waiting.len(),
+            ..Run::default()
+        };
+        let mut last_at = submitted_at;
+        for (id, (at, status)) in &finished {
+            if *status != WorkflowStatus::Completed {
+                bail!("execution {id} ended {status}; logs in {}", self.dir.path().display());
+            }
+            let ms = (*at - submitted_at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+            run.latencies_ms.push(ms);
+            run.completions_ms.push(ms);
+            last_at = last_at.max(*at);
+        }
+        run.wall_ms = (last_at - submitted_at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
+        if let Some(chaos) = chaos {
+            chaos.finish(self, &ids, &run).await?;
+        }
+        Ok(run)
+    }
+
+    /// CPU time and peak memory of every process of the deployment (Redis included).
+    pub fn usage(&self) -> Vec<ProcessUsage> {
+        std::iter::once(&self.redis)
+            .chain(&self.workers)
+            .chain(&self.executors)
+            .filter_map(|p| process_usage(p.pid()?, &p.name))
+            .collect()
+    }
+
+    pub async fn redis_memory_mb(&self) -> anyhow::Result<f64> {
+        let mut conn = self.connection().await?;
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
+        let peak = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory_peak:"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        Ok(peak / (1024.0 * 1024.0))
+    }
+
+    /// Stop the workers and executors, keeping Redis (and its directory) for the peers.
+    pub async fn stop_engine(mut self) -> (Started, tempfile::TempDir) {
+        self.bus.close().await;
+        for p in self.workers.iter_mut().chain(self.executors.iter_mut()) {
+            p.stop(Duration::from_secs(5));
+        }
+        (self.redis, self.dir)
+    }
+}
+
+/// Kills a worker and an executor with SIGKILL once a share of the executions has finished, then
+/// checks what the run lost or repeated.
+pub struct Chaos {
+    /// Kill when this share has finished.
+    pub at_share: f64,
+    killed_at: Option<Instant>,
+    started: Instant,
+    pub report: ChaosReport,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ChaosReport {
+    pub killed: Vec<String>,
+    pub killed_at_ms: f64,
+    pub lost: usize,
+    /// Nodes (or shards) that ended more than once.
+    pub duplicated: usize,
+    /// The longest pause in completions after the kills: how long the survivors took to take over.
+    pub recovery_ms: f64,
+}
+
+impl Chaos {
+    pub fn new(at_share: f64) -> Chaos {
+        Chaos {
+            at_share,
+            killed_at: None,
+            started: Instant::now(),
+            report: ChaosReport::default(),
+        }
+    }
+
+    fn tick(&mut self, deployment: &mut Deployment, finished: usize, total: usize) {
+        if self.killed_at.is_some() || (finished as f64) < self.at_share * total as f64 {
+            return;
+        }
+        let now = Instant::now();
+        for victim in [deployment.workers.first_mut(), deployment.executors.first_mut()]
+            .into_iter()
+            .flatten()
+        {
+            victim.kill9();
+            self.report.killed.push(victim.name.clone());
+        }
+        self.killed_at = Some(now);
+        self.report.killed_at_ms = now.duration_since(self.started).as_secs_f64() * 1000.0;
+    }
+
+    async fn finish(
+        &mut self,
+        deployment: &Deployment,
+        ids: &[String],
+        run: &Run,
+    ) -> anyhow::Result<()> {
+        self.report.lost = run.lost;
+        // The longest gap between completions after the kill.
+        let kill_ms = self.report.killed_at_ms;
+        let mut after: Vec<f64> = run
+            .completions_ms
+            .iter()
+            .copied()
+            .filter(|&t| t >= kill_ms)
+            .collect();
+        after.sort_by(f64::total_cmp);
+        let mut previous = kill_ms;
+        for t in after {
+            self.report.recovery_ms = self.report.recovery_ms.max(t - previous);
+            previous = t;
+        }
+        self.report.recovery_ms = crate::stats::round(self.report.recovery_ms);
+        // Every node of every execution ended exactly once.
+        let mut conn = deployment.connection().await?;
+        for id in ids {
+            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(format!("walkoff:events:{id}"))
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await?;
+            let mut finals: HashMap<(String, Option<u32>), usize> = HashMap::new();
+            for (_, fields) in entries {
+                let Some((_, raw)) = fields.iter().find(|(k, _)| k == "m") else {
+                    continue;
+                };
+                if let Ok(Event {
+                    kind: EventKind::Node(node),
+                    ..
+                }) = serde_json::from_str::<Event>(raw)
+                {
+                    if node.status.is_terminal() {
+                        *finals.entry((node.node_id, node.shard)).or_default() += 1;
+                    }
+                }
+            }
+            self.report.duplicated += finals.values().filter(|&&n| n > 1).count();
+        }
+        Ok(())
+    }
+}

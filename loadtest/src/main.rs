@@ -1,0 +1,329 @@
+//! `walkoff-loadtest`: run a scenario on walkoff (in-process, or as a Redis deployment of separate
+//! processes) and on peers side by side, and report with percentiles and charts.
+
+mod deployment;
+mod embedded;
+mod peers;
+mod report;
+mod scenario;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use deployment::{Chaos, Deployment};
+use peers::Peer;
+use report::Report;
+use scenario::{workload, ScenarioKind, Workload};
+use stats::{process_usage, summarize, Run};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// The in-process runtime on the in-memory bus (no servers).
+    Embedded,
+    /// A redis-server of its own plus workers and executors as separate processes.
+    Redis,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "walkoff-loadtest",
+    version,
+    about = "Load tests for walkoff, with peers side by side"
+)]
+struct Args {
+    scenario: ScenarioKind,
+    /// The scenario's size (default: chain 100, fanout 1000, concurrent 500, branching 10000,
+    /// chaos 500).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Run these sizes one after another, to show how cost grows with size.
+    #[arg(long, value_delimiter = ',', conflicts_with = "size")]
+    sweep: Vec<usize>,
+    #[arg(long, value_enum, default_value_t = Mode::Embedded)]
+    mode: Mode,
+    /// Worker processes (redis mode).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Executor processes of the diagnostics app (redis mode).
+    #[arg(long, default_value_t = 2)]
+    executors: usize,
+    /// Measured runs, after one warm-up run; with many, a soak: memory is reported after each.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Peers to run the same workload on, on the same Redis server.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    compare: Vec<Peer>,
+    /// Print one JSON document (a sweep prints {"sweep": [...]}).
+    #[arg(long)]
+    json: bool,
+    /// Write report.json, summary.md and SVG charts here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed of the branching DAG.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Longest one run may take, in seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+fn default_size(kind: ScenarioKind) -> usize {
+    match kind {
+        ScenarioKind::Chain => 100,
+        ScenarioKind::Fanout => 1000,
+        ScenarioKind::Concurrent | ScenarioKind::Chaos => 500,
+        ScenarioKind::Branching => 10_000,
+    }
+}
+
+fn progress(total: usize, label: String, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} executions {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label);
+    bar
+}
+
+/// Resident memory now (not the peak) of these processes, in MB.
+fn rss_now_mb(pids: &[u32]) -> f64 {
+    let kb: f64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .sum();
+    stats::round(kb / 1024.0)
+}
+
+async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
+    let workflow = Arc::new(work.workflow.clone());
+    let limit = Duration::from_secs(args.timeout);
+    let quiet = args.json;
+    let mut report = Report {
+        scenario: work.kind.name().to_string(),
+        size: work.size,
+        mode: match args.mode {
+            Mode::Embedded => "embedded",
+            Mode::Redis => "redis",
+        }
+        .to_string(),
+        workers: args.workers,
+        executors: args.executors,
+        results: BTreeMap::new(),
+        ratio: BTreeMap::new(),
+        chaos: None,
+        rss_after_each_run_mb: Vec::new(),
+        runs: BTreeMap::new(),
+    };
+    let total = work.executions * (args.repeat + 1);
+    let bar = progress(total, format!("walkoff {}", report.scenario), quiet);
+    let mut runs: Vec<Run> = Vec::new();
+    let peer_redis;
+    // Kept alive for the peers: they use the same Redis server.
+    let mut redis_for_peers = None;
+    match args.mode {
+        Mode::Embedded => {
+            if work.kind == ScenarioKind::Chaos {
+                bail!("the chaos scenario kills processes: run it with --mode redis");
+            }
+            let engine = embedded::Embedded::start();
+            engine.run(&workflow, work.executions, &bar).await?; // warm-up
+            for _ in 0..args.repeat {
+                runs.push(engine.run(&workflow, work.executions, &bar).await?);
+                report
+                    .rss_after_each_run_mb
+                    .push(rss_now_mb(&[std::process::id()]));
+            }
+            engine.stop().await;
+            let usage = process_usage(std::process::id(), "walkoff-loadtest (embedded walkoff)")
+                .into_iter()
+                .collect();
+            report.results.insert(
+                "walkoff".into(),
+                summarize(
+                    &runs,
+                    work.executions,
+                    work.steps,
+                    work.executions * work.actions_per_execution,
+                    usage,
+                    None,
+                ),
+            );
+            if !args.compare.is_empty() {
+                let dir = tempfile::tempdir()?;
+                let (server, port) = deployment::start_redis(dir.path())?;
+                redis_for_peers = Some((server, dir));
+                peer_redis = Some(format!("redis://127.0.0.1:{port}"));
+            } else {
+                peer_redis = None;
+            }
+        }
+        Mode::Redis => {
+            let mut deployment = Deployment::start(args.workers, args.executors)
+                .await
+                .context("start the Redis deployment")?;
+            deployment
+                .run(&workflow, work.executions, &bar, limit, None)
+                .await?; // warm-up
+            let pids: Vec<u32> = deployment
+                .workers
+                .iter()
+                .chain(&deployment.executors)
+                .filter_map(|p| p.pid())
+                .collect();
+            if work.kind == ScenarioKind::Chaos {
+                let mut chaos = Chaos::new(0.3);
+                runs.push(
+                    deployment
+                        .run(&workflow, work.executions, &bar, limit, Some(&mut chaos))
+                        .await?,
+                );
+                report.chaos = Some(chaos.report);
+            } else {
+                for _ in 0..args.repeat {
+                    runs.push(
+                        deployment
+                            .run(&workflow, work.executions, &bar, limit, None)
+                            .await?,
+                    );
+                    report.rss_after_each_run_mb.push(rss_now_mb(&pids));
+                }
+            }
+            if let Some(lost) = runs.iter().map(|r| r.lost).find(|&l| l > 0) {
+                if work.kind != ScenarioKind::Chaos {
+                    bail!("{lost} executions did not finish within {limit:?}");
+                }
+            }
+            let usage = deployment.usage();
+            let redis_mb = deployment.redis_memory_mb().await.ok();
+            report.results.insert(
+                "walkoff".into(),
+                summarize(
+                    &runs,
+                    work.executions,
+                    work.steps,
+                    work.executions * work.actions_per_execution,
+                    usage,
+                    redis_mb,
+                ),
+            );
+            peer_redis = Some(deployment.url());
+            // Stop walkoff's processes so the peers have the machine; Redis stays for them.
+            let (redis, dir) = deployment.stop_engine().await;
+            redis_for_peers = Some((redis, dir));
+        }
+    }
+    bar.finish_and_clear();
+    report.runs.insert("walkoff".into(), runs);
+
+    for &peer in &args.compare {
+        let Some(url) = peer_redis.clone() else { break };
+        let (scenario, size, repeat) = (work.kind, work.size, args.repeat);
+        if !quiet {
+            eprintln!("{} {}: running", peer.name(), report.scenario);
+        }
+        let (peer_runs, usage) =
+            tokio::task::spawn_blocking(move || peers::run(peer, &url, scenario, size, repeat))
+                .await??;
+        report.results.insert(
+            peer.name().into(),
+            summarize(
+                &peer_runs,
+                work.executions,
+                work.steps,
+                work.executions * work.actions_per_execution,
+                usage,
+                None,
+            ),
+        );
+        report.runs.insert(peer.name().into(), peer_runs);
+    }
+    if let Some((mut redis, _dir)) = redis_for_peers {
+        redis.stop(Duration::from_secs(5));
+    }
+    report.compute_ratios();
+    Ok(report)
+}
+
+async fn main_async(args: Args) -> anyhow::Result<()> {
+    let sizes = if args.sweep.is_empty() {
+        vec![args.size.unwrap_or_else(|| default_size(args.scenario))]
+    } else {
+        args.sweep.clone()
+    };
+    let mut reports = Vec::new();
+    for size in sizes {
+        let work = workload(args.scenario, size, args.seed);
+        reports.push(measure(&args, &work).await?);
+    }
+    if let Some(dir) = &args.out {
+        let written = report::write(&reports, dir)?;
+        if !args.json {
+            eprintln!("wrote {} in {}", written.join(", "), dir.display());
+        }
+    }
+    if args.json {
+        let doc = if reports.len() == 1 {
+            serde_json::to_value(&reports[0])?
+        } else {
+            serde_json::json!({ "sweep": reports })
+        };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", report::markdown(&reports));
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WALKOFF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    // Embedded mode measures the engine as `walkoff run` runs it: one scheduler thread.
+    let runtime = match args.mode {
+        Mode::Embedded => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Mode::Redis => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main_async(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
