@@ -37,7 +37,7 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     executor_wait: f64,
     /// Control partitions, if this is the first process of the deployment (fixed afterwards).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 8)]
     partitions: u32,
     /// Seconds a finished execution's log and events are kept.
     #[arg(long, default_value_t = 86400, value_name = "SECONDS")]

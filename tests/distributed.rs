@@ -440,7 +440,9 @@ async fn killing_a_worker_and_an_executor_mid_run_loses_and_repeats_nothing() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let keys: Vec<String> = (0..16).map(|p| format!("walkoff:lease:{p}")).collect();
+    let keys: Vec<String> = (0..bus.partitions())
+        .map(|p| format!("walkoff:lease:{p}"))
+        .collect();
     let holders: Vec<Option<String>> = redis::cmd("MGET")
         .arg(&keys)
         .query_async(&mut conn)
@@ -570,7 +572,7 @@ async fn malformed_messages_are_dead_lettered_and_stop_nothing() {
         .unwrap();
     // Garbage on an action stream and on every control partition, before and among real work.
     let streams: Vec<String> = std::iter::once("walkoff:actions:diagnostics@1.0.0:p3".to_string())
-        .chain((0..16).map(|p| format!("walkoff:control:{p}")))
+        .chain((0..deployment.bus().await.partitions()).map(|p| format!("walkoff:control:{p}")))
         .collect();
     for stream in &streams {
         let _: String = redis::cmd("XADD")
@@ -740,6 +742,17 @@ async fn the_cli_submits_triggers_aborts_and_watches() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already finished"));
     let unknown = walkoff(&["watch", "--redis", &url, "no-such-execution"]);
     assert_eq!(unknown.status.code(), Some(2));
+
+    // An app version nobody registered is refused before anything is queued, naming it.
+    let file = deployment.path("future.json");
+    let doc = json!({"id": "future", "name": "future", "start": "a", "nodes": [
+        {"label": "a", "kind": "action", "app": "basics", "app_version": "9.9.9", "action": "hello_world"}
+    ]});
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let refused = walkoff(&["submit", "--redis", &url, file.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("basics") && stderr.contains("9.9.9"), "{stderr}");
 }
 
 async fn wait_until_awaiting(client: &Arc<Client>, id: &str, label: &str) {

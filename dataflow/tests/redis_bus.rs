@@ -308,3 +308,100 @@ async fn commits_are_all_or_nothing_and_fenced_after_a_takeover() {
         .unwrap();
     assert!(batch.lost.contains(&f_partition), "{batch:?}");
 }
+
+/// Housekeeping hands the requests of an executor that stopped beating to another one, counting
+/// the delivery; past the limit it dead-letters the request and fails its node. A live executor's
+/// request is never taken away, however long it runs.
+#[tokio::test]
+async fn requests_of_dead_executors_are_handed_out_again_then_dead_lettered() {
+    use walkoff_dataflow::bus::conformance;
+    use walkoff_schema::Outcome;
+
+    let server = RedisServer::start();
+    let bus = bus(&server).await;
+    // "w1" becomes the only worker, owning partition 0, so it does the housekeeping.
+    let owned = bus
+        .recv_control("w1", 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(owned.gained.contains(&0));
+    let app = conformance::app();
+    let mut doomed = conformance::request("e", "doomed", 3);
+    doomed.max_deliveries = 2;
+    bus.send_actions(vec![doomed, conformance::request("e", "steady", 3)])
+        .await
+        .unwrap();
+    bus.executor_heartbeat(&app, "alive").await.unwrap();
+    let held = bus
+        .recv_actions(&app, "alive", 1, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(held[0].message.node_id, "doomed");
+    // "alive" beats: housekeeping leaves its request alone.
+    bus.maintain("w1", Duration::from_secs(30)).await.unwrap();
+    assert_eq!(bus.pending().await.unwrap(), 1, "a live executor keeps its request");
+    // "ghost" takes the other request and never beats.
+    let taken = bus
+        .recv_actions(&app, "ghost", 1, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(taken[0].message.node_id, "steady");
+    assert_eq!(taken[0].deliveries, 1);
+    bus.maintain("w1", Duration::from_secs(30)).await.unwrap();
+    let again = bus
+        .recv_actions(&app, "ghost-2", 1, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(again[0].message.node_id, "steady");
+    assert_eq!(again[0].deliveries, 2, "the hand-out is counted");
+    // "alive" dies holding "doomed" (delivery 1 of 2) and ghost-2 dies holding "steady" (no limit).
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg("walkoff:executors:conformance@1.0.0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    bus.maintain("w1", Duration::from_secs(30)).await.unwrap();
+    let both = bus
+        .recv_actions(&app, "last", 2, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let mut nodes: Vec<(String, u32)> = both
+        .iter()
+        .map(|d| (d.message.node_id.clone(), d.deliveries))
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, [("doomed".into(), 2), ("steady".into(), 3)]);
+    // "last" dies too: "doomed" is at its limit.
+    bus.maintain("w1", Duration::from_secs(30)).await.unwrap();
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("walkoff:dead")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(dead.ids.len(), 1);
+    let reason: String = dead.ids[0].get("reason").unwrap();
+    assert!(reason.contains("delivered 2 times"), "{reason}");
+    let results = receive(&bus, 1).await;
+    let ControlMessage::Result(result) = &results[0].message else {
+        panic!("{results:?}")
+    };
+    assert_eq!(result.node_id, "doomed");
+    match &result.outcome {
+        Outcome::Failure { error, retryable } => {
+            assert!(error.contains("its executor died each time"), "{error}");
+            assert!(!retryable);
+        }
+        other => panic!("{other:?}"),
+    }
+    // "steady" has no limit and is queued again; nothing else is held.
+    let last = bus
+        .recv_actions(&app, "survivor", 5, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!((last[0].message.node_id.as_str(), last[0].deliveries), ("steady", 4));
+}

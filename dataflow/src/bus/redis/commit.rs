@@ -135,12 +135,15 @@ impl RedisBus {
         }
         let apps: BTreeMap<AppRef, ()> = actions.iter().map(|r| (r.app.clone(), ())).collect();
         for app in apps.keys() {
-            self.ensure_action_groups(app).await?;
-            commands.push(vec![
-                "SADD".into(),
-                self.key(format_args!("apps")),
-                app.to_string(),
-            ]);
+            // The first time this process queues for an app: its streams, and its entry in the
+            // set of apps (housekeeping walks it).
+            if self.ensure_action_groups(app).await? {
+                commands.push(vec![
+                    "SADD".into(),
+                    self.key(format_args!("apps")),
+                    app.to_string(),
+                ]);
+            }
         }
         for mut request in actions {
             request.reply_to = Some(self.control_stream_of(&request.execution_id));

@@ -118,7 +118,7 @@ impl Default for RedisBusConfig {
     fn default() -> Self {
         RedisBusConfig {
             prefix: "walkoff".into(),
-            partitions: 16,
+            partitions: 8,
             heartbeat: Duration::from_millis(500),
             lease_ttl: Duration::from_millis(2500),
             executor_ttl: Duration::from_secs(3),
@@ -352,12 +352,20 @@ impl RedisBus {
         Ok(())
     }
 
-    async fn ensure_action_groups(&self, app: &AppRef) -> Result<(), BusError> {
+    /// Create the app's five streams and groups once; true when this call created them.
+    async fn ensure_action_groups(&self, app: &AppRef) -> Result<bool, BusError> {
+        let known = lock(&self.groups).contains(&format!(
+            "{}\u{0}{EXECUTORS}",
+            self.action_stream(app, 1)
+        ));
+        if known {
+            return Ok(false);
+        }
         for p in PRIORITIES {
             self.ensure_group(&self.action_stream(app, p), EXECUTORS)
                 .await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Run a blocking command on a dedicated connection, which `close` can unblock.
@@ -767,25 +775,26 @@ impl Bus for RedisBus {
         self.check_open()?;
         let max = max.max(1);
         let slot = (app.clone(), consumer.to_string());
-        {
-            let mut overflow = lock(&self.overflow);
-            if let Some(queued) = overflow.get_mut(&slot).filter(|q| !q.is_empty()) {
-                let n = queued.len().min(max);
-                return Ok(queued.drain(..n).collect());
-            }
-        }
         self.ensure_action_groups(app).await?;
-        // Take only what was asked for, highest priority stream first (one script, one round
-        // trip), so no more entries than this consumer can run sit in its pending list.
-        let mut got = self.read_by_priority(app, consumer, max).await?;
-        if got.is_empty() && !wait.is_zero() {
-            // Wait on every priority at once, one entry per stream.
-            got = self
-                .read_actions(app, consumer, &PRIORITIES, 1, Some(wait))
-                .await?;
-        }
+        let held: Vec<_> = lock(&self.overflow)
+            .get_mut(&slot)
+            .map(|q| q.drain(..).collect())
+            .unwrap_or_default();
+        let mut got = if held.is_empty() {
+            // One read on every priority at once, waiting when all are empty. Usually one stream
+            // answers and this is all; when several do, the surplus is held below.
+            self.read_actions(app, consumer, &PRIORITIES, max, (!wait.is_zero()).then_some(wait))
+                .await?
+        } else {
+            // Entries held from an earlier read: higher priorities may have queued behind the
+            // ones read then, so read by priority first and merge.
+            let mut merged = held;
+            merged.extend(self.read_by_priority(app, consumer, max).await?);
+            merged
+        };
+        // Highest priority first; within a priority, in stream order (the sort is stable).
+        got.sort_by_key(|d| std::cmp::Reverse(d.message.priority));
         if got.len() > max {
-            // Several streams answered at once: what was read is ours, handed out next time.
             let extra: Vec<_> = got.drain(max..).collect();
             lock(&self.overflow).entry(slot).or_default().extend(extra);
         }
@@ -808,12 +817,17 @@ impl Bus for RedisBus {
             add_message(&mut pipe, &stream, &ControlMessage::Result(result));
             acks.push(id);
         }
+        // One XACK per priority stream.
+        let mut by_priority: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
         for id in &acks {
             let (priority, entry) = split_delivery(id);
+            by_priority.entry(priority).or_default().push(entry);
+        }
+        for (priority, entries) in by_priority {
             pipe.cmd("XACK")
                 .arg(self.action_stream(app, priority as u8))
                 .arg(EXECUTORS)
-                .arg(entry)
+                .arg(entries)
                 .ignore();
         }
         self.run(&pipe).await
