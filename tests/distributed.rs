@@ -752,7 +752,10 @@ async fn the_cli_submits_triggers_aborts_and_watches() {
     let refused = walkoff(&["submit", "--redis", &url, file.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("basics") && stderr.contains("9.9.9"), "{stderr}");
+    assert!(
+        stderr.contains("basics") && stderr.contains("9.9.9"),
+        "{stderr}"
+    );
 }
 
 async fn wait_until_awaiting(client: &Arc<Client>, id: &str, label: &str) {

@@ -64,7 +64,8 @@ impl Client {
         runs: Vec<BTreeMap<String, Value>>,
         globals: &dyn GlobalProvider,
     ) -> Result<Vec<ExecutionId>, SubmitError> {
-        let plan = compile(Arc::clone(&workflow), &self.catalog, None).map_err(SubmitError::Invalid)?;
+        let plan =
+            compile(Arc::clone(&workflow), &self.catalog, None).map_err(SubmitError::Invalid)?;
         let mut ids = Vec::with_capacity(runs.len());
         let mut messages = Vec::with_capacity(runs.len());
         for variables in runs {

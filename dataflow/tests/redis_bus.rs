@@ -320,10 +320,7 @@ async fn requests_of_dead_executors_are_handed_out_again_then_dead_lettered() {
     let server = RedisServer::start();
     let bus = bus(&server).await;
     // "w1" becomes the only worker, owning partition 0, so it does the housekeeping.
-    let owned = bus
-        .recv_control("w1", 10, Duration::ZERO)
-        .await
-        .unwrap();
+    let owned = bus.recv_control("w1", 10, Duration::ZERO).await.unwrap();
     assert!(owned.gained.contains(&0));
     let app = conformance::app();
     let mut doomed = conformance::request("e", "doomed", 3);
@@ -339,7 +336,11 @@ async fn requests_of_dead_executors_are_handed_out_again_then_dead_lettered() {
     assert_eq!(held[0].message.node_id, "doomed");
     // "alive" beats: housekeeping leaves its request alone.
     bus.maintain("w1", Duration::from_secs(30)).await.unwrap();
-    assert_eq!(bus.pending().await.unwrap(), 1, "a live executor keeps its request");
+    assert_eq!(
+        bus.pending().await.unwrap(),
+        1,
+        "a live executor keeps its request"
+    );
     // "ghost" takes the other request and never beats.
     let taken = bus
         .recv_actions(&app, "ghost", 1, Duration::from_secs(1))
@@ -403,5 +404,8 @@ async fn requests_of_dead_executors_are_handed_out_again_then_dead_lettered() {
         .await
         .unwrap();
     assert_eq!(last.len(), 1);
-    assert_eq!((last[0].message.node_id.as_str(), last[0].deliveries), ("steady", 4));
+    assert_eq!(
+        (last[0].message.node_id.as_str(), last[0].deliveries),
+        ("steady", 4)
+    );
 }

@@ -68,14 +68,23 @@ impl Drop for Started {
 }
 
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Start `redis-server` with AOF (fsync every second, the usual production setting).
 pub fn start_redis(dir: &Path) -> anyhow::Result<(Started, u16)> {
     let port = free_port()?;
     let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
         .args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"])
         .arg(dir)
         .stdout(Stdio::null())
@@ -213,7 +222,9 @@ impl Deployment {
                 .arg("walkoff:workers")
                 .query_async(&mut conn)
                 .await?;
-            let keys: Vec<String> = (0..partitions).map(|p| format!("walkoff:lease:{p}")).collect();
+            let keys: Vec<String> = (0..partitions)
+                .map(|p| format!("walkoff:lease:{p}"))
+                .collect();
             let leases: Vec<Option<String>> =
                 redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
             let owners: HashSet<String> = leases
@@ -317,7 +328,10 @@ impl Deployment {
         let mut last_at = submitted_at;
         for (id, (at, status)) in &finished {
             if *status != WorkflowStatus::Completed {
-                bail!("execution {id} ended {status}; logs in {}", self.dir.path().display());
+                bail!(
+                    "execution {id} ended {status}; logs in {}",
+                    self.dir.path().display()
+                );
             }
             let ms = (*at - submitted_at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
             run.latencies_ms.push(ms);
@@ -342,7 +356,10 @@ impl Deployment {
 
     pub async fn redis_memory_mb(&self) -> anyhow::Result<f64> {
         let mut conn = self.connection().await?;
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut conn)
+            .await?;
         let peak = info
             .lines()
             .find_map(|l| l.strip_prefix("used_memory_peak:"))
@@ -397,9 +414,12 @@ impl Chaos {
             return;
         }
         let now = Instant::now();
-        for victim in [deployment.workers.first_mut(), deployment.executors.first_mut()]
-            .into_iter()
-            .flatten()
+        for victim in [
+            deployment.workers.first_mut(),
+            deployment.executors.first_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
             victim.kill9();
             self.report.killed.push(victim.name.clone());

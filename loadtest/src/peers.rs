@@ -48,7 +48,10 @@ fn virtualenv(peer: &str, requirements: &Path) -> anyhow::Result<PathBuf> {
     if python.exists() && std::fs::read_to_string(&marker).ok().as_deref() == Some(&wanted) {
         return Ok(python);
     }
-    eprintln!("making the {peer} virtualenv in {} (first use)", venv.display());
+    eprintln!(
+        "making the {peer} virtualenv in {} (first use)",
+        venv.display()
+    );
     let made = Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)
@@ -107,7 +110,11 @@ fn celery(
     // Two prefork processes: one per core, Celery's default on this machine.
     let worker = Command::new(&celery)
         .args(["-A", "tasks", "worker", "--concurrency=2", "--pool=prefork"])
-        .args(["--without-gossip", "--without-mingle", "--without-heartbeat"])
+        .args([
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ])
         .args(["--loglevel=WARNING"])
         .current_dir(&dir)
         .env("WALKOFF_BENCH_REDIS", redis_url)

@@ -76,9 +76,7 @@ pub fn markdown(reports: &[Report]) -> String {
             ));
         }
         for (peer, ratio) in &r.ratio {
-            out.push_str(&format!(
-                "\n{peer} / walkoff wall time: **{ratio:.1}×**\n"
-            ));
+            out.push_str(&format!("\n{peer} / walkoff wall time: **{ratio:.1}×**\n"));
         }
         if let Some(chaos) = &r.chaos {
             out.push_str(&format!(
@@ -176,7 +174,10 @@ pub fn throughput_chart(report: &Report, path: &Path) -> Chart {
         .filter_map(|(engine, runs)| {
             let run = runs.last()?;
             let bucket = (run.wall_ms / 40.0).max(1.0);
-            Some((engine.clone(), throughput_over_time(&run.completions_ms, bucket)))
+            Some((
+                engine.clone(),
+                throughput_over_time(&run.completions_ms, bucket),
+            ))
         })
         .collect();
     let x_max = series
@@ -255,10 +256,7 @@ pub fn sweep_chart(reports: &[Report], path: &Path) -> Chart {
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(
-            (x_min..x_max * 1.5).log_scale(),
-            (y_min..y_max).log_scale(),
-        )?;
+        .build_cartesian_2d((x_min..x_max * 1.5).log_scale(), (y_min..y_max).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("size")
@@ -270,7 +268,11 @@ pub fn sweep_chart(reports: &[Report], path: &Path) -> Chart {
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(engine)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], color.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, color.filled())),
+        )?;
     }
     chart
         .configure_series_labels()

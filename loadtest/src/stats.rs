@@ -135,12 +135,7 @@ pub fn throughput_over_time(completions_ms: &[f64], bucket_ms: f64) -> Vec<(f64,
     counts
         .into_iter()
         .enumerate()
-        .map(|(i, c)| {
-            (
-                i as f64 * bucket_ms / 1000.0,
-                c as f64 * 1000.0 / bucket_ms,
-            )
-        })
+        .map(|(i, c)| (i as f64 * bucket_ms / 1000.0, c as f64 * 1000.0 / bucket_ms))
         .collect()
 }
 
@@ -183,7 +178,10 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
         let parent = tree[i];
         if let Ok(entries) = std::fs::read_dir("/proc") {
             for entry in entries.flatten() {
-                let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+                let Some(child) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u32>().ok())
                 else {
                     continue;
                 };

@@ -354,10 +354,8 @@ impl RedisBus {
 
     /// Create the app's five streams and groups once; true when this call created them.
     async fn ensure_action_groups(&self, app: &AppRef) -> Result<bool, BusError> {
-        let known = lock(&self.groups).contains(&format!(
-            "{}\u{0}{EXECUTORS}",
-            self.action_stream(app, 1)
-        ));
+        let known =
+            lock(&self.groups).contains(&format!("{}\u{0}{EXECUTORS}", self.action_stream(app, 1)));
         if known {
             return Ok(false);
         }
@@ -783,8 +781,14 @@ impl Bus for RedisBus {
         let mut got = if held.is_empty() {
             // One read on every priority at once, waiting when all are empty. Usually one stream
             // answers and this is all; when several do, the surplus is held below.
-            self.read_actions(app, consumer, &PRIORITIES, max, (!wait.is_zero()).then_some(wait))
-                .await?
+            self.read_actions(
+                app,
+                consumer,
+                &PRIORITIES,
+                max,
+                (!wait.is_zero()).then_some(wait),
+            )
+            .await?
         } else {
             // Entries held from an earlier read: higher priorities may have queued behind the
             // ones read then, so read by priority first and merge.
