@@ -1,7 +1,6 @@
 //! The distributed roles: `worker` and `executor` serve a deployment through Redis; `submit`,
 //! `trigger`, `abort` and `watch` are its clients.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,13 +10,13 @@ use clap::Args;
 use futures::StreamExt;
 use walkoff_dataflow::bus::{ExecutionRecord, RedisBus, RedisBusConfig};
 use walkoff_dataflow::{
-    compile, Bus, BusDispatch, BusError, CatalogSource, Client, ControlError, ExecutionSummary,
-    Runtime, RuntimeConfig, SubmitError,
+    Bus, BusDispatch, BusError, CatalogSource, Client, ControlError, ExecutionSummary, Runtime,
+    RuntimeConfig, SubmitError,
 };
 use walkoff_executors::{serve, ExecutorConfig};
 use walkoff_schema::{load_workflow_file, AppApi, AppCatalog};
 
-use crate::run::{exit_code, invalid, parse_all, print_event, Interrupt};
+use crate::run::{check_workflow, exit_code, invalid, parse_inputs, print_event, Interrupt};
 
 #[derive(Args, Clone)]
 pub struct RedisArgs {
@@ -295,16 +294,9 @@ pub async fn submit(args: SubmitArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => return invalid([format!("{}: {e}", args.file.display())]),
     };
-    let (vars, globals, triggers) = match (
-        parse_all("var", &args.vars),
-        parse_all("global", &args.globals),
-        parse_all("trigger", &args.triggers),
-    ) {
-        (Ok(v), Ok(g), Ok(t)) => (v, g, t),
-        (v, g, t) => {
-            let errors = [v.err(), g.err(), t.err()].into_iter().flatten().flatten();
-            return invalid(errors);
-        }
+    let (vars, globals, triggers) = match parse_inputs(&args.vars, &args.globals, &args.triggers) {
+        Ok(inputs) => inputs,
+        Err(code) => return code,
     };
     let (client, catalog) = match client(&args.redis).await {
         Ok(c) => c,
@@ -312,33 +304,10 @@ pub async fn submit(args: SubmitArgs) -> ExitCode {
     };
     let workflow = Arc::new(workflow);
     // Trigger data is checked against its trigger before anything is sent.
-    let plan = match compile(Arc::clone(&workflow), &catalog, None) {
-        Ok(plan) => plan,
-        Err(problems) => {
-            return invalid(
-                problems
-                    .0
-                    .iter()
-                    .map(|p| format!("{}: {p}", args.file.display())),
-            )
-        }
+    let (_, checked) = match check_workflow(&args.file, &workflow, &catalog, None, triggers) {
+        Ok(checked) => checked,
+        Err(code) => return code,
     };
-    let mut checked = BTreeMap::new();
-    let mut errors = Vec::new();
-    for (name, data) in triggers {
-        match plan.find(&name) {
-            None => errors.push(format!("--trigger {name}: no node has this label")),
-            Some(index) => match walkoff_dataflow::trigger::check(&plan, index, &data) {
-                Err(e) => errors.push(format!("--trigger {name}: {e}")),
-                Ok(()) => {
-                    checked.insert(plan.nodes[index].label.clone(), data);
-                }
-            },
-        }
-    }
-    if !errors.is_empty() {
-        return invalid(errors);
-    }
     let execution_id = match client.submit(workflow, vars, &globals, checked).await {
         Ok(id) => id,
         Err(SubmitError::Bus(e)) => {

@@ -70,6 +70,68 @@ pub(crate) fn parse_all(
     }
 }
 
+/// Values given as `--var`, `--global` and `--trigger` (each NAME=JSON), or every error at once.
+pub(crate) type Inputs = (
+    BTreeMap<String, Value>,
+    BTreeMap<String, Value>,
+    BTreeMap<String, Value>,
+);
+
+pub(crate) fn parse_inputs(
+    vars: &[String],
+    globals: &[String],
+    triggers: &[String],
+) -> Result<Inputs, ExitCode> {
+    match (
+        parse_all("var", vars),
+        parse_all("global", globals),
+        parse_all("trigger", triggers),
+    ) {
+        (Ok(v), Ok(g), Ok(t)) => Ok((v, g, t)),
+        (v, g, t) => {
+            let errors = [v.err(), g.err(), t.err()].into_iter().flatten().flatten();
+            Err(invalid(errors))
+        }
+    }
+}
+
+/// Compile `workflow` (problems name `file`) and check trigger data against its triggers, which may
+/// be named by label or id; the data comes back keyed by label.
+pub(crate) fn check_workflow(
+    file: &std::path::Path,
+    workflow: &Arc<walkoff_schema::Workflow>,
+    catalog: &walkoff_schema::AppCatalog,
+    globals: Option<&BTreeSet<String>>,
+    triggers: BTreeMap<String, Value>,
+) -> Result<(walkoff_dataflow::Plan, BTreeMap<String, Value>), ExitCode> {
+    let plan = compile(Arc::clone(workflow), catalog, globals).map_err(|problems| {
+        invalid(
+            problems
+                .0
+                .iter()
+                .map(|p| format!("{}: {p}", file.display())),
+        )
+    })?;
+    let mut errors = Vec::new();
+    let mut checked = BTreeMap::new();
+    for (name, data) in triggers {
+        match plan.find(&name) {
+            None => errors.push(format!("--trigger {name}: no node has this label")),
+            Some(index) => match walkoff_dataflow::trigger::check(&plan, index, &data) {
+                Err(e) => errors.push(format!("--trigger {name}: {e}")),
+                Ok(()) => {
+                    checked.insert(plan.nodes[index].label.clone(), data);
+                }
+            },
+        }
+    }
+    if errors.is_empty() {
+        Ok((plan, checked))
+    } else {
+        Err(invalid(errors))
+    }
+}
+
 pub(crate) fn invalid(lines: impl IntoIterator<Item = String>) -> ExitCode {
     for line in lines {
         eprintln!("error: {line}");
@@ -82,16 +144,9 @@ pub async fn run(args: RunArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => return invalid([format!("{}: {e}", args.file.display())]),
     };
-    let (vars, globals, triggers) = match (
-        parse_all("var", &args.vars),
-        parse_all("global", &args.globals),
-        parse_all("trigger", &args.triggers),
-    ) {
-        (Ok(v), Ok(g), Ok(t)) => (v, g, t),
-        (v, g, t) => {
-            let errors = [v.err(), g.err(), t.err()].into_iter().flatten().flatten();
-            return invalid(errors);
-        }
+    let (vars, globals, triggers) = match parse_inputs(&args.vars, &args.globals, &args.triggers) {
+        Ok(inputs) => inputs,
+        Err(code) => return code,
     };
     let registry = walkoff_apps::builtin_registry();
     let catalog = Arc::new(registry.catalog());
@@ -99,35 +154,16 @@ pub async fn run(args: RunArgs) -> ExitCode {
 
     // Everything a user gave is checked before anything runs.
     let global_names: BTreeSet<String> = globals.keys().cloned().collect();
-    let plan = match compile(Arc::clone(&workflow), &catalog, Some(&global_names)) {
-        Ok(plan) => plan,
-        Err(problems) => {
-            return invalid(
-                problems
-                    .0
-                    .iter()
-                    .map(|p| format!("{}: {p}", args.file.display())),
-            )
-        }
+    let (_, triggers) = match check_workflow(
+        &args.file,
+        &workflow,
+        &catalog,
+        Some(&global_names),
+        triggers,
+    ) {
+        Ok(checked) => checked,
+        Err(code) => return code,
     };
-    // Trigger data may name a trigger by label or id; it is delivered by label.
-    let mut trigger_errors = Vec::new();
-    let mut trigger_data = BTreeMap::new();
-    for (name, data) in triggers {
-        match plan.find(&name) {
-            None => trigger_errors.push(format!("--trigger {name}: no node has this label")),
-            Some(index) => match walkoff_dataflow::trigger::check(&plan, index, &data) {
-                Err(e) => trigger_errors.push(format!("--trigger {name}: {e}")),
-                Ok(()) => {
-                    trigger_data.insert(plan.nodes[index].label.clone(), data);
-                }
-            },
-        }
-    }
-    if !trigger_errors.is_empty() {
-        return invalid(trigger_errors);
-    }
-    let triggers = trigger_data;
 
     let bus: Arc<dyn Bus> = MemoryBus::new();
     let executor = LocalExecutor::new(
