@@ -142,7 +142,11 @@ impl Deployment {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    pub async fn start(workers: usize, executors: usize) -> anyhow::Result<Deployment> {
+    pub async fn start(
+        workers: usize,
+        executors: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<Deployment> {
         let dir = tempfile::tempdir()?;
         let (redis, port) = start_redis(dir.path())?;
         let url = format!("redis://127.0.0.1:{port}");
@@ -169,9 +173,7 @@ impl Deployment {
             )?);
         }
         let mut started_executors = Vec::new();
-        let per_executor = (2 * std::thread::available_parallelism().map_or(2, |n| n.get()))
-            .max(8)
-            .to_string();
+        let per_executor = concurrency.max(1).to_string();
         for i in 0..executors {
             started_executors.push(spawn(
                 format!("executor-{i}"),

@@ -54,6 +54,9 @@ struct Args {
     /// Executor processes of the diagnostics app (redis mode).
     #[arg(long, default_value_t = 2)]
     executors: usize,
+    /// Actions each executor runs at once (redis mode; default: twice the cores, at least 8).
+    #[arg(long)]
+    executor_concurrency: Option<usize>,
     /// Measured runs, after one warm-up run; with many, a soak: memory is reported after each.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -127,6 +130,7 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
         .to_string(),
         workers: args.workers,
         executors: args.executors,
+        executor_concurrency: None,
         results: BTreeMap::new(),
         ratio: BTreeMap::new(),
         chaos: None,
@@ -177,7 +181,11 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
             }
         }
         Mode::Redis => {
-            let mut deployment = Deployment::start(args.workers, args.executors)
+            let concurrency = args.executor_concurrency.unwrap_or_else(|| {
+                (2 * std::thread::available_parallelism().map_or(2, |n| n.get())).max(8)
+            });
+            report.executor_concurrency = Some(concurrency);
+            let mut deployment = Deployment::start(args.workers, args.executors, concurrency)
                 .await
                 .context("start the Redis deployment")?;
             deployment

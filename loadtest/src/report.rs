@@ -18,6 +18,9 @@ pub struct Report {
     pub mode: String,
     pub workers: usize,
     pub executors: usize,
+    /// Actions each executor runs at once (redis mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor_concurrency: Option<usize>,
     pub results: BTreeMap<String, Summary>,
     /// Per peer: its wall time over walkoff's (above 1: walkoff is faster).
     pub ratio: BTreeMap<String, f64>,
@@ -54,7 +57,14 @@ pub fn markdown(reports: &[Report]) -> String {
             r.size,
             r.mode,
             if r.mode == "redis" {
-                format!(", {} workers, {} executors", r.workers, r.executors)
+                format!(
+                    ", {} workers, {} executors{}",
+                    r.workers,
+                    r.executors,
+                    r.executor_concurrency
+                        .map(|c| format!(" × {c} actions at once"))
+                        .unwrap_or_default()
+                )
             } else {
                 String::new()
             }
@@ -346,6 +356,7 @@ mod tests {
             mode: "redis".into(),
             workers: 2,
             executors: 2,
+            executor_concurrency: Some(8),
             results,
             ratio: BTreeMap::new(),
             chaos: None,
