@@ -251,9 +251,11 @@ pub fn sweep_chart(reports: &[Report], path: &Path) -> Chart {
         sizes.iter().copied().fold(0.0f64, f64::max).max(2.0),
     );
     let costs: Vec<f64> = engines.values().flatten().map(|p| p.1).collect();
+    // Whole decades, so the log axis has a labelled tick at each end.
+    let decade_below = |x: f64| 10f64.powf(x.log10().floor());
     let (y_min, y_max) = (
-        costs.iter().copied().fold(f64::MAX, f64::min).min(1.0) * 0.5,
-        costs.iter().copied().fold(0.0f64, f64::max).max(1e-3) * 2.0,
+        decade_below(costs.iter().copied().fold(f64::MAX, f64::min).min(1.0)),
+        decade_below(costs.iter().copied().fold(0.0f64, f64::max).max(1e-3)) * 10.0,
     );
     let scenario = reports.first().map_or("", |r| r.scenario.as_str());
     let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
