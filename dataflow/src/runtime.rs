@@ -468,7 +468,9 @@ async fn run_batch(inner: &Arc<Inner>, batch: ControlBatch) -> Result<(), BusErr
             let id = message.execution_id().to_string();
             if let Some(ExecutionRecord::Running(log)) = records.get(&id) {
                 if !executions.contains_key(&id) {
-                    if let Some((execution, outstanding)) = restore(inner, log.clone()) {
+                    if let Some((execution, outstanding)) =
+                        restore(inner, log.clone(), &mut Vec::new())
+                    {
                         executions.insert(id.clone(), execution);
                         local.scripts.extend(outstanding.scripts);
                         local.timers.extend(outstanding.timers);
@@ -606,10 +608,12 @@ async fn restore_partition(inner: &Arc<Inner>, partition: Partition) -> Result<(
     }
     let mut local = Effects::default();
     let count = loaded.len();
+    // Executions of one workflow share its plan: a takeover of many is not many compilations.
+    let mut plans = Vec::new();
     {
         let mut executions = lock(&inner.executions);
         for (id, log) in loaded {
-            if let Some((execution, outstanding)) = restore(inner, log) {
+            if let Some((execution, outstanding)) = restore(inner, log, &mut plans) {
                 local.scripts.extend(outstanding.scripts);
                 local.timers.extend(outstanding.timers);
                 executions.insert(id, execution);
@@ -623,19 +627,35 @@ async fn restore_partition(inner: &Arc<Inner>, partition: Partition) -> Result<(
 /// Rebuild an execution from its log: the start, then every message applied, in order. Replaying
 /// is deterministic; events and action requests it produces were committed the first time and are
 /// dropped. Scripts and retry timers without an answer in the log are returned, to run again.
-fn restore(inner: &Inner, log: Vec<ControlMessage>) -> Option<(Execution, Effects)> {
+fn restore(
+    inner: &Inner,
+    log: Vec<ControlMessage>,
+    plans: &mut Vec<Arc<Plan>>,
+) -> Option<(Execution, Effects)> {
     let mut messages = log.into_iter();
     let Some(ControlMessage::Start(start)) = messages.next() else {
         tracing::error!("an execution log does not open with its start");
         return None;
     };
     let id = start.execution_id.clone();
-    let catalog = Arc::clone(&lock(&inner.catalog));
-    let plan = match compile(Arc::clone(&start.workflow), &catalog, None) {
-        Ok(plan) => Arc::new(plan),
-        Err(problems) => {
-            tracing::error!(execution = %id, %problems, "a logged execution no longer compiles");
-            return None;
+    let known = plans
+        .iter()
+        .find(|p| p.workflow.id == start.workflow.id && *p.workflow == *start.workflow);
+    let plan = match known {
+        Some(plan) => Arc::clone(plan),
+        None => {
+            let catalog = Arc::clone(&lock(&inner.catalog));
+            match compile(Arc::clone(&start.workflow), &catalog, None) {
+                Ok(plan) => {
+                    let plan = Arc::new(plan);
+                    plans.push(Arc::clone(&plan));
+                    plan
+                }
+                Err(problems) => {
+                    tracing::error!(execution = %id, %problems, "a logged execution no longer compiles");
+                    return None;
+                }
+            }
         }
     };
     let mut fx = Effects::default();

@@ -280,6 +280,10 @@ impl Deployment {
         let mut cursor = last.first().map_or("0-0".to_string(), |e| e.0.clone());
         let submitted_at = Utc::now();
         let started = Instant::now();
+        if let Some(chaos) = chaos.as_deref_mut() {
+            // The kill is timed from the same origin as the completions.
+            chaos.started = started;
+        }
         let ids = self
             .client
             .submit_many(
