@@ -5,15 +5,18 @@
 
 use std::collections::BTreeMap;
 
-use walkoff_schema::AppRef;
+use walkoff_schema::{AppRef, Event};
 
 use super::{
     encode, lock, partition_of, split_delivery, unavailable, BusError, Commit, Partition, RedisBus,
     ACTION_STREAM_MAXLEN, WORKERS,
 };
 
-/// ARGV: lease count, (lease key, token) pairs, then commands, each as its argument count followed
-/// by its arguments. Returns the errors of commands that failed (none in normal operation).
+/// ARGV: lease count, (lease key, token) pairs, then sections, each a tag and its fields:
+/// `list key n v…` (RPUSH), `events key n (id json)…` (XADD with explicit ids), `queue key maxlen n
+/// json…` (XADD … MAXLEN ~), `ack key group n id…` (XACK), `cmd argc arg…` (anything else).
+/// Sections spare the per-command tables a generic runner builds. Returns the errors of commands
+/// that failed (none in normal operation).
 const COMMIT: &str = r#"
 local leases = tonumber(ARGV[1])
 local i = 2
@@ -24,16 +27,56 @@ for _ = 1, leases do
   i = i + 2
 end
 local failures = {}
-while i <= #ARGV do
-  local argc = tonumber(ARGV[i])
-  local reply = redis.pcall(unpack(ARGV, i + 1, i + argc))
+local function check(reply, what)
   if type(reply) == 'table' and reply.err then
-    -- An event stored by an earlier attempt (its entry id is its sequence number) is not an error.
-    if not (ARGV[i + 1] == 'XADD' and string.sub(ARGV[i + 3], 1, 2) == '0-') then
-      table.insert(failures, ARGV[i + 1] .. ' ' .. ARGV[i + 2] .. ': ' .. reply.err)
-    end
+    table.insert(failures, what .. ': ' .. reply.err)
   end
-  i = i + argc + 1
+end
+-- Commands taking a key, fixed arguments and values, in chunks Lua's unpack can hold.
+local function chunked(command, head, from, to)
+  while from <= to do
+    local last = math.min(from + 999, to)
+    local args = {unpack(head)}
+    for j = from, last do args[#args + 1] = ARGV[j] end
+    check(redis.pcall(command, unpack(args)), command .. ' ' .. head[1])
+    from = last + 1
+  end
+end
+while i <= #ARGV do
+  local tag = ARGV[i]
+  if tag == 'list' then
+    local n = tonumber(ARGV[i + 2])
+    chunked('RPUSH', {ARGV[i + 1]}, i + 3, i + 2 + n)
+    i = i + 3 + n
+  elseif tag == 'events' then
+    local key, n = ARGV[i + 1], tonumber(ARGV[i + 2])
+    local j = i + 3
+    for _ = 1, n do
+      local reply = redis.pcall('XADD', key, ARGV[j], 'm', ARGV[j + 1])
+      -- An event stored by an earlier attempt (its entry id is its sequence number) is no error.
+      if type(reply) == 'table' and reply.err and not string.find(reply.err, 'equal or smaller') then
+        table.insert(failures, 'XADD ' .. key .. ': ' .. reply.err)
+      end
+      j = j + 2
+    end
+    i = j
+  elseif tag == 'queue' then
+    local key, maxlen, n = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+    for j = i + 4, i + 3 + n do
+      check(redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, '*', 'm', ARGV[j]), 'XADD ' .. key)
+    end
+    i = i + 4 + n
+  elseif tag == 'ack' then
+    local n = tonumber(ARGV[i + 3])
+    chunked('XACK', {ARGV[i + 1], ARGV[i + 2]}, i + 4, i + 3 + n)
+    i = i + 4 + n
+  elseif tag == 'cmd' then
+    local argc = tonumber(ARGV[i + 1])
+    check(redis.pcall(unpack(ARGV, i + 2, i + 1 + argc)), ARGV[i + 2] .. ' ' .. ARGV[i + 3])
+    i = i + 2 + argc
+  else
+    return redis.error_reply('unknown commit section ' .. tostring(tag))
+  end
 end
 return failures
 "#;
@@ -41,34 +84,53 @@ return failures
 /// The feed of finished executions keeps about this many.
 const FINISHED_MAXLEN: usize = 100_000;
 
-/// Longest argument list of one command: Lua's `unpack` has a stack limit of about 8000.
-const MAX_ARGS: usize = 1000;
-
 fn commit_script() -> &'static redis::Script {
     static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| redis::Script::new(COMMIT))
 }
 
-/// Commands flattened into script arguments.
+/// The commit's sections, flattened into script arguments.
 #[derive(Default)]
-struct Commands {
+struct Sections {
     args: Vec<String>,
 }
 
-impl Commands {
-    fn push(&mut self, command: Vec<String>) {
-        self.args.push(command.len().to_string());
-        self.args.extend(command);
+impl Sections {
+    fn list(&mut self, key: String, values: impl ExactSizeIterator<Item = String>) {
+        self.args
+            .extend(["list".into(), key, values.len().to_string()]);
+        self.args.extend(values);
     }
 
-    /// `head...` followed by `items`, split so no command is longer than [`MAX_ARGS`].
-    fn push_chunked(&mut self, head: &[String], items: Vec<String>) {
-        let mut items = items.into_iter().peekable();
-        while items.peek().is_some() {
-            let mut command = head.to_vec();
-            command.extend(items.by_ref().take(MAX_ARGS));
-            self.push(command);
+    fn events(&mut self, key: String, events: &[&Event]) {
+        self.args
+            .extend(["events".into(), key, events.len().to_string()]);
+        for event in events {
+            self.args.push(format!("0-{}", event.seq));
+            self.args.push(encode(event));
         }
+    }
+
+    fn queue(&mut self, key: String, maxlen: usize, messages: Vec<String>) {
+        self.args.extend([
+            "queue".into(),
+            key,
+            maxlen.to_string(),
+            messages.len().to_string(),
+        ]);
+        self.args.extend(messages);
+    }
+
+    fn ack(&mut self, key: String, group: &str, ids: Vec<String>) {
+        self.args
+            .extend(["ack".into(), key, group.into(), ids.len().to_string()]);
+        self.args.extend(ids);
+    }
+
+    fn cmd(&mut self, command: Vec<String>) {
+        self.args.push("cmd".into());
+        self.args.push(command.len().to_string());
+        self.args.extend(command);
     }
 }
 
@@ -86,77 +148,67 @@ impl RedisBus {
             events,
             actions,
         } = commit;
-        let mut commands = Commands::default();
+        let mut sections = Sections::default();
         let mut touched = std::collections::BTreeSet::new();
 
         for (id, messages) in logs {
             touched.insert(partition_of(&id, self.partitions));
-            let entries = messages.iter().map(encode).collect();
-            commands.push_chunked(&["RPUSH".into(), self.log_key(&id)], entries);
+            sections.list(self.log_key(&id), messages.iter().map(encode));
         }
         for id in &started {
             let p = partition_of(id, self.partitions);
             touched.insert(p);
-            commands.push(vec!["SADD".into(), self.running_key(p), id.clone()]);
+            sections.cmd(vec!["SADD".into(), self.running_key(p), id.clone()]);
         }
         let retention = self.config.retention.as_secs().max(1).to_string();
         for id in &finished {
             let p = partition_of(id, self.partitions);
             touched.insert(p);
-            commands.push(vec!["SREM".into(), self.running_key(p), id.clone()]);
-            commands.push(vec!["EXPIRE".into(), self.log_key(id), retention.clone()]);
-            commands.push(vec![
+            sections.cmd(vec!["SREM".into(), self.running_key(p), id.clone()]);
+            sections.cmd(vec!["EXPIRE".into(), self.log_key(id), retention.clone()]);
+            sections.cmd(vec![
                 "EXPIRE".into(),
                 self.events_stream(id),
                 retention.clone(),
             ]);
         }
-        for event in events.iter().filter(|e| e.is_final()) {
-            // One feed of every execution's end, for dashboards and load tests.
-            commands.push(vec![
-                "XADD".into(),
-                self.key(format_args!("finished")),
-                "MAXLEN".into(),
-                "~".into(),
-                FINISHED_MAXLEN.to_string(),
-                "*".into(),
-                "m".into(),
-                encode(event),
-            ]);
+        // One feed of every execution's end, for dashboards and load tests.
+        let finals: Vec<String> = events.iter().filter(|e| e.is_final()).map(encode).collect();
+        if !finals.is_empty() {
+            sections.queue(self.key(format_args!("finished")), FINISHED_MAXLEN, finals);
         }
+        let mut by_execution: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
         for event in &events {
-            commands.push(vec![
-                "XADD".into(),
-                self.events_stream(&event.execution_id),
-                format!("0-{}", event.seq),
-                "m".into(),
-                encode(event),
-            ]);
+            by_execution
+                .entry(&event.execution_id)
+                .or_default()
+                .push(event);
+        }
+        for (execution, events) in by_execution {
+            sections.events(self.events_stream(execution), &events);
         }
         let apps: BTreeMap<AppRef, ()> = actions.iter().map(|r| (r.app.clone(), ())).collect();
         for app in apps.keys() {
             // The first time this process queues for an app: its streams, and its entry in the
             // set of apps (housekeeping walks it).
             if self.ensure_action_groups(app).await? {
-                commands.push(vec![
+                sections.cmd(vec![
                     "SADD".into(),
                     self.key(format_args!("apps")),
                     app.to_string(),
                 ]);
             }
         }
+        let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for mut request in actions {
             request.reply_to = Some(self.control_stream_of(&request.execution_id));
-            commands.push(vec![
-                "XADD".into(),
-                self.action_stream(&request.app, request.priority),
-                "MAXLEN".into(),
-                "~".into(),
-                ACTION_STREAM_MAXLEN.to_string(),
-                "*".into(),
-                "m".into(),
-                encode(&request),
-            ]);
+            by_stream
+                .entry(self.action_stream(&request.app, request.priority))
+                .or_default()
+                .push(encode(&request));
+        }
+        for (stream, requests) in by_stream {
+            sections.queue(stream, ACTION_STREAM_MAXLEN, requests);
         }
         let mut by_partition: BTreeMap<Partition, Vec<String>> = BTreeMap::new();
         for id in acks {
@@ -165,12 +217,9 @@ impl RedisBus {
         }
         for (p, entries) in by_partition {
             touched.insert(p);
-            commands.push_chunked(
-                &["XACK".into(), self.control_stream(p), WORKERS.into()],
-                entries,
-            );
+            sections.ack(self.control_stream(p), WORKERS, entries);
         }
-        if commands.args.is_empty() {
+        if sections.args.is_empty() {
             return Ok(());
         }
 
@@ -182,7 +231,7 @@ impl RedisBus {
             };
             invocation.arg(self.lease_key(p)).arg(token);
         }
-        invocation.arg(commands.args);
+        invocation.arg(sections.args);
         match invocation
             .invoke_async::<Vec<String>>(&mut self.writer.clone())
             .await
