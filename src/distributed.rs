@@ -121,16 +121,8 @@ fn consumer_name(role: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
-    let suffix = &uuid_suffix()[..6];
-    format!("{role}-{host}-{}-{suffix}", std::process::id())
-}
-
-/// Random hex digits (std's hasher keys are random per process).
-fn uuid_suffix() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{role}-{host}-{}-{}", std::process::id(), &random[..6])
 }
 
 /// Connect, retrying with back-off while Redis is not there yet (a server role must outlive a

@@ -278,6 +278,13 @@ impl Default for ExecutorConfig {
 /// Serve `app`'s queue until the bus closes: beat, receive requests, run up to `concurrency` at
 /// once, and report results in batches (reporting acknowledges their requests).
 pub async fn serve(bus: Arc<dyn Bus>, app: Arc<PreparedApp>, config: ExecutorConfig) {
+    // Alive before the first request is taken, so housekeeping never mistakes it for dead.
+    if let Err(e) = bus
+        .executor_heartbeat(app.app_ref(), &config.consumer)
+        .await
+    {
+        tracing::warn!(error = %e, app = %app.app_ref(), "heartbeat failed");
+    }
     let heartbeat = tokio::spawn(beat(Arc::clone(&bus), Arc::clone(&app), config.clone()));
     let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
     let reporter = tokio::spawn(report(Arc::clone(&bus), Arc::clone(&app), done_rx));
