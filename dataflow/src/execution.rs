@@ -201,6 +201,13 @@ impl Execution {
         match message {
             ControlMessage::Start(_) => {}
             ControlMessage::Result(result) => self.on_result(result, fx),
+            ControlMessage::Results { results } => {
+                for result in results {
+                    if result.execution_id == self.id {
+                        self.on_result(result, fx);
+                    }
+                }
+            }
             ControlMessage::Trigger { node, data, .. } => {
                 if let Some(index) = self.plan.find(&node) {
                     trigger::deliver(self, index, data, fx);

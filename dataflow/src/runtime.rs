@@ -452,6 +452,7 @@ async fn run_batch(inner: &Arc<Inner>, batch: ControlBatch) -> Result<(), BusErr
     if deliveries.is_empty() {
         return Ok(());
     }
+    let deliveries = unbatch(deliveries);
     let durable = inner.bus.durable();
     let queues_on_bus = inner.executor.queues_on_bus();
     let records = prepare_starts(inner, &deliveries).await?;
@@ -525,6 +526,30 @@ async fn run_batch(inner: &Arc<Inner>, batch: ControlBatch) -> Result<(), BusErr
         tracing::warn!(error = %e, "could not carry out effects");
     }
     Ok(())
+}
+
+/// Results that came in one message are applied (and logged) one by one, each with the message's
+/// delivery id, so one acknowledgement covers them all.
+fn unbatch(
+    deliveries: Vec<crate::bus::Delivery<ControlMessage>>,
+) -> Vec<crate::bus::Delivery<ControlMessage>> {
+    let mut out = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        match delivery.message {
+            ControlMessage::Results { results } => {
+                out.extend(results.into_iter().map(|result| crate::bus::Delivery {
+                    id: delivery.id.clone(),
+                    deliveries: delivery.deliveries,
+                    message: ControlMessage::Result(result),
+                }))
+            }
+            message => out.push(crate::bus::Delivery {
+                message,
+                ..delivery
+            }),
+        }
+    }
+    out
 }
 
 /// Before a batch is applied: what the bus knows of executions whose start it holds (a start may be

@@ -894,3 +894,68 @@ async fn a_trigger_takes_data_once() {
     }
     assert!(delivered && refused);
 }
+
+/// An executor may answer several requests in one message; each result is applied as if it had
+/// come alone.
+#[tokio::test]
+async fn results_sent_in_one_message_are_applied_one_by_one() {
+    use walkoff_dataflow::{BusDispatch, MemoryBus, Runtime, RuntimeConfig};
+    use walkoff_schema::{AppRef, ControlMessage, NodeResult, Outcome};
+
+    let bus: Arc<dyn Bus> = MemoryBus::new();
+    let runtime = Runtime::start(
+        Arc::clone(&bus),
+        Arc::new(BusDispatch(Arc::clone(&bus))),
+        Arc::new(catalog()),
+        RuntimeConfig::default(),
+    );
+    let wf = workflow(json!({
+        "start": "fan",
+        "nodes": [{"label": "fan", "kind": "action", "action": "items", "parallelized": true,
+                   "concurrency": 3,
+                   "parameters": [{"name": "data", "value": [1, 2, 3], "parallelized": true}]}],
+        "branches": [],
+    }));
+    let id = runtime
+        .submit(Arc::new(wf), BTreeMap::new(), &BTreeMap::new())
+        .await
+        .unwrap();
+    let app = AppRef {
+        name: "test".into(),
+        version: "1.0.0".into(),
+    };
+    let mut requests = Vec::new();
+    while requests.len() < 3 {
+        requests.extend(
+            bus.recv_actions(&app, "x", 10, std::time::Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
+    }
+    let now = chrono::Utc::now();
+    let results: Vec<NodeResult> = requests
+        .iter()
+        .map(|d| NodeResult {
+            execution_id: id.clone(),
+            node_id: d.message.node_id.clone(),
+            shard: d.message.shard,
+            attempt: d.message.attempt,
+            outcome: Outcome::Success {
+                result: json!(d.message.shard.unwrap() * 10),
+            },
+            started_at: now,
+            finished_at: now,
+        })
+        .collect();
+    bus.send_control(vec![ControlMessage::Results { results }])
+        .await
+        .unwrap();
+    let mut summary = walkoff_dataflow::ExecutionSummary::new(&id);
+    let mut events = Box::pin(runtime.events(&id, 1));
+    while let Some(event) = events.next().await {
+        summary.apply(&event.unwrap());
+    }
+    assert_eq!(summary.status, WorkflowStatus::Completed);
+    assert_eq!(result(&summary, "fan"), json!([0, 10, 20]));
+    runtime.shutdown().await;
+}

@@ -178,6 +178,11 @@ pub enum Outcome {
 pub enum ControlMessage {
     Start(Box<StartExecution>),
     Result(NodeResult),
+    /// Several results in one message (an executor's batch, all for one control partition);
+    /// applied as if each had come alone, in order.
+    Results {
+        results: Vec<NodeResult>,
+    },
     Trigger {
         execution_id: ExecutionId,
         /// The trigger node's id or label.
@@ -201,6 +206,9 @@ impl ControlMessage {
         match self {
             ControlMessage::Start(s) => &s.execution_id,
             ControlMessage::Result(r) => &r.execution_id,
+            ControlMessage::Results { results } => {
+                results.first().map_or("", |r| r.execution_id.as_str())
+            }
             ControlMessage::Trigger { execution_id, .. }
             | ControlMessage::Abort { execution_id }
             | ControlMessage::Retry { execution_id, .. } => execution_id,

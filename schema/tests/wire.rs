@@ -77,6 +77,25 @@ fn results_as_apps_write_them() {
         })["outcome"],
         json!({"type": "failure", "error": "host unreachable", "retryable": true})
     );
+    // An executor may send a batch of results (all for one control partition) as one message.
+    let batch = ControlMessage::Results {
+        results: vec![NodeResult {
+            execution_id: "0b7d…".into(),
+            node_id: "scan ports".into(),
+            shard: None,
+            attempt: 2,
+            outcome: Outcome::Success { result: json!(1) },
+            started_at: at,
+            finished_at: at,
+        }],
+    };
+    assert_eq!(
+        serde_json::to_value(&batch).unwrap(),
+        json!({"type": "results", "results": [{"execution_id": "0b7d…", "node_id": "scan ports",
+               "attempt": 2, "outcome": {"type": "success", "result": 1},
+               "started_at": "2026-11-26T07:00:00Z", "finished_at": "2026-11-26T07:00:00Z"}]})
+    );
+    assert_eq!(batch.execution_id(), "0b7d…");
     // What apps write is read back as it is written.
     let parsed: ControlMessage =
         serde_json::from_value(result(Outcome::Success { result: json!(1) })).unwrap();

@@ -172,6 +172,10 @@ pub async fn completing_actions_publishes_results_and_acknowledges(bus: Arc<dyn 
         for delivery in control.deliveries {
             match &delivery.message {
                 ControlMessage::Result(r) => results.push(r.node_id.clone()),
+                // A bus may carry an executor's results as one message.
+                ControlMessage::Results { results: batch } => {
+                    results.extend(batch.iter().map(|r| r.node_id.clone()))
+                }
                 other => panic!("unexpected control message {other:?}"),
             }
             bus.ack_control(vec![delivery.id]).await.unwrap();

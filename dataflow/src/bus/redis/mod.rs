@@ -815,11 +815,23 @@ impl Bus for RedisBus {
         }
         let mut pipe = redis::pipe();
         let mut acks = Vec::with_capacity(done.len());
-        // Results first: a request is acknowledged only after its result is written.
+        // Results first: a request is acknowledged only after its result is written. One message
+        // per control partition: a batch is one entry to read and acknowledge, not one per result.
+        let mut by_stream: BTreeMap<String, Vec<NodeResult>> = BTreeMap::new();
         for (id, result) in done {
-            let stream = self.control_stream_of(&result.execution_id);
-            add_message(&mut pipe, &stream, &ControlMessage::Result(result));
+            by_stream
+                .entry(self.control_stream_of(&result.execution_id))
+                .or_default()
+                .push(result);
             acks.push(id);
+        }
+        for (stream, mut results) in by_stream {
+            let message = if results.len() == 1 {
+                ControlMessage::Result(results.remove(0))
+            } else {
+                ControlMessage::Results { results }
+            };
+            add_message(&mut pipe, &stream, &message);
         }
         // One XACK per priority stream.
         let mut by_priority: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
