@@ -392,37 +392,69 @@ async fn maintenance_loop(inner: Arc<Inner>) {
 
 async fn control_loop(inner: Arc<Inner>) {
     let bus = Arc::clone(&inner.bus);
+    let consumer = inner.config.consumer.as_str();
     let mut failures = 0u32;
+    // A batch received together with the previous commit.
+    let mut next: Option<ControlBatch> = None;
     while !inner.stopping.load(Ordering::Acquire) {
-        let batch = match bus
-            .recv_control(
-                &inner.config.consumer,
-                inner.config.batch_size,
-                inner.config.block,
-            )
-            .await
-        {
-            Ok(batch) => {
-                failures = 0;
-                batch
+        let batch = match next.take() {
+            Some(batch) => batch,
+            None => match bus
+                .recv_control(consumer, inner.config.batch_size, inner.config.block)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(BusError::Closed) => return,
+                Err(e) => {
+                    failures += 1;
+                    backoff(failures, &e, "control receive failed").await;
+                    continue;
+                }
+            },
+        };
+        let committed = match run_batch(&inner, batch).await {
+            Ok(None) => Ok(()),
+            Ok(Some((commit, local))) if local.is_empty() => {
+                // Nothing to start once the batch is durable: commit and read on in one go.
+                let (committed, read) = bus
+                    .commit_and_recv(
+                        consumer,
+                        commit,
+                        inner.config.batch_size,
+                        inner.config.block,
+                    )
+                    .await;
+                match read {
+                    Some(Ok(batch)) => next = Some(batch),
+                    Some(Err(BusError::Closed)) => return,
+                    Some(Err(e)) => tracing::warn!(error = %e, "control receive failed"),
+                    None => {}
+                }
+                committed
             }
+            Ok(Some((commit, local))) => match bus.commit(consumer, commit).await {
+                Ok(()) => {
+                    if let Err(e) = carry_out(&inner, local).await {
+                        tracing::warn!(error = %e, "could not carry out effects");
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match committed {
+            Ok(()) => failures = 0,
             Err(BusError::Closed) => return,
             Err(e) => {
+                // What this worker holds in memory may be ahead of what Redis holds: forget it
+                // and load the owned partitions again; the batch's messages are still pending.
                 failures += 1;
-                backoff(failures, &e, "control receive failed").await;
-                continue;
+                next = None;
+                lock(&inner.executions).clear();
+                bus.resync(consumer).await;
+                backoff(failures, &e, "a batch could not be committed").await;
             }
-        };
-        if let Err(e) = run_batch(&inner, batch).await {
-            if e == BusError::Closed {
-                return;
-            }
-            // What this worker holds in memory may be ahead of what Redis holds: forget it and
-            // load the owned partitions again; the batch's messages are still pending.
-            failures += 1;
-            lock(&inner.executions).clear();
-            bus.resync(&inner.config.consumer).await;
-            backoff(failures, &e, "a batch could not be committed").await;
         }
     }
 }
@@ -434,9 +466,13 @@ async fn backoff(failures: u32, error: &BusError, what: &str) {
     tokio::time::sleep(wait).await;
 }
 
-/// Apply one batch: drop and load partitions as ownership changed, apply the messages, commit
-/// everything they changed in one write, then start the local work (scripts, timers).
-async fn run_batch(inner: &Arc<Inner>, batch: ControlBatch) -> Result<(), BusError> {
+/// Apply one batch: drop and load partitions as ownership changed, apply the messages, and return
+/// everything they changed (to commit in one write) with the local work to start once it is
+/// durable (scripts, timers, actions for an in-process executor).
+async fn run_batch(
+    inner: &Arc<Inner>,
+    batch: ControlBatch,
+) -> Result<Option<(Commit, Effects)>, BusError> {
     let ControlBatch {
         deliveries,
         gained,
@@ -450,7 +486,7 @@ async fn run_batch(inner: &Arc<Inner>, batch: ControlBatch) -> Result<(), BusErr
         restore_partition(inner, partition).await?;
     }
     if deliveries.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let deliveries = unbatch(deliveries);
     let durable = inner.bus.durable();
@@ -521,11 +557,7 @@ async fn run_batch(inner: &Arc<Inner>, batch: ControlBatch) -> Result<(), BusErr
     } else {
         local.actions = actions;
     }
-    inner.bus.commit(&inner.config.consumer, commit).await?;
-    if let Err(e) = carry_out(inner, local).await {
-        tracing::warn!(error = %e, "could not carry out effects");
-    }
-    Ok(())
+    Ok(Some((commit, local)))
 }
 
 /// Results that came in one message are applied (and logged) one by one, each with the message's

@@ -138,6 +138,23 @@ pub trait Bus: Send + Sync + 'static {
     /// [`BusError::Fenced`] when `consumer` no longer owns a partition the commit touches.
     async fn commit(&self, consumer: &str, commit: Commit) -> Result<(), BusError>;
 
+    /// Commit, then (when the commit worked) receive the next batch as `recv_control` does; a bus
+    /// may do both in one round trip.
+    async fn commit_and_recv(
+        &self,
+        consumer: &str,
+        commit: Commit,
+        max: usize,
+        wait: Duration,
+    ) -> (Result<(), BusError>, Option<Result<ControlBatch, BusError>>) {
+        let committed = self.commit(consumer, commit).await;
+        let next = match &committed {
+            Ok(()) => Some(self.recv_control(consumer, max, wait).await),
+            Err(_) => None,
+        };
+        (committed, next)
+    }
+
     /// What the bus holds of these executions.
     async fn lookup_executions(
         &self,

@@ -135,11 +135,53 @@ impl Sections {
 }
 
 impl RedisBus {
-    pub(super) async fn commit_batch(
+    pub(super) async fn commit_batch(&self, commit: Commit) -> Result<(), BusError> {
+        let Some(args) = self.prepare_commit(commit).await? else {
+            return Ok(());
+        };
+        let result = redis::cmd("EVALSHA")
+            .arg(commit_script().get_hash())
+            .arg(0)
+            .arg(&args)
+            .query_async::<Vec<String>>(&mut self.writer.clone())
+            .await;
+        match result {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis restarted and forgot the script: load it and commit again.
+                self.load_commit_script().await?;
+                self.commit_outcome(
+                    redis::cmd("EVALSHA")
+                        .arg(commit_script().get_hash())
+                        .arg(0)
+                        .arg(&args)
+                        .query_async(&mut self.writer.clone())
+                        .await,
+                )
+            }
+            other => self.commit_outcome(other),
+        }
+    }
+
+    pub(super) fn commit_hash(&self) -> &'static str {
+        commit_script().get_hash()
+    }
+
+    pub(super) async fn load_commit_script(&self) -> Result<(), BusError> {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(COMMIT)
+            .query_async::<String>(&mut self.writer.clone())
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    /// The commit script's arguments for `commit`: the leases it must still hold, then its
+    /// sections; `None` when there is nothing to write.
+    pub(super) async fn prepare_commit(
         &self,
-        _consumer: &str,
         commit: Commit,
-    ) -> Result<(), BusError> {
+    ) -> Result<Option<Vec<String>>, BusError> {
         let Commit {
             acks,
             logs,
@@ -220,22 +262,29 @@ impl RedisBus {
             sections.ack(self.control_stream(p), WORKERS, entries);
         }
         if sections.args.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
 
-        let mut invocation = commit_script().prepare_invoke();
-        invocation.arg(touched.len());
+        let mut args = Vec::with_capacity(1 + 2 * touched.len() + sections.args.len());
+        args.push(touched.len().to_string());
         for &p in &touched {
             let Some(token) = self.leases.token(p) else {
                 return Err(BusError::Fenced(p));
             };
-            invocation.arg(self.lease_key(p)).arg(token);
+            args.push(self.lease_key(p));
+            args.push(token);
         }
-        invocation.arg(sections.args);
-        match invocation
-            .invoke_async::<Vec<String>>(&mut self.writer.clone())
-            .await
-        {
+        args.extend(sections.args);
+        Ok(Some(args))
+    }
+
+    /// What the commit script's answer means: failures of single commands are logged (there are
+    /// none in normal operation); a lease taken over fences the commit, and the partition is lost.
+    pub(super) fn commit_outcome(
+        &self,
+        result: redis::RedisResult<Vec<String>>,
+    ) -> Result<(), BusError> {
+        match result {
             Ok(failures) => {
                 for failure in failures {
                     tracing::error!(%failure, "a command of a commit failed");

@@ -57,6 +57,12 @@ impl Leases {
         lock(&self.state).owned.keys().copied().collect()
     }
 
+    /// Ownership changes wait to be reported.
+    pub(super) fn has_changes(&self) -> bool {
+        let state = lock(&self.state);
+        !state.gained.is_empty() || !state.lost.is_empty() || !state.releasing.is_empty()
+    }
+
     pub(super) fn owns(&self, partition: Partition) -> bool {
         lock(&self.state).owned.contains_key(&partition)
     }

@@ -368,8 +368,26 @@ impl RedisBus {
 
     /// Run a blocking command on a dedicated connection, which `close` can unblock.
     async fn blocking<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BusError> {
+        let (mut conn, id) = self.reader().await?;
+        let result = cmd.query_async(&mut conn).await;
+        self.return_reader(conn, id, result.map_err(|e| self.failed(e)))
+    }
+
+    /// Run a pipeline ending in a blocking command on a dedicated connection; each command's own
+    /// result (the pipeline ignores errors).
+    async fn blocking_pipe(
+        &self,
+        pipe: &Pipeline,
+    ) -> Result<Vec<redis::RedisResult<redis::Value>>, BusError> {
+        let (mut conn, id) = self.reader().await?;
+        let result = pipe.query_async(&mut conn).await;
+        self.return_reader(conn, id, result.map_err(|e| self.failed(e)))
+    }
+
+    /// A reading connection, registered as blocked so `close` can unblock it.
+    async fn reader(&self) -> Result<(MultiplexedConnection, i64), BusError> {
         let pooled = lock(&self.readers).pop();
-        let (mut conn, id) = match pooled {
+        let (conn, id) = match pooled {
             Some(reader) => reader,
             None => {
                 // No response timeout: the command's own BLOCK bounds the wait.
@@ -395,11 +413,20 @@ impl RedisBus {
             lock(&self.blocked).remove(&id);
             return Err(e);
         }
-        let result = cmd.query_async(&mut conn).await;
+        Ok((conn, id))
+    }
+
+    /// Pool the connection again after a read that worked; one that failed is dropped, and the
+    /// next read opens a fresh one.
+    fn return_reader<T>(
+        &self,
+        conn: MultiplexedConnection,
+        id: i64,
+        result: Result<T, BusError>,
+    ) -> Result<T, BusError> {
         lock(&self.blocked).remove(&id);
         self.check_open()?;
-        // A connection that failed is dropped, not pooled: the next read opens a fresh one.
-        let value = result.map_err(|e| self.failed(e))?;
+        let value = result?;
         lock(&self.readers).push((conn, id));
         Ok(value)
     }
@@ -654,13 +681,14 @@ impl RedisBus {
         }
     }
 
-    async fn read_control(
+    /// The blocking (or, with no wait, immediate) read of the worker's partitions.
+    async fn control_read_cmd(
         &self,
         partitions: &[Partition],
         consumer: &str,
         max: usize,
         wait: Duration,
-    ) -> Result<Vec<Delivery<ControlMessage>>, BusError> {
+    ) -> Result<Cmd, BusError> {
         let streams: Vec<String> = partitions.iter().map(|&p| self.control_stream(p)).collect();
         for stream in &streams {
             self.ensure_group(stream, WORKERS).await?;
@@ -678,11 +706,14 @@ impl RedisBus {
         for _ in &streams {
             cmd.arg(">");
         }
-        let reply: Option<StreamReadReply> = if wait.is_zero() {
-            self.query(&cmd).await?
-        } else {
-            self.blocking(&cmd).await?
-        };
+        Ok(cmd)
+    }
+
+    /// Decode a control read; undecodable entries are dead-lettered.
+    async fn control_deliveries(
+        &self,
+        reply: Option<StreamReadReply>,
+    ) -> Vec<Delivery<ControlMessage>> {
         let mut deliveries = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             let partition = key
@@ -702,7 +733,25 @@ impl RedisBus {
                 });
             }
         }
-        Ok(deliveries)
+        deliveries
+    }
+
+    async fn read_control(
+        &self,
+        partitions: &[Partition],
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery<ControlMessage>>, BusError> {
+        let cmd = self
+            .control_read_cmd(partitions, consumer, max, wait)
+            .await?;
+        let reply: Option<StreamReadReply> = if wait.is_zero() {
+            self.query(&cmd).await?
+        } else {
+            self.blocking(&cmd).await?
+        };
+        Ok(self.control_deliveries(reply).await)
     }
 
     async fn load_logs(&self, ids: &[ExecutionId]) -> Result<Vec<Vec<ControlMessage>>, BusError> {
@@ -733,6 +782,84 @@ impl RedisBus {
                     .collect()
             })
             .collect())
+    }
+}
+
+impl RedisBus {
+    /// The commit script and the next blocking read of the worker's partitions in one pipeline on
+    /// a reading connection: Redis runs the read right after the commit, so the worker waits one
+    /// round trip per batch instead of two.
+    async fn commit_then_read(
+        &self,
+        commit: Commit,
+        owned: &[Partition],
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> (Result<(), BusError>, Option<Result<ControlBatch, BusError>>) {
+        let args = match self.prepare_commit(commit).await {
+            Ok(Some(args)) => args,
+            Ok(None) => return (Ok(()), Some(self.recv_control(consumer, max, wait).await)),
+            Err(e) => return (Err(e), None),
+        };
+        let read = match self.control_read_cmd(owned, consumer, max, wait).await {
+            Ok(read) => read,
+            Err(e) => return (Err(e), None),
+        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        pipe.cmd("EVALSHA")
+            .arg(self.commit_hash())
+            .arg(0)
+            .arg(&args);
+        pipe.add_command(read);
+        let replies: Vec<redis::RedisResult<redis::Value>> = match self.blocking_pipe(&pipe).await {
+            Ok(replies) => replies,
+            Err(e) => return (Err(e), None),
+        };
+        let mut replies = replies.into_iter();
+        let committed = replies.next().unwrap_or_else(|| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no reply to the commit",
+            )))
+        });
+        let committed = match committed {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Redis forgot the script (a restart): load it and commit on its own; what the
+                // read delivered is ours and is applied next.
+                match self.load_commit_script().await {
+                    Ok(()) => self.commit_outcome(
+                        redis::cmd("EVALSHA")
+                            .arg(self.commit_hash())
+                            .arg(0)
+                            .arg(&args)
+                            .query_async(&mut self.writer.clone())
+                            .await,
+                    ),
+                    Err(e) => Err(e),
+                }
+            }
+            other => self.commit_outcome(
+                other.and_then(|v| redis::FromRedisValue::from_redis_value(v).map_err(Into::into)),
+            ),
+        };
+        if committed.is_err() {
+            // Whatever the read delivered stays pending: the worker reloads and claims it again.
+            return (committed, None);
+        }
+        let next = replies
+            .next()
+            .unwrap_or(Ok(redis::Value::Nil))
+            .and_then(|v| redis::FromRedisValue::from_redis_value(v).map_err(Into::into));
+        let next = match next {
+            Ok(reply) => Ok(ControlBatch {
+                deliveries: self.control_deliveries(reply).await,
+                ..ControlBatch::default()
+            }),
+            Err(e) => Err(self.failed(e)),
+        };
+        (committed, Some(next))
     }
 }
 
@@ -933,9 +1060,32 @@ impl Bus for RedisBus {
         self.partitions
     }
 
-    async fn commit(&self, consumer: &str, commit: Commit) -> Result<(), BusError> {
+    async fn commit(&self, _consumer: &str, commit: Commit) -> Result<(), BusError> {
         self.check_open()?;
-        self.commit_batch(consumer, commit).await
+        self.commit_batch(commit).await
+    }
+
+    async fn commit_and_recv(
+        &self,
+        consumer: &str,
+        commit: Commit,
+        max: usize,
+        wait: Duration,
+    ) -> (Result<(), BusError>, Option<Result<ControlBatch, BusError>>) {
+        if let Err(e) = self.check_open() {
+            return (Err(e), None);
+        }
+        let owned = self.leases.owned();
+        if self.leases.has_changes() || owned.is_empty() {
+            let committed = self.commit_batch(commit).await;
+            let next = match &committed {
+                Ok(()) => Some(self.recv_control(consumer, max, wait).await),
+                Err(_) => None,
+            };
+            return (committed, next);
+        }
+        self.commit_then_read(commit, &owned, consumer, max, wait)
+            .await
     }
 
     async fn lookup_executions(
