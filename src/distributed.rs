@@ -16,7 +16,9 @@ use walkoff_dataflow::{
 use walkoff_executors::{serve, ExecutorConfig};
 use walkoff_schema::{load_workflow_file, AppApi, AppCatalog};
 
-use crate::run::{check_workflow, exit_code, invalid, parse_inputs, print_event, Interrupt};
+use crate::run::{
+    check_workflow, exit_code, invalid, parse_inputs, print_event, InputArgs, Interrupt,
+};
 
 #[derive(Args, Clone)]
 pub struct RedisArgs {
@@ -61,15 +63,8 @@ pub struct SubmitArgs {
     redis: RedisArgs,
     /// The workflow file (walkoff or WALKOFF 1.0 JSON).
     file: PathBuf,
-    /// Override a workflow variable: NAME=JSON.
-    #[arg(long = "var", value_name = "NAME=JSON")]
-    vars: Vec<String>,
-    /// Give a global's value: NAME=JSON.
-    #[arg(long = "global", value_name = "NAME=JSON")]
-    globals: Vec<String>,
-    /// Data for a trigger, kept by the execution until it reaches the trigger: LABEL=JSON.
-    #[arg(long = "trigger", value_name = "LABEL=JSON")]
-    triggers: Vec<String>,
+    #[command(flatten)]
+    inputs: InputArgs,
     /// Follow the execution to its end, as `walkoff run` does, and exit with its outcome.
     #[arg(long)]
     wait: bool,
@@ -286,7 +281,7 @@ pub async fn submit(args: SubmitArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => return invalid([format!("{}: {e}", args.file.display())]),
     };
-    let (vars, globals, triggers) = match parse_inputs(&args.vars, &args.globals, &args.triggers) {
+    let (vars, globals, triggers) = match parse_inputs(&args.inputs) {
         Ok(inputs) => inputs,
         Err(code) => return code,
     };

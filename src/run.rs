@@ -21,18 +21,25 @@ use crate::EXIT_INVALID;
 pub struct RunArgs {
     /// The workflow file (walkoff or WALKOFF 1.0 JSON).
     file: PathBuf,
+    #[command(flatten)]
+    inputs: InputArgs,
+    /// Print one JSON document at the end instead of a line per status change.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What a user gives an execution on the command line (`run` and `submit`).
+#[derive(Args)]
+pub struct InputArgs {
     /// Override a workflow variable: NAME=JSON (text that is not JSON is taken as a string).
     #[arg(long = "var", value_name = "NAME=JSON")]
     vars: Vec<String>,
     /// Give a global's value: NAME=JSON.
     #[arg(long = "global", value_name = "NAME=JSON")]
     globals: Vec<String>,
-    /// Data to deliver to a trigger when it is reached: LABEL=JSON.
+    /// Data for a trigger, delivered when it is reached: LABEL=JSON (or id=JSON).
     #[arg(long = "trigger", value_name = "LABEL=JSON")]
     triggers: Vec<String>,
-    /// Print one JSON document at the end instead of a line per status change.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Split `NAME=JSON`; text that is not JSON becomes a JSON string.
@@ -77,15 +84,11 @@ pub(crate) type Inputs = (
     BTreeMap<String, Value>,
 );
 
-pub(crate) fn parse_inputs(
-    vars: &[String],
-    globals: &[String],
-    triggers: &[String],
-) -> Result<Inputs, ExitCode> {
+pub(crate) fn parse_inputs(args: &InputArgs) -> Result<Inputs, ExitCode> {
     match (
-        parse_all("var", vars),
-        parse_all("global", globals),
-        parse_all("trigger", triggers),
+        parse_all("var", &args.vars),
+        parse_all("global", &args.globals),
+        parse_all("trigger", &args.triggers),
     ) {
         (Ok(v), Ok(g), Ok(t)) => Ok((v, g, t)),
         (v, g, t) => {
@@ -144,7 +147,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(e) => return invalid([format!("{}: {e}", args.file.display())]),
     };
-    let (vars, globals, triggers) = match parse_inputs(&args.vars, &args.globals, &args.triggers) {
+    let (vars, globals, triggers) = match parse_inputs(&args.inputs) {
         Ok(inputs) => inputs,
         Err(code) => return code,
     };
