@@ -28,8 +28,12 @@ struct Deployment {
 
 impl Deployment {
     fn new() -> Deployment {
+        Deployment::around(RedisServer::start())
+    }
+
+    fn around(redis: RedisServer) -> Deployment {
         Deployment {
-            redis: RedisServer::start(),
+            redis,
             dir: tempfile::tempdir().unwrap(),
             processes: Vec::new(),
         }
@@ -872,4 +876,64 @@ async fn an_app_written_in_python_serves_a_workflow() {
     assert_eq!(summary["nodes"]["broken"]["status"], "FAILURE");
     assert_eq!(summary["nodes"]["broken"]["error"], "ticket system is down");
     wait_for_nothing_pending(&bus, &deployment).await;
+}
+
+/// Workers and executors started before Redis wait for it (with back-off) instead of exiting, and
+/// serve once it is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_started_before_redis_wait_for_it() {
+    let port = redis_server::free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    // Processes first, with the deployment's Redis not yet running on its port.
+    let mut early = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["worker", "--redis", &url],
+        vec!["executor", "--redis", &url, "--app", "diagnostics"],
+    ] {
+        let log = std::fs::File::create(dir.path().join(format!("{}.log", args[0]))).unwrap();
+        early.push(
+            Command::new(env!("CARGO_BIN_EXE_walkoff"))
+                .args(&args)
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for child in &mut early {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "a process exited while Redis was away"
+        );
+    }
+    let mut deployment = Deployment::around(RedisServer::start_on(port));
+    for (i, child) in early.into_iter().enumerate() {
+        deployment
+            .processes
+            .push((format!("early-{i}"), Some(child)));
+    }
+    let client = deployment.client().await;
+    let id = client
+        .submit(
+            busy_workflow(),
+            BTreeMap::new(),
+            &BTreeMap::new(),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    let (summary, events) = follow(
+        Arc::clone(&client),
+        id.clone(),
+        None,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        let waited = std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default();
+        panic!("{e}\n{waited}")
+    });
+    assert_eq!(summary.status, WorkflowStatus::Completed);
+    assert_exactly_once(&id, &events);
 }

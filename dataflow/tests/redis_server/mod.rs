@@ -15,10 +15,11 @@ impl RedisServer {
     /// Start `redis-server` (which `scripts/test` installs) with append-only persistence in a
     /// temporary directory.
     pub fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        RedisServer::start_on(free_port())
+    }
+
+    /// Start on a given port (one a test picked earlier, to start clients before the server).
+    pub fn start_on(port: u16) -> RedisServer {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let child = spawn(port, dir.path());
         let server = RedisServer {
@@ -57,6 +58,14 @@ impl RedisServer {
         self.child = spawn(self.port, self._dir.path());
         self.wait_until_up();
     }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 fn spawn(port: u16, dir: &std::path::Path) -> Child {
