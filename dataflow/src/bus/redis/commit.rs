@@ -89,6 +89,13 @@ fn commit_script() -> &'static redis::Script {
     SCRIPT.get_or_init(|| redis::Script::new(COMMIT))
 }
 
+/// `EVALSHA` of the commit script with these arguments (no keys declared: standalone Redis).
+pub(super) fn commit_cmd(args: &[String]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(commit_script().get_hash()).arg(0).arg(args);
+    cmd
+}
+
 /// The commit's sections, flattened into script arguments.
 #[derive(Default)]
 struct Sections {
@@ -139,31 +146,21 @@ impl RedisBus {
         let Some(args) = self.prepare_commit(commit).await? else {
             return Ok(());
         };
-        let result = redis::cmd("EVALSHA")
-            .arg(commit_script().get_hash())
-            .arg(0)
-            .arg(&args)
+        let result = commit_cmd(&args)
             .query_async::<Vec<String>>(&mut self.writer.clone())
             .await;
         match result {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // Redis restarted and forgot the script: load it and commit again.
-                self.load_commit_script().await?;
-                self.commit_outcome(
-                    redis::cmd("EVALSHA")
-                        .arg(commit_script().get_hash())
-                        .arg(0)
-                        .arg(&args)
-                        .query_async(&mut self.writer.clone())
-                        .await,
-                )
+                self.commit_after_reload(&args).await
             }
             other => self.commit_outcome(other),
         }
     }
 
-    pub(super) fn commit_hash(&self) -> &'static str {
-        commit_script().get_hash()
+    /// Redis forgot the commit script (it restarted): load it and run the commit again.
+    pub(super) async fn commit_after_reload(&self, args: &[String]) -> Result<(), BusError> {
+        self.load_commit_script().await?;
+        self.commit_outcome(commit_cmd(args).query_async(&mut self.writer.clone()).await)
     }
 
     pub(super) async fn load_commit_script(&self) -> Result<(), BusError> {

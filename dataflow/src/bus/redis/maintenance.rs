@@ -43,8 +43,8 @@ impl RedisBus {
             .query(redis::cmd("SMEMBERS").arg(self.key(format_args!("apps"))))
             .await?;
         let reclaimer = format!("reclaim:{consumer}");
+        let now = self.now_ms().await?;
         for app in apps.iter().filter_map(|a| parse_app(a)) {
-            let now = self.now_ms().await?;
             let ttl = self.config.executor_ttl.as_millis() as u64;
             let executors = self.executors_key(&app);
             let (live,): (Vec<String>,) = redis::pipe()

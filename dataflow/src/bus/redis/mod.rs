@@ -249,10 +249,6 @@ impl RedisBus {
         }))
     }
 
-    pub fn config(&self) -> &RedisBusConfig {
-        &self.config
-    }
-
     fn key(&self, rest: std::fmt::Arguments<'_>) -> String {
         format!("{}:{rest}", self.config.prefix)
     }
@@ -628,19 +624,6 @@ impl RedisBus {
             .await
     }
 
-    /// Executors of `app` that have beaten within the executor TTL.
-    pub async fn live_executors(&self, app: &AppRef) -> Result<Vec<String>, BusError> {
-        let now = self.now_ms().await?;
-        let since = now.saturating_sub(self.config.executor_ttl.as_millis() as u64);
-        self.query(
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(self.executors_key(app))
-                .arg(since)
-                .arg("+inf"),
-        )
-        .await
-    }
-
     /// Read every entry of `partition` still pending (with any consumer) into `consumer`.
     async fn claim_all_pending(
         &self,
@@ -808,10 +791,7 @@ impl RedisBus {
         };
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        pipe.cmd("EVALSHA")
-            .arg(self.commit_hash())
-            .arg(0)
-            .arg(&args);
+        pipe.add_command(commit::commit_cmd(&args));
         pipe.add_command(read);
         let replies: Vec<redis::RedisResult<redis::Value>> = match self.blocking_pipe(&pipe).await {
             Ok(replies) => replies,
@@ -825,20 +805,10 @@ impl RedisBus {
             )))
         });
         let committed = match committed {
+            // Commit on its own after reloading the script; what the read delivered is ours
+            // and is applied next.
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // Redis forgot the script (a restart): load it and commit on its own; what the
-                // read delivered is ours and is applied next.
-                match self.load_commit_script().await {
-                    Ok(()) => self.commit_outcome(
-                        redis::cmd("EVALSHA")
-                            .arg(self.commit_hash())
-                            .arg(0)
-                            .arg(&args)
-                            .query_async(&mut self.writer.clone())
-                            .await,
-                    ),
-                    Err(e) => Err(e),
-                }
+                self.commit_after_reload(&args).await
             }
             other => self.commit_outcome(
                 other.and_then(|v| redis::FromRedisValue::from_redis_value(v).map_err(Into::into)),
