@@ -290,18 +290,56 @@ pub async fn serve(bus: Arc<dyn Bus>, app: Arc<PreparedApp>, config: ExecutorCon
     let reporter = tokio::spawn(report(Arc::clone(&bus), Arc::clone(&app), done_rx));
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let mut failures = 0u32;
+    // Results of actions that finished on their first poll: reported with the next read, in
+    // one round trip, instead of by the reporter and a write of their own.
+    let mut finished: Vec<Done> = Vec::new();
     loop {
-        let Ok(first) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
-        let mut permits = vec![first];
-        while let Ok(p) = Arc::clone(&slots).try_acquire_owned() {
-            permits.push(p);
+        let mut permits: Vec<_> =
+            std::iter::from_fn(|| Arc::clone(&slots).try_acquire_owned().ok()).collect();
+        if permits.is_empty() {
+            // Every slot is taken: what finished cannot wait for a read that cannot happen.
+            for done in finished.drain(..) {
+                let _ = done_tx.send(done);
+            }
+            let Ok(first) = Arc::clone(&slots).acquire_owned().await else {
+                break;
+            };
+            permits.push(first);
+            permits.extend(std::iter::from_fn(|| {
+                Arc::clone(&slots).try_acquire_owned().ok()
+            }));
         }
-        let deliveries = match bus
-            .recv_actions(app.app_ref(), &config.consumer, permits.len(), config.block)
-            .await
-        {
+        let received = if finished.is_empty() {
+            bus.recv_actions(app.app_ref(), &config.consumer, permits.len(), config.block)
+                .await
+        } else {
+            let results = finished
+                .iter()
+                .map(|(id, result, _)| (id.clone(), result.clone()))
+                .collect();
+            let (reported, received) = bus
+                .complete_and_recv_actions(
+                    app.app_ref(),
+                    &config.consumer,
+                    results,
+                    permits.len(),
+                    config.block,
+                )
+                .await;
+            match reported {
+                Ok(()) => finished.clear(),
+                Err(BusError::Closed) => break,
+                Err(e) => {
+                    // The reporter retries until Redis takes them.
+                    tracing::warn!(error = %e, "could not report action results with a read");
+                    for done in finished.drain(..) {
+                        let _ = done_tx.send(done);
+                    }
+                }
+            }
+            received
+        };
+        let deliveries = match received {
             Ok(d) => {
                 failures = 0;
                 d
@@ -317,14 +355,26 @@ pub async fn serve(bus: Arc<dyn Bus>, app: Arc<PreparedApp>, config: ExecutorCon
         };
         for Delivery { id, message, .. } in deliveries {
             let Some(permit) = permits.pop() else { break };
-            let app = Arc::clone(&app);
-            let done = done_tx.clone();
-            tokio::spawn(async move {
-                let result = app.run(message).await;
-                // The slot frees once the result is handed to the reporter.
-                let _ = done.send((id, result, permit));
-            });
+            let run = {
+                let app = Arc::clone(&app);
+                async move { app.run(message).await }
+            };
+            let mut run = Box::pin(run);
+            match futures::poll!(run.as_mut()) {
+                std::task::Poll::Ready(result) => finished.push((id, result, permit)),
+                std::task::Poll::Pending => {
+                    let done = done_tx.clone();
+                    tokio::spawn(async move {
+                        let result = run.await;
+                        // The slot frees once the result is handed to the reporter.
+                        let _ = done.send((id, result, permit));
+                    });
+                }
+            }
         }
+    }
+    for done in finished {
+        let _ = done_tx.send(done);
     }
     heartbeat.abort();
     drop(done_tx);

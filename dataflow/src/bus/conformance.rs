@@ -22,6 +22,7 @@ macro_rules! bus_conformance_tests {
             actions_are_served_by_priority_then_in_order,
             receives_wait_a_bounded_time_and_wake_on_send,
             completing_actions_publishes_results_and_acknowledges,
+            completing_while_receiving_reports_then_waits_for_the_next_request,
             control_messages_arrive_in_order_and_stay_pending_until_acknowledged,
             events_replay_from_any_sequence_and_wake_readers,
             republished_events_are_not_duplicated,
@@ -184,6 +185,63 @@ pub async fn completing_actions_publishes_results_and_acknowledges(bus: Arc<dyn 
     results.sort();
     assert_eq!(results, ["a", "b"]);
     assert_eq!(bus.pending().await.unwrap(), 0);
+}
+
+/// Reporting with the next receive: the results reach the workers and their requests are
+/// acknowledged before the receive waits; the receive then serves a request sent later.
+pub async fn completing_while_receiving_reports_then_waits_for_the_next_request(bus: Arc<dyn Bus>) {
+    bus.send_actions(vec![request("e", "first", 3)])
+        .await
+        .unwrap();
+    let got = bus.recv_actions(&app(), "c1", 10, LONG).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let done = vec![(got[0].id.clone(), result("e", "first"))];
+    let receiving = {
+        let bus = Arc::clone(&bus);
+        tokio::spawn(async move {
+            bus.complete_and_recv_actions(&app(), "c1", done, 10, LONG)
+                .await
+        })
+    };
+    // The result arrives while the receive is still waiting (a worker's first receives may
+    // only hand it its partitions).
+    let mut delivered = Vec::new();
+    for _ in 0..10 {
+        let control = bus.recv_control("w1", 10, LONG).await.unwrap();
+        for delivery in control.deliveries {
+            match &delivery.message {
+                ControlMessage::Result(r) => delivered.push(r.node_id.clone()),
+                other => panic!("unexpected control message {other:?}"),
+            }
+            bus.ack_control(vec![delivery.id]).await.unwrap();
+        }
+        if !delivered.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(delivered, ["first"]);
+    assert_eq!(
+        bus.pending().await.unwrap(),
+        0,
+        "the reported request is acknowledged"
+    );
+    assert!(!receiving.is_finished(), "the receive waits for a request");
+
+    bus.send_actions(vec![request("e", "second", 3)])
+        .await
+        .unwrap();
+    let (reported, received) = receiving.await.unwrap();
+    reported.unwrap();
+    let received = received.unwrap();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].message.node_id, "second");
+
+    // Nothing to report: a plain receive, bounded as ever.
+    let (reported, received) = bus
+        .complete_and_recv_actions(&app(), "c1", Vec::new(), 10, SHORT)
+        .await;
+    reported.unwrap();
+    assert!(received.unwrap().is_empty());
 }
 
 /// An execution's control messages arrive in the order sent and stay pending until acknowledged.

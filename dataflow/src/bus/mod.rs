@@ -112,6 +112,25 @@ pub trait Bus: Send + Sync + 'static {
         done: Vec<(DeliveryId, NodeResult)>,
     ) -> Result<(), BusError>;
 
+    /// Report results as `complete_actions` does, then (whatever the report's outcome) receive
+    /// as `recv_actions` does; a bus may do both in one round trip. A failed report is the
+    /// caller's to retry: reporting a result twice is harmless, workers apply it once.
+    async fn complete_and_recv_actions(
+        &self,
+        app: &AppRef,
+        consumer: &str,
+        done: Vec<(DeliveryId, NodeResult)>,
+        max: usize,
+        wait: Duration,
+    ) -> (
+        Result<(), BusError>,
+        Result<Vec<Delivery<ActionRequest>>, BusError>,
+    ) {
+        let reported = self.complete_actions(app, done).await;
+        let received = self.recv_actions(app, consumer, max, wait).await;
+        (reported, received)
+    }
+
     /// Send control messages (start, results, trigger data, abort, retry) to the workers.
     async fn send_control(&self, messages: Vec<ControlMessage>) -> Result<(), BusError>;
 

@@ -491,10 +491,22 @@ impl RedisBus {
         count: usize,
         block: Option<Duration>,
     ) -> Result<Vec<Delivery<ActionRequest>>, BusError> {
-        let streams: Vec<String> = priorities
-            .iter()
-            .map(|&p| self.action_stream(app, p))
-            .collect();
+        let cmd = self.read_actions_cmd(app, consumer, priorities, count, block);
+        let reply: Option<StreamReadReply> = match block {
+            Some(_) => self.blocking(&cmd).await?,
+            None => self.query(&cmd).await?,
+        };
+        Ok(self.action_deliveries(reply).await)
+    }
+
+    fn read_actions_cmd(
+        &self,
+        app: &AppRef,
+        consumer: &str,
+        priorities: &[u8],
+        count: usize,
+        block: Option<Duration>,
+    ) -> Cmd {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(EXECUTORS)
@@ -504,14 +516,22 @@ impl RedisBus {
         if let Some(block) = block {
             cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
         }
-        cmd.arg("STREAMS").arg(&streams);
-        for _ in &streams {
+        cmd.arg("STREAMS");
+        for &p in priorities {
+            cmd.arg(self.action_stream(app, p));
+        }
+        for _ in priorities {
             cmd.arg(">");
         }
-        let reply: Option<StreamReadReply> = match block {
-            Some(_) => self.blocking(&cmd).await?,
-            None => self.query(&cmd).await?,
-        };
+        cmd
+    }
+
+    /// The requests of a read of action streams, highest priority first, then in stream order;
+    /// undecodable entries are dead-lettered.
+    async fn action_deliveries(
+        &self,
+        reply: Option<StreamReadReply>,
+    ) -> Vec<Delivery<ActionRequest>> {
         let mut deliveries = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             let priority = key
@@ -531,9 +551,51 @@ impl RedisBus {
                 });
             }
         }
-        // Highest priority first, then in stream order.
         deliveries.sort_by_key(|d| std::cmp::Reverse(d.message.priority));
-        Ok(deliveries)
+        deliveries
+    }
+
+    /// The writes reporting `done`: each result on its execution's control partition (one entry
+    /// per partition: a batch is one entry to read and acknowledge, not one per result), then one
+    /// `XACK` per priority stream, so a request is acknowledged only after its result is written.
+    fn add_completions(
+        &self,
+        pipe: &mut Pipeline,
+        app: &AppRef,
+        done: Vec<(DeliveryId, NodeResult)>,
+    ) {
+        let mut acks = Vec::with_capacity(done.len());
+        let mut by_stream: BTreeMap<String, Vec<NodeResult>> = BTreeMap::new();
+        for (id, result) in done {
+            by_stream
+                .entry(self.control_stream_of(&result.execution_id))
+                .or_default()
+                .push(result);
+            acks.push(id);
+        }
+        for (stream, mut results) in by_stream {
+            let message = if results.len() == 1 {
+                ControlMessage::Result(results.remove(0))
+            } else {
+                ControlMessage::Results { results }
+            };
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg("m")
+                .arg(encode(&message));
+        }
+        let mut by_priority: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+        for id in &acks {
+            let (priority, entry) = split_delivery(id);
+            by_priority.entry(priority).or_default().push(entry);
+        }
+        for (priority, entries) in by_priority {
+            pipe.cmd("XACK")
+                .arg(self.action_stream(app, priority as u8))
+                .arg(EXECUTORS)
+                .arg(entries);
+        }
     }
 
     async fn read_by_priority(
@@ -911,39 +973,57 @@ impl Bus for RedisBus {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        let mut acks = Vec::with_capacity(done.len());
-        // Results first: a request is acknowledged only after its result is written. One message
-        // per control partition: a batch is one entry to read and acknowledge, not one per result.
-        let mut by_stream: BTreeMap<String, Vec<NodeResult>> = BTreeMap::new();
-        for (id, result) in done {
-            by_stream
-                .entry(self.control_stream_of(&result.execution_id))
-                .or_default()
-                .push(result);
-            acks.push(id);
-        }
-        for (stream, mut results) in by_stream {
-            let message = if results.len() == 1 {
-                ControlMessage::Result(results.remove(0))
-            } else {
-                ControlMessage::Results { results }
-            };
-            add_message(&mut pipe, &stream, &message);
-        }
-        // One XACK per priority stream.
-        let mut by_priority: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-        for id in &acks {
-            let (priority, entry) = split_delivery(id);
-            by_priority.entry(priority).or_default().push(entry);
-        }
-        for (priority, entries) in by_priority {
-            pipe.cmd("XACK")
-                .arg(self.action_stream(app, priority as u8))
-                .arg(EXECUTORS)
-                .arg(entries)
-                .ignore();
-        }
+        self.add_completions(&mut pipe, app, done);
         self.run(&pipe).await
+    }
+
+    async fn complete_and_recv_actions(
+        &self,
+        app: &AppRef,
+        consumer: &str,
+        done: Vec<(DeliveryId, NodeResult)>,
+        max: usize,
+        wait: Duration,
+    ) -> (
+        Result<(), BusError>,
+        Result<Vec<Delivery<ActionRequest>>, BusError>,
+    ) {
+        let slot = (app.clone(), consumer.to_string());
+        let held = lock(&self.overflow)
+            .get(&slot)
+            .is_some_and(|q| !q.is_empty());
+        if done.is_empty() || wait.is_zero() || held || self.check_open().is_err() {
+            let reported = self.complete_actions(app, done).await;
+            return (reported, self.recv_actions(app, consumer, max, wait).await);
+        }
+        if let Err(e) = self.ensure_action_groups(app).await {
+            return (Err(e.clone()), Err(e));
+        }
+        // The report, then the next blocking read, in one write on a reading connection: Redis
+        // takes the results before the read waits, and the executor sends one message per action.
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        self.add_completions(&mut pipe, app, done);
+        let writes = pipe.len();
+        pipe.add_command(self.read_actions_cmd(app, consumer, &PRIORITIES, max.max(1), Some(wait)));
+        let replies = match self.blocking_pipe(&pipe).await {
+            Ok(replies) => replies,
+            Err(e) => return (Err(e.clone()), Err(e)),
+        };
+        let mut replies = replies.into_iter();
+        let written: Vec<_> = replies.by_ref().take(writes).collect();
+        let reported = written
+            .into_iter()
+            .find_map(|reply| reply.err())
+            .map_or(Ok(()), |e| Err(self.failed(e)));
+        let received = match replies.next().map(|reply| {
+            reply.and_then(|v| redis::FromRedisValue::from_redis_value(v).map_err(Into::into))
+        }) {
+            Some(Ok(reply)) => Ok(self.action_deliveries(reply).await),
+            Some(Err(e)) => Err(self.failed(e)),
+            None => Err(BusError::Unavailable("no reply to the read".into())),
+        };
+        (reported, received)
     }
 
     async fn send_control(&self, messages: Vec<ControlMessage>) -> Result<(), BusError> {
