@@ -261,9 +261,19 @@ pub async fn executor(args: ExecutorArgs) -> ExitCode {
     interrupt.recv().await;
     eprintln!("executor stopping");
     dyn_bus.close().await;
-    let _ = serving.await;
+    // Actions in flight finish and are reported, for a while: past it (or with Redis frozen), what
+    // is unreported is handed out again once this executor's heartbeat lapses.
+    if tokio::time::timeout(EXECUTOR_STOP_GRACE, serving)
+        .await
+        .is_err()
+    {
+        eprintln!("executor stopped with actions unreported; they will be handed out again");
+    }
     ExitCode::SUCCESS
 }
+
+/// How long a stopping executor waits for its actions in flight and their reports.
+const EXECUTOR_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A client of the deployment, with the catalog it validates against.
 async fn client(args: &RedisArgs) -> Result<(Client, Arc<AppCatalog>), ExitCode> {

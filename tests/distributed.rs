@@ -99,6 +99,26 @@ impl Deployment {
         }
     }
 
+    /// SIGTERM, as an operator stops a process; its exit status, or `None` if it is still
+    /// running after `within` (it is then killed).
+    fn terminate(&mut self, index: usize, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.processes[index].1.take()?;
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Every process's log, for failure messages.
     fn logs(&self) -> String {
         let mut out = String::new();
@@ -936,4 +956,59 @@ async fn processes_started_before_redis_wait_for_it() {
     });
     assert_eq!(summary.status, WorkflowStatus::Completed);
     assert_exactly_once(&id, &events);
+}
+
+/// How Redis goes away under running processes.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// Killed: connections refused.
+    Gone,
+    /// SIGSTOP: connections open, nothing answers, blocking reads never return.
+    Frozen,
+}
+
+/// A worker and an executor serve a workflow, Redis goes away, and both still stop on SIGTERM.
+async fn stop_on_sigterm_during(outage: Outage) {
+    let mut deployment = Deployment::new();
+    let worker = deployment.worker(&[]);
+    let executor = deployment.executor("diagnostics", 2);
+    let client = deployment.client().await;
+    let id = client
+        .submit(
+            busy_workflow(),
+            BTreeMap::new(),
+            &BTreeMap::new(),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    let (summary, _) = follow(client, id, None, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
+    assert_eq!(summary.status, WorkflowStatus::Completed);
+
+    match outage {
+        Outage::Gone => deployment.redis.kill9(),
+        Outage::Frozen => deployment.redis.signal("STOP"),
+    }
+    // Long enough for both to be retrying, or waiting on, their reads.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (index, role) in [(worker, "worker"), (executor, "executor")] {
+        let status = deployment.terminate(index, Duration::from_secs(30));
+        let logs = deployment.logs();
+        let status =
+            status.unwrap_or_else(|| panic!("the {role} ignored SIGTERM ({outage:?})\n{logs}"));
+        assert!(status.success(), "the {role} exited with {status}\n{logs}");
+    }
+    deployment.redis.signal("CONT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_and_executors_stop_on_sigterm_while_redis_is_gone() {
+    stop_on_sigterm_during(Outage::Gone).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_and_executors_stop_on_sigterm_while_redis_is_frozen() {
+    stop_on_sigterm_during(Outage::Frozen).await;
 }

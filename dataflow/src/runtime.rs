@@ -36,6 +36,10 @@ impl GlobalProvider for BTreeMap<String, Value> {
     }
 }
 
+/// How long `shutdown` waits for the batch in hand: a blocking read (`RuntimeConfig::block`) plus
+/// a commit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// This worker's consumer name on the bus.
@@ -330,15 +334,24 @@ impl Runtime {
         lock(&self.inner.executions).len()
     }
 
-    /// Stop the control loop after its current batch.
+    /// Stop the control loop after its current batch, or after `SHUTDOWN_GRACE` when the batch
+    /// cannot finish (its bus is unreachable): stopping then is a crash, which a durable bus
+    /// recovers from (the batch stays pending and another worker takes it).
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::Release);
         if let Some(maintenance) = &self.maintenance {
             maintenance.abort();
         }
         let handle = lock(&self.control_loop).take();
-        if let Some(handle) = handle {
-            let _ = handle.await;
+        if let Some(mut handle) = handle {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the control loop did not stop in time; abandoning its batch");
+                handle.abort();
+                let _ = handle.await;
+            }
         }
     }
 }

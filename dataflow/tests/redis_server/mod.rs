@@ -60,6 +60,22 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// SIGKILL: the server is gone until `restart`.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Send a signal by name (`STOP` freezes the server: connections stay open, nothing answers;
+    /// `CONT` thaws it).
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
+    }
+}
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -46,6 +46,9 @@ use super::{
 const EXECUTORS: &str = "executors";
 const WORKERS: &str = "workers";
 const PRIORITIES: [u8; 5] = [5, 4, 3, 2, 1];
+
+/// How long `close` waits for Redis to take its goodbye (leases released, readers unblocked).
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Action streams are trimmed approximately to this many entries, far above any pending backlog.
 const ACTION_STREAM_MAXLEN: usize = 1_000_000;
 
@@ -1318,17 +1321,24 @@ impl Bus for RedisBus {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.leave().await;
-        let blocked: Vec<i64> = lock(&self.blocked).iter().copied().collect();
-        for id in blocked {
-            let unblocked: Result<i64, _> = redis::cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(id)
-                .query_async(&mut self.writer.clone())
-                .await;
-            if let Err(e) = unblocked {
-                tracing::warn!(error = %e, "could not unblock a reader");
+        let goodbye = async {
+            self.leave().await;
+            let blocked: Vec<i64> = lock(&self.blocked).iter().copied().collect();
+            for id in blocked {
+                let unblocked: Result<i64, _> = redis::cmd("CLIENT")
+                    .arg("UNBLOCK")
+                    .arg(id)
+                    .query_async(&mut self.writer.clone())
+                    .await;
+                if let Err(e) = unblocked {
+                    tracing::warn!(error = %e, "could not unblock a reader");
+                }
             }
+        };
+        // Without Redis there is no one to say goodbye to: leases and heartbeats expire by
+        // themselves, and blocked reads end with their connections.
+        if tokio::time::timeout(CLOSE_GRACE, goodbye).await.is_err() {
+            tracing::warn!("Redis did not answer while closing; leases will expire on their own");
         }
     }
 }
