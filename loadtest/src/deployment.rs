@@ -15,14 +15,71 @@ use walkoff_schema::{Event, EventKind, Workflow, WorkflowStatus};
 
 use crate::stats::{process_usage, ProcessUsage, Run};
 
-/// A process we started.
+/// A process we started; stopped when dropped, and by [`stop_all_started`] when the harness is
+/// interrupted (a signal skips destructors).
 pub struct Started {
     pub name: String,
     child: Option<Child>,
 }
 
+/// Process ids of every `Started` still running.
+static RUNNING: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn running() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<u32>> {
+    RUNNING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Stop every process the harness started and has not stopped yet: SIGTERM (Celery takes its pool
+/// processes down with it), then SIGKILL for any still there a moment later.
+pub fn stop_all_started() {
+    let pids: Vec<String> = running().iter().map(u32::to_string).collect();
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill").arg("-TERM").args(&pids).status();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let alive = |pid: &String| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    while Instant::now() < deadline && pids.iter().any(alive) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<&String> = pids.iter().filter(|pid| alive(pid)).collect();
+    if !left.is_empty() {
+        let _ = Command::new("kill").arg("-KILL").args(left).status();
+    }
+}
+
+/// A child process run to completion elsewhere (`wait_with_output`), stopped with the others if
+/// the harness is interrupted meanwhile.
+pub struct Tracked(u32);
+
+impl Tracked {
+    pub fn new(child: &Child) -> Tracked {
+        running().insert(child.id());
+        Tracked(child.id())
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        running().remove(&self.0);
+    }
+}
+
 impl Started {
     pub fn new(name: &str, child: Child) -> Started {
+        running().insert(child.id());
         Started {
             name: name.to_string(),
             child: Some(child),
@@ -38,6 +95,7 @@ impl Started {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            running().remove(&child.id());
         }
     }
 
@@ -50,14 +108,12 @@ impl Started {
             .args(["-TERM", &child.id().to_string()])
             .status();
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
+        while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
+        running().remove(&child.id());
     }
 }
 
@@ -98,13 +154,7 @@ pub fn start_redis(dir: &Path) -> anyhow::Result<(Started, u16)> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok((
-        Started {
-            name: "redis-server".into(),
-            child: Some(child),
-        },
-        port,
-    ))
+    Ok((Started::new("redis-server", child), port))
 }
 
 /// The `walkoff` binary: `$WALKOFF_BIN`, or the one built beside this one.
@@ -160,10 +210,7 @@ impl Deployment {
                 .stderr(log)
                 .spawn()
                 .with_context(|| format!("start {}", binary.display()))?;
-            Ok(Started {
-                name,
-                child: Some(child),
-            })
+            Ok(Started::new(&name, child))
         };
         let mut started_workers = Vec::new();
         for i in 0..workers {

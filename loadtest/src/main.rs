@@ -301,6 +301,48 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Set once a signal arrived: the run's end (likely an error, its servers gone) is then the
+/// signal watcher's to report.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// On SIGINT or SIGTERM, stop the servers and processes the harness started, then exit: the
+/// destructors that normally stop them do not run when a signal ends the process. A thread of its
+/// own, so a run blocked on a peer's benchmark still answers.
+fn stop_started_on_signal() {
+    let watcher = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(|| {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut interrupt), Ok(mut terminate)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("interrupted: stopping what the load test started");
+                deployment::stop_all_started();
+                std::process::exit(130);
+            });
+        });
+    if let Err(e) = watcher {
+        eprintln!(
+            "warning: cannot watch for signals ({e}); an interrupted run leaves its processes"
+        );
+    }
+}
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -310,6 +352,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    stop_started_on_signal();
     // Embedded mode measures the engine as `walkoff run` runs it: one scheduler thread.
     let runtime = match args.mode {
         Mode::Embedded => tokio::runtime::Builder::new_current_thread()
@@ -327,7 +370,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(main_async(args)) {
+    let outcome = runtime.block_on(main_async(args));
+    while INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        // The watcher stops what was started, then exits.
+        std::thread::park();
+    }
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::ValueEnum;
 
-use crate::deployment::Started;
+use crate::deployment::{Started, Tracked};
 use crate::scenario::ScenarioKind;
 use crate::stats::{process_tree, process_usage, ProcessUsage, Run};
 
@@ -123,13 +123,20 @@ fn celery(
         .spawn()
         .context("start the celery worker")?;
     let mut worker = Started::new("celery-worker", worker);
-    let output = Command::new(&python)
+    let bench = Command::new(&python)
         .arg("bench.py")
         .args([scenario.name(), &size.to_string(), &repeat.to_string()])
         .current_dir(&dir)
         .env("WALKOFF_BENCH_REDIS", redis_url)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .context("run the celery benchmark")?;
+    let tracked = Tracked::new(&bench);
+    let output = bench
+        .wait_with_output()
+        .context("run the celery benchmark")?;
+    drop(tracked);
     // Usage of the worker and its pool processes, before they stop.
     let usage = worker
         .pid()
