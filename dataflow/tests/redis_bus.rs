@@ -409,3 +409,75 @@ async fn requests_of_dead_executors_are_handed_out_again_then_dead_lettered() {
         ("steady", 4)
     );
 }
+
+/// A message read by a worker that no longer owns its partition (a read pipelined with a commit
+/// that was then fenced) is left pending under that worker's name: the owner takes it over.
+#[tokio::test]
+async fn messages_left_pending_by_a_former_owner_are_taken_over() {
+    use walkoff_dataflow::bus::RedisBusConfig;
+
+    let server = RedisServer::start();
+    let bus: Arc<dyn Bus> = RedisBus::connect_with(
+        &server.url(),
+        RedisBusConfig {
+            stranded_after: Duration::from_millis(400),
+            ..RedisBusConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    // "w1" becomes the only worker, owning every partition.
+    for _ in 0..3 {
+        bus.recv_control("w1", 10, Duration::from_millis(100))
+            .await
+            .unwrap();
+    }
+    bus.send_control(vec![ControlMessage::Abort {
+        execution_id: "e".into(),
+    }])
+    .await
+    .unwrap();
+    // A former owner reads it and goes away without acknowledging it.
+    let stream = format!("walkoff:control:{}", partition_of("e", bus.partitions()));
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("former-owner")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        read.keys[0].ids.len(),
+        1,
+        "the former owner read the message"
+    );
+
+    let delivered = receive(&bus, 1).await;
+    assert_eq!(
+        delivered[0].message,
+        ControlMessage::Abort {
+            execution_id: "e".into()
+        }
+    );
+    assert_eq!(delivered[0].deliveries, 2, "counted as a second delivery");
+    bus.ack_control(vec![delivered[0].id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(bus.pending().await.unwrap(), 0);
+    // Once taken over, it is not delivered again.
+    let again = bus
+        .recv_control("w1", 10, Duration::from_millis(600))
+        .await
+        .unwrap();
+    assert!(again.deliveries.is_empty());
+}

@@ -28,7 +28,7 @@ mod maintenance;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -115,6 +115,9 @@ pub struct RedisBusConfig {
     pub executor_ttl: Duration,
     /// How long a finished execution's log and events are kept.
     pub retention: Duration,
+    /// A control message left pending this long under a worker that no longer owns its partition
+    /// (it read the message as it lost the partition) is taken over by the owner.
+    pub stranded_after: Duration,
 }
 
 impl Default for RedisBusConfig {
@@ -126,6 +129,7 @@ impl Default for RedisBusConfig {
             lease_ttl: Duration::from_millis(2500),
             executor_ttl: Duration::from_secs(3),
             retention: Duration::from_secs(24 * 3600),
+            stranded_after: Duration::from_secs(5),
         }
     }
 }
@@ -145,6 +149,8 @@ pub struct RedisBus {
     overflow: Mutex<HashMap<(AppRef, String), Overflow>>,
     closed: AtomicBool,
     leases: leases::Leases,
+    /// When owned partitions were last searched for stranded control messages.
+    stranded_checked: Mutex<Instant>,
 }
 
 /// Action deliveries held for one (app, consumer).
@@ -249,6 +255,7 @@ impl RedisBus {
             overflow: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             leases: leases::Leases::default(),
+            stranded_checked: Mutex::new(Instant::now()),
         }))
     }
 
@@ -690,6 +697,82 @@ impl RedisBus {
     }
 
     /// Read every entry of `partition` still pending (with any consumer) into `consumer`.
+    /// Whether owned partitions are due a search for stranded messages (twice per
+    /// `stranded_after`).
+    fn stranded_check_due(&self) -> bool {
+        lock(&self.stranded_checked).elapsed() >= self.config.stranded_after / 2
+    }
+
+    /// Control messages of `partitions` pending for `stranded_after` under other consumers, claimed
+    /// for `consumer`. A worker reading as it loses a partition (its read pipelined with a commit
+    /// that is then fenced) leaves what it read pending under its name, where nothing else would
+    /// look; only the owner applies a partition's messages, so those are the owner's to take.
+    async fn adopt_stranded(
+        &self,
+        partitions: &[Partition],
+        consumer: &str,
+    ) -> Result<Vec<Delivery<ControlMessage>>, BusError> {
+        let idle = self.config.stranded_after.as_millis() as u64;
+        let mut pending = redis::pipe();
+        for &p in partitions {
+            pending
+                .cmd("XPENDING")
+                .arg(self.control_stream(p))
+                .arg(WORKERS)
+                .arg("IDLE")
+                .arg(idle)
+                .arg("-")
+                .arg("+")
+                .arg(1000);
+        }
+        let replies: Vec<redis::streams::StreamPendingCountReply> = pending
+            .query_async(&mut self.writer.clone())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut deliveries = Vec::new();
+        for (&p, reply) in partitions.iter().zip(replies) {
+            let stranded: Vec<_> = reply
+                .ids
+                .into_iter()
+                .filter(|pending| pending.consumer != consumer)
+                .collect();
+            if stranded.is_empty() {
+                continue;
+            }
+            let stream = self.control_stream(p);
+            tracing::warn!(
+                partition = p,
+                count = stranded.len(),
+                "taking over control messages left pending by a former owner"
+            );
+            let claimed: redis::streams::StreamClaimReply = self
+                .query(
+                    redis::cmd("XCLAIM")
+                        .arg(&stream)
+                        .arg(WORKERS)
+                        .arg(consumer)
+                        .arg(idle)
+                        .arg(stranded.iter().map(|s| &s.id).collect::<Vec<_>>()),
+                )
+                .await?;
+            for (id, message) in self
+                .decode_entries::<ControlMessage>(&stream, WORKERS, claimed.ids)
+                .await
+            {
+                let times = stranded
+                    .iter()
+                    .find(|s| s.id == id)
+                    .map_or(2, |s| s.times_delivered + 1);
+                deliveries.push(Delivery {
+                    id: format!("{p}|{id}"),
+                    deliveries: times as u32,
+                    message,
+                });
+            }
+        }
+        Ok(deliveries)
+    }
+
     async fn claim_all_pending(
         &self,
         partition: Partition,
@@ -1079,6 +1162,16 @@ impl Bus for RedisBus {
             self.check_open()?;
             return Ok(ControlBatch::default());
         }
+        if self.stranded_check_due() {
+            *lock(&self.stranded_checked) = Instant::now();
+            let adopted = self.adopt_stranded(&owned, consumer).await?;
+            if !adopted.is_empty() {
+                return Ok(ControlBatch {
+                    deliveries: adopted,
+                    ..ControlBatch::default()
+                });
+            }
+        }
         Ok(ControlBatch {
             deliveries: self.read_control(&owned, consumer, max, wait).await?,
             ..ControlBatch::default()
@@ -1129,7 +1222,7 @@ impl Bus for RedisBus {
             return (Err(e), None);
         }
         let owned = self.leases.owned();
-        if self.leases.has_changes() || owned.is_empty() {
+        if self.leases.has_changes() || owned.is_empty() || self.stranded_check_due() {
             let committed = self.commit_batch(commit).await;
             let next = match &committed {
                 Ok(()) => Some(self.recv_control(consumer, max, wait).await),
