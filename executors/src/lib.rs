@@ -160,7 +160,18 @@ impl PreparedApp {
     pub async fn run(&self, request: ActionRequest) -> NodeResult {
         let started_at = Utc::now();
         let timeout = Duration::from_millis(request.timeout_ms.max(1));
-        let outcome = match self.check(&request.action, &request.parameters) {
+        // Checking runs on the executor's read loop for actions that finish at once: a panic in
+        // it must not take the loop down.
+        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.check(&request.action, &request.parameters)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(ActionError::new(format!(
+                "checking the parameters panicked: {}",
+                panic_message(&panic)
+            )))
+        });
+        let outcome = match checked {
             Err(e) => Outcome::Failure {
                 error: e.message,
                 retryable: e.retryable,

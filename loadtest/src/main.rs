@@ -134,6 +134,7 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
         results: BTreeMap::new(),
         ratio: BTreeMap::new(),
         chaos: None,
+        peer_failures: BTreeMap::new(),
         rss_after_each_run_mb: Vec::new(),
         runs: BTreeMap::new(),
     };
@@ -248,9 +249,24 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
         if !quiet {
             eprintln!("{} {}: running", peer.name(), report.scenario);
         }
-        let (peer_runs, usage) =
+        let outcome =
             tokio::task::spawn_blocking(move || peers::run(peer, &url, scenario, size, repeat))
-                .await??;
+                .await?;
+        let (peer_runs, usage) = match outcome {
+            Ok(done) => done,
+            Err(e) => {
+                // The peer's failure is part of the comparison; walkoff's figures still stand.
+                let why = format!("{e:#}");
+                let last = why.lines().rev().find(|l| !l.trim().is_empty());
+                let why = last.unwrap_or("unknown error").trim().to_string();
+                eprintln!(
+                    "warning: {} did not finish the workload: {why}",
+                    peer.name()
+                );
+                report.peer_failures.insert(peer.name().into(), why);
+                continue;
+            }
+        };
         report.results.insert(
             peer.name().into(),
             summarize(

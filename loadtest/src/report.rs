@@ -26,6 +26,9 @@ pub struct Report {
     pub ratio: BTreeMap<String, f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chaos: Option<ChaosReport>,
+    /// Per peer that could not finish the workload: why (its error's last line).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub peer_failures: BTreeMap<String, String>,
     /// Resident memory of walkoff's processes after each measured run (a soak shows no growth).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rss_after_each_run_mb: Vec<f64>,
@@ -87,6 +90,9 @@ pub fn markdown(reports: &[Report]) -> String {
         }
         for (peer, ratio) in &r.ratio {
             out.push_str(&format!("\n{peer} / walkoff wall time: **{ratio:.1}×**\n"));
+        }
+        for (peer, why) in &r.peer_failures {
+            out.push_str(&format!("\n{peer} did not finish: {why}\n"));
         }
         if let Some(chaos) = &r.chaos {
             out.push_str(&format!(
@@ -362,6 +368,7 @@ mod tests {
             results,
             ratio: BTreeMap::new(),
             chaos: None,
+            peer_failures: BTreeMap::new(),
             rss_after_each_run_mb: Vec::new(),
             runs,
         };
@@ -390,6 +397,28 @@ mod tests {
         }
         assert_eq!(doc["ratio"]["celery"], 5.4);
         assert!(doc.get("runs").is_none());
+    }
+
+    #[test]
+    fn a_peer_that_did_not_finish_is_reported_with_its_reason() {
+        let mut r = report(100, 50.0, 270.0);
+        r.results.remove("celery");
+        r.ratio.clear();
+        r.peer_failures.insert(
+            "celery".into(),
+            "celery.exceptions.TimeoutError: The operation timed out.".into(),
+        );
+        let md = markdown(std::slice::from_ref(&r));
+        assert!(md.contains("| walkoff | 50.0 |"), "{md}");
+        assert!(
+            md.contains("celery did not finish: celery.exceptions.TimeoutError"),
+            "{md}"
+        );
+        let doc = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            doc["peer_failures"]["celery"],
+            "celery.exceptions.TimeoutError: The operation timed out."
+        );
     }
 
     #[test]
