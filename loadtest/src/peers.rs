@@ -1,5 +1,6 @@
 //! Peers run side by side with walkoff, on the same Redis server: Celery (chain, chord, many
-//! chains at once), from a virtualenv the harness makes on first use with pinned versions.
+//! chains at once), from a virtualenv the harness makes on first use with pinned versions; and the
+//! floor, the bare Redis Streams round trip a chain step cannot beat (`floor.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,6 +17,9 @@ use crate::stats::{process_tree, process_usage, ProcessUsage, Run};
 pub enum Peer {
     Celery,
     Temporal,
+    /// Not an engine: the bare two-hop round trip through Redis Streams, the platform's floor for
+    /// a chain step on this machine (chain only).
+    Floor,
 }
 
 impl Peer {
@@ -23,6 +27,7 @@ impl Peer {
         match self {
             Peer::Celery => "celery",
             Peer::Temporal => "temporal",
+            Peer::Floor => "floor",
         }
     }
 }
@@ -81,6 +86,10 @@ pub fn run(
 ) -> anyhow::Result<(Vec<Run>, Vec<ProcessUsage>)> {
     match peer {
         Peer::Celery => celery(redis_url, scenario, size, repeat),
+        Peer::Floor if scenario == ScenarioKind::Chain => {
+            crate::floor::run(redis_url, size, repeat)
+        }
+        Peer::Floor => bail!("the floor is a chain's: compare it with the chain scenario"),
         Peer::Temporal => bail!(
             "the Temporal peer is not part of this harness yet (its dev server and SDK worker are \
              documented in docs/benchmarks.md); compare with celery"

@@ -89,7 +89,15 @@ pub fn markdown(reports: &[Report]) -> String {
             ));
         }
         for (peer, ratio) in &r.ratio {
-            out.push_str(&format!("\n{peer} / walkoff wall time: **{ratio:.1}×**\n"));
+            if peer == "floor" {
+                out.push_str(&format!(
+                    "\nwalkoff / floor (the bare two-hop round trip through Redis Streams on this \
+                     machine, no engine work): **{:.1}×**\n",
+                    1.0 / ratio
+                ));
+            } else {
+                out.push_str(&format!("\n{peer} / walkoff wall time: **{ratio:.1}×**\n"));
+            }
         }
         for (peer, why) in &r.peer_failures {
             out.push_str(&format!("\n{peer} did not finish: {why}\n"));

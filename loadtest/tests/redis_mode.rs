@@ -1,0 +1,43 @@
+//! The harness in redis mode, as a user runs it: its own `redis-server`, workers and executors,
+//! the floor measured beside walkoff on the same server, one JSON document.
+
+use std::process::Command;
+
+#[test]
+fn a_chain_runs_beside_its_floor_and_reports_both() {
+    let output = Command::new(env!("CARGO_BIN_EXE_walkoff-loadtest"))
+        .args([
+            "chain",
+            "--size",
+            "5",
+            "--mode",
+            "redis",
+            "--repeat",
+            "2",
+            "--compare",
+            "floor",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(doc["scenario"], "chain");
+    assert_eq!(doc["mode"], "redis");
+    for engine in ["walkoff", "floor"] {
+        let result = &doc["results"][engine];
+        assert_eq!(result["runs"], 2, "{engine}: {result}");
+        let per_step = result["per_step_ms"].as_f64().unwrap();
+        assert!(per_step > 0.0, "{engine}: {result}");
+    }
+    // The usage of the processes it started is part of the report.
+    let names: Vec<&str> = doc["results"]["walkoff"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(names.contains(&"redis-server"), "{names:?}");
+    assert!(doc["ratio"]["floor"].as_f64().unwrap() > 0.0);
+}
