@@ -298,6 +298,19 @@ fn busy_workflow() -> Arc<Workflow> {
     }))
 }
 
+/// Submit the busy workflow with no inputs; its execution's id.
+async fn submit_busy(client: &Client) -> String {
+    client
+        .submit(
+            busy_workflow(),
+            BTreeMap::new(),
+            &BTreeMap::new(),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_and_two_executors_run_many_executions() {
     let mut deployment = Deployment::new();
@@ -608,15 +621,7 @@ async fn malformed_messages_are_dead_lettered_and_stop_nothing() {
             .await
             .unwrap();
     }
-    let id = client
-        .submit(
-            busy_workflow(),
-            BTreeMap::new(),
-            &BTreeMap::new(),
-            BTreeMap::new(),
-        )
-        .await
-        .unwrap();
+    let id = submit_busy(&client).await;
     let (summary, _) = follow(Arc::clone(&client), id, None, Duration::from_secs(30))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
@@ -934,15 +939,7 @@ async fn processes_started_before_redis_wait_for_it() {
             .push((format!("early-{i}"), Some(child)));
     }
     let client = deployment.client().await;
-    let id = client
-        .submit(
-            busy_workflow(),
-            BTreeMap::new(),
-            &BTreeMap::new(),
-            BTreeMap::new(),
-        )
-        .await
-        .unwrap();
+    let id = submit_busy(&client).await;
     let (summary, events) = follow(
         Arc::clone(&client),
         id.clone(),
@@ -973,15 +970,7 @@ async fn stop_on_sigterm_during(outage: Outage) {
     let worker = deployment.worker(&[]);
     let executor = deployment.executor("diagnostics", 2);
     let client = deployment.client().await;
-    let id = client
-        .submit(
-            busy_workflow(),
-            BTreeMap::new(),
-            &BTreeMap::new(),
-            BTreeMap::new(),
-        )
-        .await
-        .unwrap();
+    let id = submit_busy(&client).await;
     let (summary, _) = follow(client, id, None, Duration::from_secs(30))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
