@@ -481,3 +481,58 @@ async fn messages_left_pending_by_a_former_owner_are_taken_over() {
         .unwrap();
     assert!(again.deliveries.is_empty());
 }
+
+/// A result Redis refuses (out of memory) leaves its request unacknowledged, so it is not lost with
+/// the executor: reporting fails, the request stays pending, and a report once Redis takes writes
+/// again delivers the result and acknowledges the request.
+#[tokio::test]
+async fn a_refused_result_leaves_its_request_pending() {
+    use walkoff_dataflow::bus::conformance;
+
+    let server = RedisServer::start();
+    let bus = bus(&server).await;
+    let app = conformance::app();
+    bus.send_actions(vec![conformance::request("e", "n", 3)])
+        .await
+        .unwrap();
+    let got = bus
+        .recv_actions(&app, "c1", 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    let done = vec![(got[0].id.clone(), conformance::result("e", "n"))];
+
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let limit = |bytes: u64| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .clone()
+    };
+    limit(1).query_async::<()>(&mut raw).await.unwrap();
+    let refused = bus.complete_actions(&app, done.clone()).await;
+    assert!(refused.is_err(), "an out-of-memory report must fail");
+    let (reported, _) = bus
+        .complete_and_recv_actions(&app, "c1", done.clone(), 1, Duration::from_millis(50))
+        .await;
+    assert!(
+        reported.is_err(),
+        "an out-of-memory report with a read must fail"
+    );
+    limit(0).query_async::<()>(&mut raw).await.unwrap();
+    assert_eq!(
+        bus.pending().await.unwrap(),
+        1,
+        "the request is still pending"
+    );
+
+    bus.complete_actions(&app, done).await.unwrap();
+    assert_eq!(bus.pending().await.unwrap(), 0);
+    let delivered = receive(&bus, 1).await;
+    assert_eq!(delivered.len(), 1, "the result arrives once");
+}

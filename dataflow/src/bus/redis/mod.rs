@@ -319,6 +319,20 @@ impl RedisBus {
         unavailable(e)
     }
 
+    /// The first error among a pipeline's replies, including those of commands inside a
+    /// `MULTI`/`EXEC` (which come back inside `EXEC`'s answer).
+    fn first_failure(
+        &self,
+        replies: Vec<redis::RedisResult<redis::Value>>,
+    ) -> Result<(), BusError> {
+        for reply in replies {
+            if let Err(e) = reply.and_then(redis::Value::extract_error) {
+                return Err(self.failed(e));
+            }
+        }
+        Ok(())
+    }
+
     async fn run(&self, pipe: &Pipeline) -> Result<(), BusError> {
         pipe.query_async::<()>(&mut self.writer.clone())
             .await
@@ -565,15 +579,18 @@ impl RedisBus {
         deliveries
     }
 
-    /// The writes reporting `done`: each result on its execution's control partition (one entry
-    /// per partition: a batch is one entry to read and acknowledge, not one per result), then one
-    /// `XACK` per priority stream, so a request is acknowledged only after its result is written.
+    /// The writes reporting `done`, in one `MULTI`/`EXEC`: each result on its execution's control
+    /// partition (one entry per partition: a batch is one entry to read and acknowledge, not one per
+    /// result), then one `XACK` per priority stream. A request is acknowledged only with its result:
+    /// when Redis refuses the `XADD` (out of memory), the transaction is dropped whole and the
+    /// request stays pending, to be handed out again if this executor dies before it reports.
     fn add_completions(
         &self,
         pipe: &mut Pipeline,
         app: &AppRef,
         done: Vec<(DeliveryId, NodeResult)>,
     ) {
+        pipe.cmd("MULTI");
         let mut acks = Vec::with_capacity(done.len());
         let mut by_stream: BTreeMap<String, Vec<NodeResult>> = BTreeMap::new();
         for (id, result) in done {
@@ -606,6 +623,7 @@ impl RedisBus {
                 .arg(EXECUTORS)
                 .arg(entries);
         }
+        pipe.cmd("EXEC");
     }
 
     async fn read_by_priority(
@@ -1059,8 +1077,13 @@ impl Bus for RedisBus {
             return Ok(());
         }
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         self.add_completions(&mut pipe, app, done);
-        self.run(&pipe).await
+        let replies: Vec<redis::RedisResult<redis::Value>> = pipe
+            .query_async(&mut self.writer.clone())
+            .await
+            .map_err(|e| self.failed(e))?;
+        self.first_failure(replies)
     }
 
     async fn complete_and_recv_actions(
@@ -1097,11 +1120,7 @@ impl Bus for RedisBus {
             Err(e) => return (Err(e.clone()), Err(e)),
         };
         let mut replies = replies.into_iter();
-        let written: Vec<_> = replies.by_ref().take(writes).collect();
-        let reported = written
-            .into_iter()
-            .find_map(|reply| reply.err())
-            .map_or(Ok(()), |e| Err(self.failed(e)));
+        let reported = self.first_failure(replies.by_ref().take(writes).collect());
         let received = match replies.next().map(|reply| {
             reply.and_then(|v| redis::FromRedisValue::from_redis_value(v).map_err(Into::into))
         }) {
