@@ -141,7 +141,8 @@ def main():
                 except (KeyError, TypeError, ValueError) as e:
                     pipe.xadd(f"{args.prefix}:dead", {"stream": stream, "id": entry_id,
                                                       "reason": f"python-example: {e}",
-                                                      "m": fields.get("m", "")})
+                                                      "m": fields.get("m", "")},
+                              maxlen=100000, approximate=True)
                 pipe.xack(stream, GROUP, entry_id)
                 pipe.execute()
     print(f"{args.consumer} stopping", flush=True)

@@ -536,3 +536,109 @@ async fn a_refused_result_leaves_its_request_pending() {
     let delivered = receive(&bus, 1).await;
     assert_eq!(delivered.len(), 1, "the result arrives once");
 }
+
+/// Control streams do not grow without end: the owner trims what the workers are done with, and
+/// never an entry still pending or not yet delivered.
+#[tokio::test]
+async fn control_streams_are_trimmed_to_what_is_still_pending() {
+    use walkoff_dataflow::bus::RedisBusConfig;
+
+    let server = RedisServer::start();
+    let bus: Arc<dyn Bus> = RedisBus::connect_with(
+        &server.url(),
+        RedisBusConfig {
+            partitions: 1,
+            stranded_after: Duration::from_millis(400),
+            ..RedisBusConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stream = "walkoff:control:0";
+    let first_and_length = || {
+        let mut raw = raw.clone();
+        async move {
+            let first: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(stream)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            let length: usize = redis::cmd("XLEN")
+                .arg(stream)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            (first.ids.first().map(|e| e.id.clone()), length)
+        }
+    };
+    // Receive (and so let the owner's upkeep run, every 200 ms) until the stream is this long.
+    let receive_until = |length: usize| {
+        let bus = Arc::clone(&bus);
+        let first_and_length = &first_and_length;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut got = Vec::new();
+            loop {
+                let (first, now) = first_and_length().await;
+                if now <= length {
+                    return (first, now, got);
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "not trimmed to {length}: still {now} entries"
+                );
+                let batch = bus
+                    .recv_control("w1", 1000, Duration::from_millis(200))
+                    .await
+                    .unwrap();
+                got.extend(batch.deliveries);
+            }
+        }
+    };
+    let aborts = |from: usize, n: usize| -> Vec<ControlMessage> {
+        (from..from + n)
+            .map(|i| ControlMessage::Abort {
+                execution_id: format!("e{i}"),
+            })
+            .collect()
+    };
+    bus.send_control(aborts(0, 300)).await.unwrap();
+    let delivered = receive(&bus, 300).await;
+    // All acknowledged but two.
+    let kept = [delivered[100].id.clone(), delivered[250].id.clone()];
+    let acks: Vec<_> = delivered
+        .iter()
+        .map(|d| d.id.clone())
+        .filter(|id| !kept.contains(id))
+        .collect();
+    bus.ack_control(acks).await.unwrap();
+
+    // Trimmed to the oldest entry still pending: 200 left.
+    let (first, length, more) = receive_until(200).await;
+    assert!(more.is_empty(), "nothing new was sent");
+    assert_eq!(length, 200);
+    assert_eq!(first.as_deref(), kept[0].split_once('|').map(|(_, e)| e));
+    assert_eq!(bus.pending().await.unwrap(), 2);
+
+    // With nothing pending, trimmed to the last entry delivered.
+    bus.ack_control(kept.to_vec()).await.unwrap();
+    let (first, length, _) = receive_until(1).await;
+    assert_eq!(length, 1);
+    assert_eq!(
+        first.as_deref(),
+        delivered[299].id.split_once('|').map(|(_, e)| e)
+    );
+    // What arrives next is delivered as ever.
+    bus.send_control(aborts(300, 3)).await.unwrap();
+    let next = receive(&bus, 3).await;
+    assert_eq!(next.len(), 3);
+}

@@ -47,6 +47,9 @@ const EXECUTORS: &str = "executors";
 const WORKERS: &str = "workers";
 const PRIORITIES: [u8; 5] = [5, 4, 3, 2, 1];
 
+/// The dead-letter stream keeps about this many of the latest entries for operators.
+const DEAD_MAXLEN: usize = 100_000;
+
 /// How long `close` waits for Redis to take its goodbye (leases released, readers unblocked).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Action streams are trimmed approximately to this many entries, far above any pending backlog.
@@ -149,8 +152,8 @@ pub struct RedisBus {
     overflow: Mutex<HashMap<(AppRef, String), Overflow>>,
     closed: AtomicBool,
     leases: leases::Leases,
-    /// When owned partitions were last searched for stranded control messages.
-    stranded_checked: Mutex<Instant>,
+    /// When owned partitions last had their upkeep (trimming, stranded messages).
+    upkept_at: Mutex<Instant>,
 }
 
 /// Action deliveries held for one (app, consumer).
@@ -255,7 +258,7 @@ impl RedisBus {
             overflow: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             leases: leases::Leases::default(),
-            stranded_checked: Mutex::new(Instant::now()),
+            upkept_at: Mutex::new(Instant::now()),
         }))
     }
 
@@ -477,6 +480,9 @@ impl RedisBus {
     ) {
         pipe.cmd("XADD")
             .arg(self.key(format_args!("dead")))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(DEAD_MAXLEN)
             .arg("*")
             .arg("stream")
             .arg(stream)
@@ -715,10 +721,60 @@ impl RedisBus {
     }
 
     /// Read every entry of `partition` still pending (with any consumer) into `consumer`.
-    /// Whether owned partitions are due a search for stranded messages (twice per
-    /// `stranded_after`).
-    fn stranded_check_due(&self) -> bool {
-        lock(&self.stranded_checked).elapsed() >= self.config.stranded_after / 2
+    /// Whether owned partitions are due their upkeep (twice per `stranded_after`).
+    fn upkeep_due(&self) -> bool {
+        lock(&self.upkept_at).elapsed() >= self.config.stranded_after / 2
+    }
+
+    /// Drop from `partitions`' control streams what the workers are done with: entries older than
+    /// the oldest one still pending, or when none is, than the last one delivered. Nothing pending
+    /// or not yet delivered is touched, however long the backlog. (Entries are added with growing
+    /// ids, so one delivered or claimed after the look is never below the bound.)
+    async fn trim_acknowledged(&self, partitions: &[Partition]) -> Result<(), BusError> {
+        let mut look = redis::pipe();
+        for &p in partitions {
+            let stream = self.control_stream(p);
+            look.cmd("XINFO").arg("GROUPS").arg(&stream);
+            look.cmd("XPENDING").arg(&stream).arg(WORKERS);
+        }
+        let replies: Vec<redis::Value> = look
+            .query_async(&mut self.writer.clone())
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut trims = redis::pipe();
+        for (&p, pair) in partitions.iter().zip(replies.chunks(2)) {
+            let [groups, pending] = pair else { continue };
+            let groups: redis::streams::StreamInfoGroupsReply =
+                redis::FromRedisValue::from_redis_value(groups.clone())
+                    .map_err(|e| self.failed(e.into()))?;
+            let pending: redis::streams::StreamPendingReply =
+                redis::FromRedisValue::from_redis_value(pending.clone())
+                    .map_err(|e| self.failed(e.into()))?;
+            let delivered = groups
+                .groups
+                .iter()
+                .find(|g| g.name == WORKERS)
+                .map(|g| g.last_delivered_id.clone());
+            let keep_from = match pending {
+                redis::streams::StreamPendingReply::Data(data) if data.count > 0 => {
+                    Some(data.start_id)
+                }
+                _ => delivered,
+            };
+            // "0-0": the group has delivered nothing yet, so there is nothing to trim.
+            if let Some(id) = keep_from.filter(|id| id != "0-0") {
+                trims
+                    .cmd("XTRIM")
+                    .arg(self.control_stream(p))
+                    .arg("MINID")
+                    .arg(id)
+                    .ignore();
+            }
+        }
+        if trims.is_empty() {
+            return Ok(());
+        }
+        self.run(&trims).await
     }
 
     /// Control messages of `partitions` pending for `stranded_after` under other consumers, claimed
@@ -1181,14 +1237,21 @@ impl Bus for RedisBus {
             self.check_open()?;
             return Ok(ControlBatch::default());
         }
-        if self.stranded_check_due() {
-            *lock(&self.stranded_checked) = Instant::now();
-            let adopted = self.adopt_stranded(&owned, consumer).await?;
-            if !adopted.is_empty() {
-                return Ok(ControlBatch {
-                    deliveries: adopted,
-                    ..ControlBatch::default()
-                });
+        if self.upkeep_due() {
+            *lock(&self.upkept_at) = Instant::now();
+            // Upkeep is worth a warning, not a stop: the next one comes in a few seconds.
+            if let Err(e) = self.trim_acknowledged(&owned).await {
+                tracing::warn!(error = %e, "could not trim the control streams");
+            }
+            match self.adopt_stranded(&owned, consumer).await {
+                Ok(adopted) if !adopted.is_empty() => {
+                    return Ok(ControlBatch {
+                        deliveries: adopted,
+                        ..ControlBatch::default()
+                    })
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not look for stranded messages"),
             }
         }
         Ok(ControlBatch {
@@ -1241,7 +1304,7 @@ impl Bus for RedisBus {
             return (Err(e), None);
         }
         let owned = self.leases.owned();
-        if self.leases.has_changes() || owned.is_empty() || self.stranded_check_due() {
+        if self.leases.has_changes() || owned.is_empty() || self.upkeep_due() {
             let committed = self.commit_batch(commit).await;
             let next = match &committed {
                 Ok(()) => Some(self.recv_control(consumer, max, wait).await),
