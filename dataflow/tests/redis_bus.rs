@@ -642,3 +642,68 @@ async fn control_streams_are_trimmed_to_what_is_still_pending() {
     let next = receive(&bus, 3).await;
     assert_eq!(next.len(), 3);
 }
+
+/// Housekeeping trims the action streams too: answered requests leave, one still held by an
+/// executor and those nobody has taken yet stay.
+#[tokio::test]
+async fn action_streams_are_trimmed_to_what_executors_still_hold() {
+    use walkoff_dataflow::bus::conformance;
+
+    let server = RedisServer::start();
+    let bus = bus(&server).await;
+    // "w1" becomes the only worker, owning partition 0, so it does the housekeeping.
+    let owned = bus.recv_control("w1", 10, Duration::ZERO).await.unwrap();
+    assert!(owned.gained.contains(&0));
+    let app = conformance::app();
+    let requests = (0..10)
+        .map(|i| conformance::request("e", &format!("n{i}"), 3))
+        .collect();
+    bus.send_actions(requests).await.unwrap();
+    bus.executor_heartbeat(&app, "c1").await.unwrap();
+    let got = bus
+        .recv_actions(&app, "c1", 8, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 8);
+    // Answered: all taken but n3; n8 and n9 were never taken.
+    let done = got
+        .iter()
+        .filter(|d| d.message.node_id != "n3")
+        .map(|d| (d.id.clone(), conformance::result("e", &d.message.node_id)))
+        .collect();
+    bus.complete_actions(&app, done).await.unwrap();
+    bus.maintain("w1", Duration::from_secs(30)).await.unwrap();
+
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let left: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("walkoff:actions:conformance@1.0.0:p3")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let nodes: Vec<String> = left
+        .ids
+        .iter()
+        .map(|entry| {
+            let m: String = entry.get("m").unwrap();
+            serde_json::from_str::<serde_json::Value>(&m).unwrap()["node_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(nodes, ["n3", "n4", "n5", "n6", "n7", "n8", "n9"]);
+    // The held request and the untaken ones are still served.
+    let rest = bus
+        .recv_actions(&app, "c1", 10, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let rest: Vec<String> = rest.into_iter().map(|d| d.message.node_id).collect();
+    assert_eq!(rest, ["n8", "n9"]);
+    assert_eq!(bus.pending().await.unwrap(), 3);
+}

@@ -76,6 +76,12 @@ impl RedisBus {
                         .await?;
                 }
             }
+            // What the executors are done with leaves the streams; MAXLEN stays as a cap.
+            let streams: Vec<(String, &str)> = PRIORITIES
+                .iter()
+                .map(|&p| (self.action_stream(&app, p), EXECUTORS))
+                .collect();
+            self.trim_consumed(&streams).await?;
         }
         Ok(())
     }

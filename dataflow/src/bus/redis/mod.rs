@@ -726,23 +726,22 @@ impl RedisBus {
         lock(&self.upkept_at).elapsed() >= self.config.stranded_after / 2
     }
 
-    /// Drop from `partitions`' control streams what the workers are done with: entries older than
-    /// the oldest one still pending, or when none is, than the last one delivered. Nothing pending
-    /// or not yet delivered is touched, however long the backlog. (Entries are added with growing
-    /// ids, so one delivered or claimed after the look is never below the bound.)
-    async fn trim_acknowledged(&self, partitions: &[Partition]) -> Result<(), BusError> {
+    /// Drop from each (stream, group) what the group is done with: entries older than the oldest
+    /// one still pending, or when none is, than the last one delivered. Nothing pending or not yet
+    /// delivered is touched, however long the backlog. (Entries are added with growing ids, so one
+    /// delivered or claimed after the look is never below the bound.)
+    pub(super) async fn trim_consumed(&self, streams: &[(String, &str)]) -> Result<(), BusError> {
         let mut look = redis::pipe();
-        for &p in partitions {
-            let stream = self.control_stream(p);
-            look.cmd("XINFO").arg("GROUPS").arg(&stream);
-            look.cmd("XPENDING").arg(&stream).arg(WORKERS);
+        for (stream, group) in streams {
+            look.cmd("XINFO").arg("GROUPS").arg(stream);
+            look.cmd("XPENDING").arg(stream).arg(*group);
         }
         let replies: Vec<redis::Value> = look
             .query_async(&mut self.writer.clone())
             .await
             .map_err(|e| self.failed(e))?;
         let mut trims = redis::pipe();
-        for (&p, pair) in partitions.iter().zip(replies.chunks(2)) {
+        for ((stream, group), pair) in streams.iter().zip(replies.chunks(2)) {
             let [groups, pending] = pair else { continue };
             let groups: redis::streams::StreamInfoGroupsReply =
                 redis::FromRedisValue::from_redis_value(groups.clone())
@@ -753,7 +752,7 @@ impl RedisBus {
             let delivered = groups
                 .groups
                 .iter()
-                .find(|g| g.name == WORKERS)
+                .find(|g| g.name == *group)
                 .map(|g| g.last_delivered_id.clone());
             let keep_from = match pending {
                 redis::streams::StreamPendingReply::Data(data) if data.count > 0 => {
@@ -763,12 +762,7 @@ impl RedisBus {
             };
             // "0-0": the group has delivered nothing yet, so there is nothing to trim.
             if let Some(id) = keep_from.filter(|id| id != "0-0") {
-                trims
-                    .cmd("XTRIM")
-                    .arg(self.control_stream(p))
-                    .arg("MINID")
-                    .arg(id)
-                    .ignore();
+                trims.cmd("XTRIM").arg(stream).arg("MINID").arg(id).ignore();
             }
         }
         if trims.is_empty() {
@@ -1240,7 +1234,11 @@ impl Bus for RedisBus {
         if self.upkeep_due() {
             *lock(&self.upkept_at) = Instant::now();
             // Upkeep is worth a warning, not a stop: the next one comes in a few seconds.
-            if let Err(e) = self.trim_acknowledged(&owned).await {
+            let controls: Vec<(String, &str)> = owned
+                .iter()
+                .map(|&p| (self.control_stream(p), WORKERS))
+                .collect();
+            if let Err(e) = self.trim_consumed(&controls).await {
                 tracing::warn!(error = %e, "could not trim the control streams");
             }
             match self.adopt_stranded(&owned, consumer).await {
