@@ -358,11 +358,7 @@ async fn two_workers_and_two_executors_run_many_executions() {
     let bus = deployment.bus().await;
     wait_for_nothing_pending(&bus, &deployment).await;
     // Both workers took part: each holds a share of the partitions.
-    let mut conn = redis::Client::open(deployment.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = deployment.redis.connection().await;
     let workers: usize = redis::cmd("ZCARD")
         .arg("walkoff:workers")
         .query_async(&mut conn)
@@ -472,11 +468,7 @@ async fn killing_a_worker_and_an_executor_mid_run_loses_and_repeats_nothing() {
     let bus = deployment.bus().await;
     wait_for_nothing_pending(&bus, &deployment).await;
     // The surviving worker owns every partition now.
-    let mut conn = redis::Client::open(deployment.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = deployment.redis.connection().await;
     let keys: Vec<String> = (0..bus.partitions())
         .map(|p| format!("walkoff:lease:{p}"))
         .collect();
@@ -602,11 +594,7 @@ async fn malformed_messages_are_dead_lettered_and_stop_nothing() {
     deployment.worker(&[]);
     deployment.executor("diagnostics", 4);
     let client = deployment.client().await;
-    let mut conn = redis::Client::open(deployment.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = deployment.redis.connection().await;
     // Garbage on an action stream and on every control partition, before and among real work.
     let streams: Vec<String> = std::iter::once("walkoff:actions:diagnostics@1.0.0:p3".to_string())
         .chain((0..deployment.bus().await.partitions()).map(|p| format!("walkoff:control:{p}")))

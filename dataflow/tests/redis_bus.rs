@@ -52,8 +52,7 @@ async fn a_malformed_control_message_is_dead_lettered_and_stops_nothing() {
         .unwrap()
         .deliveries
         .is_empty());
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = server.connection().await;
     let _: String = redis::cmd("XADD")
         .arg(format!(
             "walkoff:control:{}",
@@ -170,8 +169,7 @@ async fn groups_lost_with_redis_data_are_created_again() {
         .unwrap()
         .deliveries
         .is_empty());
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = server.connection().await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
     // The first read after the loss fails with the reason; later ones work again (the worker
     // takes its partitions back as their leases went with the data).
@@ -260,8 +258,7 @@ async fn commits_are_all_or_nothing_and_fenced_after_a_takeover() {
         bus.lookup_executions(&["e".into()]).await.unwrap(),
         [ExecutionRecord::Finished]
     );
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = server.connection().await;
     for key in ["walkoff:exec:e", "walkoff:events:e"] {
         let ttl: i64 = redis::cmd("TTL")
             .arg(key)
@@ -356,8 +353,7 @@ async fn requests_of_dead_executors_are_handed_out_again_then_dead_lettered() {
     assert_eq!(again[0].message.node_id, "steady");
     assert_eq!(again[0].deliveries, 2, "the hand-out is counted");
     // "alive" dies holding "doomed" (delivery 1 of 2) and ghost-2 dies holding "steady" (no limit).
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = server.connection().await;
     let _: () = redis::cmd("DEL")
         .arg("walkoff:executors:conformance@1.0.0")
         .query_async(&mut conn)
@@ -439,11 +435,7 @@ async fn messages_left_pending_by_a_former_owner_are_taken_over() {
     .unwrap();
     // A former owner reads it and goes away without acknowledging it.
     let stream = format!("walkoff:control:{}", partition_of("e", bus.partitions()));
-    let mut raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut raw = server.connection().await;
     let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg("workers")
@@ -502,11 +494,7 @@ async fn a_refused_result_leaves_its_request_pending() {
     assert_eq!(got.len(), 1);
     let done = vec![(got[0].id.clone(), conformance::result("e", "n"))];
 
-    let mut raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut raw = server.connection().await;
     let limit = |bytes: u64| {
         redis::cmd("CONFIG")
             .arg("SET")
@@ -554,11 +542,7 @@ async fn control_streams_are_trimmed_to_what_is_still_pending() {
     )
     .await
     .unwrap();
-    let raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let raw = server.connection().await;
     let stream = "walkoff:control:0";
     let first_and_length = || {
         let mut raw = raw.clone();
@@ -674,11 +658,7 @@ async fn action_streams_are_trimmed_to_what_executors_still_hold() {
     bus.complete_actions(&app, done).await.unwrap();
     bus.maintain("w1", Duration::from_secs(30)).await.unwrap();
 
-    let mut raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut raw = server.connection().await;
     let left: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg("walkoff:actions:conformance@1.0.0:p3")
         .arg("-")

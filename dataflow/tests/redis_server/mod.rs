@@ -67,6 +67,15 @@ impl RedisServer {
         let _ = self.child.wait();
     }
 
+    /// A plain connection, for what a test does to Redis behind the bus's back.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("a Redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to the test's Redis")
+    }
+
     /// Send a signal by name (`STOP` freezes the server: connections stay open, nothing answers;
     /// `CONT` thaws it).
     pub fn signal(&self, name: &str) {
