@@ -19,7 +19,8 @@ use crate::stats::{process_usage, ProcessUsage, Run};
 /// interrupted (a signal skips destructors).
 pub struct Started {
     pub name: String,
-    child: Option<Child>,
+    /// The child, registered for `stop_all_started` until it has been stopped and reaped.
+    child: Option<(Child, Tracked)>,
 }
 
 /// Process ids of every `Started` still running.
@@ -60,8 +61,8 @@ pub fn stop_all_started() {
     }
 }
 
-/// A child process run to completion elsewhere (`wait_with_output`), stopped with the others if
-/// the harness is interrupted meanwhile.
+/// A child process registered for [`stop_all_started`] while this lives: held by `Started`, or
+/// beside a child run to completion elsewhere (`wait_with_output`).
 pub struct Tracked(u32);
 
 impl Tracked {
@@ -79,29 +80,29 @@ impl Drop for Tracked {
 
 impl Started {
     pub fn new(name: &str, child: Child) -> Started {
-        running().insert(child.id());
+        let tracked = Tracked::new(&child);
         Started {
             name: name.to_string(),
-            child: Some(child),
+            child: Some((child, tracked)),
         }
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(|(child, _)| child.id())
     }
 
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        // The registration goes once the child is reaped, at the end of the block.
+        if let Some((mut child, _tracked)) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-            running().remove(&child.id());
         }
     }
 
     /// SIGTERM, then SIGKILL if it does not stop within `grace`.
     pub fn stop(&mut self, grace: Duration) {
-        let Some(mut child) = self.child.take() else {
+        let Some((mut child, _tracked)) = self.child.take() else {
             return;
         };
         let _ = Command::new("kill")
@@ -113,7 +114,6 @@ impl Started {
         }
         let _ = child.kill();
         let _ = child.wait();
-        running().remove(&child.id());
     }
 }
 
