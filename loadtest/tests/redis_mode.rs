@@ -41,3 +41,30 @@ fn a_chain_runs_beside_its_floor_and_reports_both() {
     assert!(names.contains(&"redis-server"), "{names:?}");
     assert!(doc["ratio"]["floor"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn a_peer_that_cannot_run_the_workload_is_reported_beside_walkoffs_figures() {
+    // The floor is a chain's: on a fan-out it fails, and the run still reports walkoff.
+    let output = Command::new(env!("CARGO_BIN_EXE_walkoff-loadtest"))
+        .args([
+            "fanout",
+            "--size",
+            "10",
+            "--mode",
+            "redis",
+            "--repeat",
+            "1",
+            "--compare",
+            "floor",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(doc["results"]["walkoff"]["runs"], 1, "{doc}");
+    assert!(doc["results"].get("floor").is_none(), "{doc}");
+    let why = doc["peer_failures"]["floor"].as_str().unwrap_or_default();
+    assert!(why.contains("chain"), "{doc}");
+}
