@@ -306,6 +306,160 @@ async fn commits_are_all_or_nothing_and_fenced_after_a_takeover() {
     assert!(batch.lost.contains(&f_partition), "{batch:?}");
 }
 
+/// How many times Redis ran `command` since it started.
+async fn calls(server: &RedisServer, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut server.connection().await)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// After its first commit, a worker commits with its next read as a plain transaction (no script),
+/// fenced by watching the partitions' fences: it writes what the script writes (an event stored
+/// before is no failure), all or nothing, and once another worker took a partition over, a commit
+/// for it writes nothing at all — though the worker has not heard of the takeover yet.
+#[tokio::test]
+async fn transaction_commits_are_fenced_by_a_takeover_the_worker_has_not_heard_of() {
+    use walkoff_dataflow::bus::{conformance, Commit, ExecutionRecord, RedisBusConfig};
+    use walkoff_dataflow::BusError;
+
+    let server = RedisServer::start();
+    // "w1" beats once, when it becomes a worker, and never again: like a paused worker, it cannot
+    // learn from its heartbeat that it lost a partition.
+    let bus: Arc<dyn Bus> = RedisBus::connect_with(
+        &server.url(),
+        RedisBusConfig {
+            heartbeat: Duration::from_secs(3600),
+            ..RedisBusConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let gained = bus
+        .recv_control("w1", 10, Duration::from_millis(10))
+        .await
+        .unwrap()
+        .gained;
+    assert_eq!(
+        gained.len(),
+        bus.partitions() as usize,
+        "w1 owns everything"
+    );
+    let commit_for = |id: &str| Commit {
+        logs: vec![(
+            id.into(),
+            vec![ControlMessage::Abort {
+                execution_id: id.into(),
+            }],
+        )],
+        started: vec![id.into()],
+        events: vec![conformance::node_event(id, 1)],
+        ..Commit::default()
+    };
+    let commit_and_recv = |commit| {
+        let bus = bus.clone();
+        async move {
+            bus.commit_and_recv("w1", commit, 10, Duration::from_millis(10))
+                .await
+        }
+    };
+
+    // The first commit arms the watch; the second goes as a transaction.
+    let (committed, next) = commit_and_recv(commit_for("e")).await;
+    committed.unwrap();
+    next.unwrap().unwrap();
+    let scripts = calls(&server, "evalsha").await;
+    let (committed, next) = commit_and_recv(commit_for("e")).await;
+    committed.unwrap();
+    next.unwrap().unwrap();
+    assert_eq!(
+        calls(&server, "evalsha").await,
+        scripts,
+        "no script ran for the second commit"
+    );
+    let ExecutionRecord::Running(log) = &bus.lookup_executions(&["e".into()]).await.unwrap()[0]
+    else {
+        panic!("e is running");
+    };
+    assert_eq!(log.len(), 2, "both commits appended to the log");
+    assert_eq!(
+        bus.read_events("e", 1, 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the event committed twice is stored once"
+    );
+
+    // Out of memory, Redis refuses the whole transaction.
+    let mut raw = server.connection().await;
+    let limit = |bytes: u64| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .clone()
+    };
+    limit(1).query_async::<()>(&mut raw).await.unwrap();
+    let (refused, next) = commit_and_recv(commit_for("g")).await;
+    limit(0).query_async::<()>(&mut raw).await.unwrap();
+    assert!(refused.is_err(), "an out-of-memory commit must fail");
+    assert!(next.is_none());
+    assert_eq!(
+        bus.lookup_executions(&["g".into()]).await.unwrap(),
+        [ExecutionRecord::Absent]
+    );
+    // The next commit arms the watch again.
+    let (committed, _) = commit_and_recv(commit_for("e")).await;
+    committed.unwrap();
+
+    // w1's leases expire (deleted here) and "w2" takes partitions over.
+    for p in 0..bus.partitions() {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("walkoff:lease:{p}"))
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    let other = self::bus(&server).await;
+    let taken = other
+        .recv_control("w2", 10, Duration::from_millis(10))
+        .await
+        .unwrap()
+        .gained;
+    assert!(!taken.is_empty(), "w2 took partitions");
+    let id = (0..)
+        .map(|i| format!("f{i}"))
+        .find(|id| taken.contains(&partition_of(id, bus.partitions())))
+        .unwrap();
+    let partition = partition_of(&id, bus.partitions());
+
+    let (fenced, next) = commit_and_recv(commit_for(&id)).await;
+    assert_eq!(fenced.unwrap_err(), BusError::Fenced(partition));
+    assert!(next.is_none(), "what the read brought stays pending");
+    assert_eq!(
+        bus.lookup_executions(std::slice::from_ref(&id))
+            .await
+            .unwrap(),
+        [ExecutionRecord::Absent]
+    );
+    assert!(bus
+        .read_events(&id, 1, 10, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    let batch = bus
+        .recv_control("w1", 10, Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert!(batch.lost.contains(&partition), "{batch:?}");
+}
+
 /// Housekeeping hands the requests of an executor that stopped beating to another one, counting
 /// the delivery; past the limit it dead-letters the request and fails its node. A live executor's
 /// request is never taken away, however long it runs.

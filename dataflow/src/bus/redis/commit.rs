@@ -2,9 +2,12 @@
 //! for, then appends to the execution logs, updates the running sets, publishes events, queues
 //! action requests and acknowledges the control messages. Redis runs a script atomically and writes
 //! it to the AOF as one transaction, so a batch is either wholly durable or not there at all.
+//! The same commands also go as a `MULTI`/`EXEC` transaction on a connection watching the
+//! partitions' fences (see `RedisBus::commit_then_read`): as atomic, with no Lua to run.
 
 use std::collections::BTreeMap;
 
+use redis::Pipeline;
 use walkoff_schema::{AppRef, Event};
 
 use super::{
@@ -96,62 +99,254 @@ pub(super) fn commit_cmd(args: &[String]) -> redis::Cmd {
     cmd
 }
 
-/// The commit's sections, flattened into script arguments.
-#[derive(Default)]
-struct Sections {
-    args: Vec<String>,
+/// One part of a commit: what the script runs for a section, or the same command queued in a
+/// transaction.
+enum Section {
+    /// `RPUSH key values…`
+    List { key: String, values: Vec<String> },
+    /// `XADD key 0-{seq} m json` per event; an event stored by an earlier attempt is no failure.
+    Events {
+        key: String,
+        entries: Vec<(String, String)>,
+    },
+    /// `XADD key MAXLEN ~ maxlen * m json` per message.
+    Queue {
+        key: String,
+        maxlen: usize,
+        messages: Vec<String>,
+    },
+    /// `XACK key group ids…`
+    Ack {
+        key: String,
+        group: &'static str,
+        ids: Vec<String>,
+    },
+    /// Any other command.
+    Cmd(Vec<String>),
 }
 
-impl Sections {
-    fn list(&mut self, key: String, values: impl ExactSizeIterator<Item = String>) {
-        self.args
-            .extend(["list".into(), key, values.len().to_string()]);
-        self.args.extend(values);
-    }
+/// A commit ready to send: the leases it must still hold and what it writes.
+pub(super) struct PreparedCommit {
+    /// (partition, its lease key, our token)
+    leases: Vec<(Partition, String, String)>,
+    sections: Vec<Section>,
+}
 
-    fn events(&mut self, key: String, events: &[&Event]) {
-        self.args
-            .extend(["events".into(), key, events.len().to_string()]);
-        for event in events {
-            self.args.push(format!("0-{}", event.seq));
-            self.args.push(encode(event));
+/// Why a commit sent as a transaction did not happen.
+pub(super) enum TransactionOutcome {
+    /// Written, with the failures of single commands (none in normal operation).
+    Done(Vec<String>),
+    /// A watched lease changed (renewed, expired or taken over) since the watch: nothing written.
+    Aborted,
+    /// Redis refused the transaction (a command rejected while queued, out of memory, …).
+    Refused(redis::RedisError),
+}
+
+/// Redis refuses XADD with an id at or below the stream's last one with this text.
+const OLD_EVENT: &str = "equal or smaller";
+
+impl PreparedCommit {
+    /// The commit script's arguments: lease count, (key, token) pairs, then the sections.
+    pub(super) fn script_args(&self) -> Vec<String> {
+        let mut args = vec![self.leases.len().to_string()];
+        for (_, key, token) in &self.leases {
+            args.push(key.clone());
+            args.push(token.clone());
         }
+        for section in &self.sections {
+            match section {
+                Section::List { key, values } => {
+                    args.extend(["list".into(), key.clone(), values.len().to_string()]);
+                    args.extend(values.iter().cloned());
+                }
+                Section::Events { key, entries } => {
+                    args.extend(["events".into(), key.clone(), entries.len().to_string()]);
+                    for (id, json) in entries {
+                        args.push(id.clone());
+                        args.push(json.clone());
+                    }
+                }
+                Section::Queue {
+                    key,
+                    maxlen,
+                    messages,
+                } => {
+                    args.extend([
+                        "queue".into(),
+                        key.clone(),
+                        maxlen.to_string(),
+                        messages.len().to_string(),
+                    ]);
+                    args.extend(messages.iter().cloned());
+                }
+                Section::Ack { key, group, ids } => {
+                    args.extend([
+                        "ack".into(),
+                        key.clone(),
+                        (*group).into(),
+                        ids.len().to_string(),
+                    ]);
+                    args.extend(ids.iter().cloned());
+                }
+                Section::Cmd(command) => {
+                    args.push("cmd".into());
+                    args.push(command.len().to_string());
+                    args.extend(command.iter().cloned());
+                }
+            }
+        }
+        args
     }
 
-    fn queue(&mut self, key: String, maxlen: usize, messages: Vec<String>) {
-        self.args.extend([
-            "queue".into(),
-            key,
-            maxlen.to_string(),
-            messages.len().to_string(),
-        ]);
-        self.args.extend(messages);
+    /// Whether a `WATCH` of these leases, made when each held our token, fences this commit:
+    /// `EXEC` then runs only if none of them changed since.
+    pub(super) fn fenced_by(&self, watched: &[(Partition, String)]) -> bool {
+        self.leases.iter().all(|(p, _, token)| {
+            watched
+                .iter()
+                .any(|(w, watched_token)| w == p && watched_token == token)
+        })
     }
 
-    fn ack(&mut self, key: String, group: &str, ids: Vec<String>) {
-        self.args
-            .extend(["ack".into(), key, group.into(), ids.len().to_string()]);
-        self.args.extend(ids);
+    /// `MULTI`, the commit's commands, `EXEC`: the same writes as the script, without running
+    /// Lua; only safe on a connection watching the leases (see [`PreparedCommit::fenced_by`]).
+    /// Returns how many replies the transaction takes in the pipeline.
+    pub(super) fn add_transaction(&self, pipe: &mut Pipeline) -> usize {
+        pipe.cmd("MULTI");
+        let commands = self.commands();
+        let count = commands.len();
+        for command in commands {
+            pipe.add_command(command.cmd);
+        }
+        pipe.cmd("EXEC");
+        count + 2
     }
 
-    fn cmd(&mut self, command: Vec<String>) {
-        self.args.push("cmd".into());
-        self.args.push(command.len().to_string());
-        self.args.extend(command);
+    /// Every command of the commit, in order.
+    fn commands(&self) -> Vec<CommitCommand> {
+        let mut commands = Vec::new();
+        for section in &self.sections {
+            match section {
+                Section::List { key, values } => commands.push(CommitCommand::new(
+                    redis::cmd("RPUSH").arg(key).arg(values).to_owned(),
+                    "RPUSH",
+                    key,
+                )),
+                Section::Events { key, entries } => {
+                    for (id, json) in entries {
+                        let cmd = redis::cmd("XADD")
+                            .arg(key)
+                            .arg(id)
+                            .arg("m")
+                            .arg(json)
+                            .to_owned();
+                        commands.push(CommitCommand {
+                            is_event: true,
+                            ..CommitCommand::new(cmd, "XADD", key)
+                        });
+                    }
+                }
+                Section::Queue {
+                    key,
+                    maxlen,
+                    messages,
+                } => {
+                    for json in messages {
+                        let mut cmd = redis::cmd("XADD");
+                        cmd.arg(key).arg("MAXLEN").arg("~").arg(maxlen);
+                        cmd.arg("*").arg("m").arg(json);
+                        commands.push(CommitCommand::new(cmd, "XADD", key));
+                    }
+                }
+                Section::Ack { key, group, ids } => commands.push(CommitCommand::new(
+                    redis::cmd("XACK").arg(key).arg(*group).arg(ids).to_owned(),
+                    "XACK",
+                    key,
+                )),
+                Section::Cmd(command) => {
+                    let mut cmd = redis::cmd(&command[0]);
+                    cmd.arg(&command[1..]);
+                    let key = command.get(1).map_or("", String::as_str);
+                    commands.push(CommitCommand::new(cmd, &command[0], key));
+                }
+            }
+        }
+        commands
+    }
+
+    /// What `EXEC` answered (its reply in the pipeline).
+    pub(super) fn transaction_outcome(
+        &self,
+        exec: redis::RedisResult<redis::Value>,
+    ) -> TransactionOutcome {
+        let replies = match exec {
+            Ok(redis::Value::Nil) => return TransactionOutcome::Aborted,
+            Ok(redis::Value::Array(replies)) => replies,
+            Ok(other) => {
+                return TransactionOutcome::Refused(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "unexpected answer to EXEC",
+                    format!("{other:?}"),
+                )))
+            }
+            Err(e) => return TransactionOutcome::Refused(e),
+        };
+        let errors: Vec<(usize, redis::RedisError)> = replies
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, reply)| reply.extract_error().err().map(|e| (i, e)))
+            .collect();
+        if errors.is_empty() {
+            return TransactionOutcome::Done(Vec::new());
+        }
+        let commands = self.commands();
+        let failures = errors
+            .into_iter()
+            .filter_map(|(i, e)| {
+                let command = commands.get(i)?;
+                let text = e.to_string();
+                (!(command.is_event && text.contains(OLD_EVENT)))
+                    .then(|| format!("{}: {text}", command.what))
+            })
+            .collect();
+        TransactionOutcome::Done(failures)
+    }
+}
+
+/// A command of a commit, with what its failure is called.
+struct CommitCommand {
+    cmd: redis::Cmd,
+    what: String,
+    /// An event's XADD, which an event stored before refuses harmlessly.
+    is_event: bool,
+}
+
+impl CommitCommand {
+    fn new(cmd: redis::Cmd, name: &str, key: &str) -> CommitCommand {
+        CommitCommand {
+            cmd,
+            what: format!("{name} {key}"),
+            is_event: false,
+        }
     }
 }
 
 impl RedisBus {
     pub(super) async fn commit_batch(&self, commit: Commit) -> Result<(), BusError> {
-        let Some(args) = self.prepare_commit(commit).await? else {
+        let Some(prepared) = self.prepare_commit(commit).await? else {
             return Ok(());
         };
-        let result = commit_cmd(&args)
+        self.commit_with_script(&prepared.script_args()).await
+    }
+
+    /// Run the commit script on the shared connection, loading it first if Redis forgot it.
+    pub(super) async fn commit_with_script(&self, args: &[String]) -> Result<(), BusError> {
+        let result = commit_cmd(args)
             .query_async::<Vec<String>>(&mut self.writer.clone())
             .await;
         match result {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.commit_after_reload(&args).await
+                self.commit_after_reload(args).await
             }
             other => self.commit_outcome(other),
         }
@@ -173,12 +368,12 @@ impl RedisBus {
             .map_err(unavailable)
     }
 
-    /// The commit script's arguments for `commit`: the leases it must still hold, then its
-    /// sections; `None` when there is nothing to write.
+    /// What `commit` writes and the leases it must still hold; `None` when there is nothing to
+    /// write.
     pub(super) async fn prepare_commit(
         &self,
         commit: Commit,
-    ) -> Result<Option<Vec<String>>, BusError> {
+    ) -> Result<Option<PreparedCommit>, BusError> {
         let Commit {
             acks,
             logs,
@@ -187,34 +382,46 @@ impl RedisBus {
             events,
             actions,
         } = commit;
-        let mut sections = Sections::default();
+        let mut sections = Vec::new();
         let mut touched = std::collections::BTreeSet::new();
 
         for (id, messages) in logs {
             touched.insert(partition_of(&id, self.partitions));
-            sections.list(self.log_key(&id), messages.iter().map(encode));
+            sections.push(Section::List {
+                key: self.log_key(&id),
+                values: messages.iter().map(encode).collect(),
+            });
         }
         for id in &started {
             let p = partition_of(id, self.partitions);
             touched.insert(p);
-            sections.cmd(vec!["SADD".into(), self.running_key(p), id.clone()]);
+            sections.push(Section::Cmd(vec![
+                "SADD".into(),
+                self.running_key(p),
+                id.clone(),
+            ]));
         }
         let retention = self.config.retention.as_secs().max(1).to_string();
         for id in &finished {
             let p = partition_of(id, self.partitions);
             touched.insert(p);
-            sections.cmd(vec!["SREM".into(), self.running_key(p), id.clone()]);
-            sections.cmd(vec!["EXPIRE".into(), self.log_key(id), retention.clone()]);
-            sections.cmd(vec![
-                "EXPIRE".into(),
-                self.events_stream(id),
-                retention.clone(),
-            ]);
+            sections.push(Section::Cmd(vec![
+                "SREM".into(),
+                self.running_key(p),
+                id.clone(),
+            ]));
+            for key in [self.log_key(id), self.events_stream(id)] {
+                sections.push(Section::Cmd(vec!["EXPIRE".into(), key, retention.clone()]));
+            }
         }
         // One feed of every execution's end, for dashboards and load tests.
         let finals: Vec<String> = events.iter().filter(|e| e.is_final()).map(encode).collect();
         if !finals.is_empty() {
-            sections.queue(self.key(format_args!("finished")), FINISHED_MAXLEN, finals);
+            sections.push(Section::Queue {
+                key: self.key(format_args!("finished")),
+                maxlen: FINISHED_MAXLEN,
+                messages: finals,
+            });
         }
         let mut by_execution: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
         for event in &events {
@@ -224,18 +431,24 @@ impl RedisBus {
                 .push(event);
         }
         for (execution, events) in by_execution {
-            sections.events(self.events_stream(execution), &events);
+            sections.push(Section::Events {
+                key: self.events_stream(execution),
+                entries: events
+                    .iter()
+                    .map(|event| (format!("0-{}", event.seq), encode(event)))
+                    .collect(),
+            });
         }
         let apps: BTreeMap<AppRef, ()> = actions.iter().map(|r| (r.app.clone(), ())).collect();
         for app in apps.keys() {
             // The first time this process queues for an app: its streams, and its entry in the
             // set of apps (housekeeping walks it).
             if self.ensure_action_groups(app).await? {
-                sections.cmd(vec![
+                sections.push(Section::Cmd(vec![
                     "SADD".into(),
                     self.key(format_args!("apps")),
                     app.to_string(),
-                ]);
+                ]));
             }
         }
         let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -247,7 +460,11 @@ impl RedisBus {
                 .push(encode(&request));
         }
         for (stream, requests) in by_stream {
-            sections.queue(stream, ACTION_STREAM_MAXLEN, requests);
+            sections.push(Section::Queue {
+                key: stream,
+                maxlen: ACTION_STREAM_MAXLEN,
+                messages: requests,
+            });
         }
         let mut by_partition: BTreeMap<Partition, Vec<String>> = BTreeMap::new();
         for id in acks {
@@ -256,23 +473,23 @@ impl RedisBus {
         }
         for (p, entries) in by_partition {
             touched.insert(p);
-            sections.ack(self.control_stream(p), WORKERS, entries);
+            sections.push(Section::Ack {
+                key: self.control_stream(p),
+                group: WORKERS,
+                ids: entries,
+            });
         }
-        if sections.args.is_empty() {
+        if sections.is_empty() {
             return Ok(None);
         }
-
-        let mut args = Vec::with_capacity(1 + 2 * touched.len() + sections.args.len());
-        args.push(touched.len().to_string());
-        for &p in &touched {
+        let mut leases = Vec::with_capacity(touched.len());
+        for p in touched {
             let Some(token) = self.leases.token(p) else {
                 return Err(BusError::Fenced(p));
             };
-            args.push(self.lease_key(p));
-            args.push(token);
+            leases.push((p, self.lease_key(p), token));
         }
-        args.extend(sections.args);
-        Ok(Some(args))
+        Ok(Some(PreparedCommit { leases, sections }))
     }
 
     /// What the commit script's answer means: failures of single commands are logged (there are

@@ -10,6 +10,17 @@ use tokio::sync::Notify;
 
 use super::{lock, BusError, Partition, RedisBus, HEARTBEAT};
 
+/// Take a free lease and record the new owner's token as the partition's fence, which only a
+/// takeover changes (renewals leave it alone): a worker's commit that watched the fence while it
+/// held our token can go as a plain transaction, see `commit_then_read`.
+const ACQUIRE: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
 /// Extend a lease this worker still holds.
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -94,6 +105,11 @@ impl Leases {
 impl RedisBus {
     pub(super) fn lease_key(&self, partition: Partition) -> String {
         self.key(format_args!("lease:{partition}"))
+    }
+
+    /// The token of the partition's latest owner, set when a lease is taken (never renewed).
+    pub(super) fn fence_key(&self, partition: Partition) -> String {
+        self.key(format_args!("fence:{partition}"))
     }
 
     fn workers_key(&self) -> String {
@@ -228,21 +244,22 @@ impl RedisBus {
             .collect();
         let mut pipe = redis::pipe();
         for (p, token) in free.iter().zip(&tokens) {
-            pipe.cmd("SET")
+            pipe.cmd("EVAL")
+                .arg(ACQUIRE)
+                .arg(2)
                 .arg(self.lease_key(*p))
+                .arg(self.fence_key(*p))
                 .arg(token)
-                .arg("NX")
-                .arg("PX")
                 .arg(ttl);
         }
-        let taken: Vec<Option<String>> = pipe
+        let taken: Vec<bool> = pipe
             .query_async(&mut self.writer.clone())
             .await
             .map_err(super::unavailable)?;
         let mut state = lock(&self.leases.state);
         let mut gained = false;
         for ((p, token), ok) in free.into_iter().zip(tokens).zip(taken) {
-            if ok.is_some() {
+            if ok {
                 tracing::info!(partition = p, "partition acquired");
                 state.owned.insert(p, token);
                 state.lost.remove(&p);

@@ -6,6 +6,8 @@
 //! - `{prefix}:control:{partition}` — starts, results, trigger data, aborts and retries, group
 //!   `workers`; an execution's messages all go to partition `fnv1a(execution id) % partitions`.
 //! - `{prefix}:lease:{partition}` — the worker owning a partition (a token, with a TTL it renews).
+//! - `{prefix}:fence:{partition}` — the token of the partition's latest owner, changed only when
+//!   a worker takes the lease (so a watch on it fences commits without a script).
 //! - `{prefix}:exec:{execution}` — the execution's log: its start, then every message applied.
 //! - `{prefix}:running:{partition}` — the running executions of a partition.
 //! - `{prefix}:events:{execution}` — an execution's events, entry id `0-{seq}`, so a republished
@@ -147,6 +149,10 @@ pub struct RedisBus {
     readers: Mutex<Vec<(MultiplexedConnection, i64)>>,
     /// Client ids of connections inside a blocking read, for `close`.
     blocked: Mutex<HashSet<i64>>,
+    /// The worker's reading connection between two commits, with the fences it watches, each of
+    /// which held our token right after the watch began: a commit touching only those partitions
+    /// needs no script to be fenced, a transaction is (`EXEC` fails if any fence changed).
+    watching: Mutex<Option<WatchingReader>>,
     groups: Mutex<HashSet<String>>,
     /// Deliveries read beyond what a receiver asked for, handed out first next time.
     overflow: Mutex<HashMap<(AppRef, String), Overflow>>,
@@ -155,6 +161,9 @@ pub struct RedisBus {
     /// When owned partitions last had their upkeep (trimming, stranded messages).
     upkept_at: Mutex<Instant>,
 }
+
+/// A reading connection, its Redis client id, and the (partition, token) fences it watches.
+type WatchingReader = (MultiplexedConnection, i64, Vec<(Partition, String)>);
 
 /// Action deliveries held for one (app, consumer).
 type Overflow = VecDeque<Delivery<ActionRequest>>;
@@ -254,6 +263,7 @@ impl RedisBus {
             config,
             readers: Mutex::new(Vec::new()),
             blocked: Mutex::new(HashSet::new()),
+            watching: Mutex::new(None),
             groups: Mutex::new(HashSet::new()),
             overflow: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -430,13 +440,33 @@ impl RedisBus {
                 (conn, id)
             }
         };
+        self.mark_blocked(id)?;
+        Ok((conn, id))
+    }
+
+    /// The worker's watching reader (a fresh reader watching nothing the first time).
+    async fn watching_reader(&self) -> Result<WatchingReader, BusError> {
+        let kept = lock(&self.watching).take();
+        match kept {
+            Some((conn, id, watched)) => {
+                self.mark_blocked(id)?;
+                Ok((conn, id, watched))
+            }
+            None => {
+                let (conn, id) = self.reader().await?;
+                Ok((conn, id, Vec::new()))
+            }
+        }
+    }
+
+    fn mark_blocked(&self, id: i64) -> Result<(), BusError> {
         lock(&self.blocked).insert(id);
         // Checked after registering, so a concurrent close either sees this reader or is seen here.
         if let Err(e) = self.check_open() {
             lock(&self.blocked).remove(&id);
             return Err(e);
         }
-        Ok((conn, id))
+        Ok(())
     }
 
     /// Pool the connection again after a read that worked; one that failed is dropped, and the
@@ -985,9 +1015,16 @@ impl RedisBus {
 }
 
 impl RedisBus {
-    /// The commit script and the next blocking read of the worker's partitions in one pipeline on
-    /// a reading connection: Redis runs the read right after the commit, so the worker waits one
-    /// round trip per batch instead of two.
+    /// The commit and the next blocking read of the worker's partitions in one pipeline on the
+    /// watching reader: Redis runs the read right after the commit, so the worker waits one round
+    /// trip per batch instead of two. Between the two, the pipeline watches the owned partitions'
+    /// fences and reads them, which fences the next commit without a script: it goes as
+    /// `MULTI`…`EXEC` (about half of Redis's work for the script), and `EXEC` fails if another
+    /// worker took a partition since. Then the script runs, finding the lease taken.
+    ///
+    /// A lease that expired with nobody taking it over does not stop the transaction, as it
+    /// stops the script: harmless, as a worker taking the partition later changes the fence
+    /// first and then loads what was committed.
     async fn commit_then_read(
         &self,
         commit: Commit,
@@ -996,8 +1033,8 @@ impl RedisBus {
         max: usize,
         wait: Duration,
     ) -> (Result<(), BusError>, Option<Result<ControlBatch, BusError>>) {
-        let args = match self.prepare_commit(commit).await {
-            Ok(Some(args)) => args,
+        let prepared = match self.prepare_commit(commit).await {
+            Ok(Some(prepared)) => prepared,
             Ok(None) => return (Ok(()), Some(self.recv_control(consumer, max, wait).await)),
             Err(e) => return (Err(e), None),
         };
@@ -1005,44 +1042,105 @@ impl RedisBus {
             Ok(read) => read,
             Err(e) => return (Err(e), None),
         };
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        pipe.add_command(commit::commit_cmd(&args));
-        pipe.add_command(read);
-        let replies: Vec<redis::RedisResult<redis::Value>> = match self.blocking_pipe(&pipe).await {
-            Ok(replies) => replies,
+        let (mut conn, id, watched) = match self.watching_reader().await {
+            Ok(reader) => reader,
             Err(e) => return (Err(e), None),
         };
-        let mut replies = replies.into_iter();
-        let committed = replies.next().unwrap_or_else(|| {
-            Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "no reply to the commit",
-            )))
-        });
-        let committed = match committed {
-            // Commit on its own after reloading the script; what the read delivered is ours
-            // and is applied next.
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.commit_after_reload(&args).await
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let as_transaction = prepared.fenced_by(&watched);
+        let commit_replies = if as_transaction {
+            prepared.add_transaction(&mut pipe)
+        } else {
+            pipe.add_command(commit::commit_cmd(&prepared.script_args()));
+            1
+        };
+        let tokens: Vec<(Partition, Option<String>)> =
+            owned.iter().map(|&p| (p, self.leases.token(p))).collect();
+        let fence_keys: Vec<String> = owned.iter().map(|&p| self.fence_key(p)).collect();
+        pipe.cmd("WATCH").arg(&fence_keys);
+        pipe.cmd("MGET").arg(&fence_keys);
+        pipe.add_command(read);
+
+        let result = pipe
+            .query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn)
+            .await;
+        lock(&self.blocked).remove(&id);
+        if let Err(e) = self.check_open() {
+            return (Err(e), None);
+        }
+        let replies = match result {
+            Ok(replies) if replies.len() == commit_replies + 3 => replies,
+            Ok(replies) => {
+                let e = BusError::Unavailable(format!(
+                    "{} replies to a commit pipeline of {}",
+                    replies.len(),
+                    commit_replies + 3
+                ));
+                return (Err(e), None);
             }
-            other => self.commit_outcome(
-                other.and_then(|v| redis::FromRedisValue::from_redis_value(v).map_err(Into::into)),
-            ),
+            Err(e) => return (Err(self.failed(e)), None),
+        };
+        let mut replies = replies.into_iter().skip(commit_replies - 1);
+        let commit_reply = replies.next().unwrap_or(Ok(redis::Value::Nil));
+        let committed = if as_transaction {
+            match prepared.transaction_outcome(commit_reply) {
+                commit::TransactionOutcome::Done(failures) => self.commit_outcome(Ok(failures)),
+                // Another worker took a partition since the watch: the script finds out which
+                // (and commits if that was none this commit touches).
+                commit::TransactionOutcome::Aborted => {
+                    self.commit_with_script(&prepared.script_args()).await
+                }
+                commit::TransactionOutcome::Refused(e) => self.commit_outcome(Err(e)),
+            }
+        } else {
+            match commit_reply {
+                // Commit on its own after reloading the script; what the read delivered is ours
+                // and is applied next.
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    self.commit_after_reload(&prepared.script_args()).await
+                }
+                other => self.commit_outcome(
+                    other.and_then(|v| FromRedisValue::from_redis_value(v).map_err(Into::into)),
+                ),
+            }
         };
         if committed.is_err() {
             // Whatever the read delivered stays pending: the worker reloads and claims it again.
             return (committed, None);
         }
+        let watch = replies.next().unwrap_or(Ok(redis::Value::Nil));
+        let holders: Vec<Option<String>> = replies
+            .next()
+            .and_then(|reply| reply.ok())
+            .and_then(|v| FromRedisValue::from_redis_value(v).ok())
+            .unwrap_or_default();
+        let watched = if watch.is_ok() {
+            tokens
+                .into_iter()
+                .zip(holders)
+                .filter_map(|((p, token), holder)| {
+                    let token = token?;
+                    (holder.as_ref() == Some(&token)).then_some((p, token))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let next = replies
             .next()
             .unwrap_or(Ok(redis::Value::Nil))
-            .and_then(|v| redis::FromRedisValue::from_redis_value(v).map_err(Into::into));
+            .and_then(|v| FromRedisValue::from_redis_value(v).map_err(Into::into));
         let next = match next {
-            Ok(reply) => Ok(ControlBatch {
-                deliveries: self.control_deliveries(reply).await,
-                ..ControlBatch::default()
-            }),
+            Ok(reply) => {
+                *lock(&self.watching) = Some((conn, id, watched));
+                Ok(ControlBatch {
+                    deliveries: self.control_deliveries(reply).await,
+                    ..ControlBatch::default()
+                })
+            }
             Err(e) => Err(self.failed(e)),
         };
         (committed, Some(next))
