@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis_server::RedisServer;
 use walkoff_dataflow::bus::partition_of;
-use walkoff_dataflow::bus::RedisBus;
+use walkoff_dataflow::bus::{RedisBus, RedisBusConfig};
 use walkoff_dataflow::{Bus, Delivery};
 use walkoff_schema::ControlMessage;
 
@@ -16,6 +16,23 @@ async fn bus(server: &RedisServer) -> Arc<dyn Bus> {
     RedisBus::connect(&server.url(), "walkoff")
         .await
         .expect("connect")
+}
+
+async fn bus_with(server: &RedisServer, config: RedisBusConfig) -> Arc<dyn Bus> {
+    RedisBus::connect_with(&server.url(), config)
+        .await
+        .expect("connect")
+}
+
+/// Limit Redis's memory (0: no limit); at one byte, Redis refuses every write as out of memory.
+async fn set_maxmemory(server: &RedisServer, bytes: u64) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(bytes)
+        .query_async(&mut server.connection().await)
+        .await
+        .unwrap();
 }
 
 /// Receive control messages as worker "w1" until `n` arrived (ownership changes come in between).
@@ -325,21 +342,20 @@ async fn calls(server: &RedisServer, command: &str) -> u64 {
 /// for it writes nothing at all — though the worker has not heard of the takeover yet.
 #[tokio::test]
 async fn transaction_commits_are_fenced_by_a_takeover_the_worker_has_not_heard_of() {
-    use walkoff_dataflow::bus::{conformance, Commit, ExecutionRecord, RedisBusConfig};
+    use walkoff_dataflow::bus::{conformance, Commit, ExecutionRecord};
     use walkoff_dataflow::BusError;
 
     let server = RedisServer::start();
     // "w1" beats once, when it becomes a worker, and never again: like a paused worker, it cannot
     // learn from its heartbeat that it lost a partition.
-    let bus: Arc<dyn Bus> = RedisBus::connect_with(
-        &server.url(),
+    let bus: Arc<dyn Bus> = bus_with(
+        &server,
         RedisBusConfig {
             heartbeat: Duration::from_secs(3600),
             ..RedisBusConfig::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let gained = bus
         .recv_control("w1", 10, Duration::from_millis(10))
         .await
@@ -397,17 +413,9 @@ async fn transaction_commits_are_fenced_by_a_takeover_the_worker_has_not_heard_o
     );
 
     // Out of memory, Redis refuses the whole transaction.
-    let mut raw = server.connection().await;
-    let limit = |bytes: u64| {
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxmemory")
-            .arg(bytes)
-            .clone()
-    };
-    limit(1).query_async::<()>(&mut raw).await.unwrap();
+    set_maxmemory(&server, 1).await;
     let (refused, next) = commit_and_recv(commit_for("g")).await;
-    limit(0).query_async::<()>(&mut raw).await.unwrap();
+    set_maxmemory(&server, 0).await;
     assert!(refused.is_err(), "an out-of-memory commit must fail");
     assert!(next.is_none());
     assert_eq!(
@@ -419,6 +427,7 @@ async fn transaction_commits_are_fenced_by_a_takeover_the_worker_has_not_heard_o
     committed.unwrap();
 
     // w1's leases expire (deleted here) and "w2" takes partitions over.
+    let mut raw = server.connection().await;
     for p in 0..bus.partitions() {
         let _: () = redis::cmd("DEL")
             .arg(format!("walkoff:lease:{p}"))
@@ -564,18 +573,15 @@ async fn requests_of_dead_executors_are_handed_out_again_then_dead_lettered() {
 /// that was then fenced) is left pending under that worker's name: the owner takes it over.
 #[tokio::test]
 async fn messages_left_pending_by_a_former_owner_are_taken_over() {
-    use walkoff_dataflow::bus::RedisBusConfig;
-
     let server = RedisServer::start();
-    let bus: Arc<dyn Bus> = RedisBus::connect_with(
-        &server.url(),
+    let bus: Arc<dyn Bus> = bus_with(
+        &server,
         RedisBusConfig {
             stranded_after: Duration::from_millis(400),
             ..RedisBusConfig::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     // "w1" becomes the only worker, owning every partition.
     for _ in 0..3 {
         bus.recv_control("w1", 10, Duration::from_millis(100))
@@ -648,15 +654,7 @@ async fn a_refused_result_leaves_its_request_pending() {
     assert_eq!(got.len(), 1);
     let done = vec![(got[0].id.clone(), conformance::result("e", "n"))];
 
-    let mut raw = server.connection().await;
-    let limit = |bytes: u64| {
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxmemory")
-            .arg(bytes)
-            .clone()
-    };
-    limit(1).query_async::<()>(&mut raw).await.unwrap();
+    set_maxmemory(&server, 1).await;
     let refused = bus.complete_actions(&app, done.clone()).await;
     assert!(refused.is_err(), "an out-of-memory report must fail");
     let (reported, _) = bus
@@ -666,7 +664,7 @@ async fn a_refused_result_leaves_its_request_pending() {
         reported.is_err(),
         "an out-of-memory report with a read must fail"
     );
-    limit(0).query_async::<()>(&mut raw).await.unwrap();
+    set_maxmemory(&server, 0).await;
     assert_eq!(
         bus.pending().await.unwrap(),
         1,
@@ -683,19 +681,16 @@ async fn a_refused_result_leaves_its_request_pending() {
 /// never an entry still pending or not yet delivered.
 #[tokio::test]
 async fn control_streams_are_trimmed_to_what_is_still_pending() {
-    use walkoff_dataflow::bus::RedisBusConfig;
-
     let server = RedisServer::start();
-    let bus: Arc<dyn Bus> = RedisBus::connect_with(
-        &server.url(),
+    let bus: Arc<dyn Bus> = bus_with(
+        &server,
         RedisBusConfig {
             partitions: 1,
             stranded_after: Duration::from_millis(400),
             ..RedisBusConfig::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let raw = server.connection().await;
     let stream = "walkoff:control:0";
     let first_and_length = || {

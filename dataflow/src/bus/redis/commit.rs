@@ -132,7 +132,7 @@ pub(super) struct PreparedCommit {
     sections: Vec<Section>,
 }
 
-/// Why a commit sent as a transaction did not happen.
+/// What became of a commit sent as a transaction.
 pub(super) enum TransactionOutcome {
     /// Written, with the failures of single commands (none in normal operation).
     Done(Vec<String>),
