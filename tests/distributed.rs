@@ -99,6 +99,17 @@ impl Deployment {
         }
     }
 
+    /// Send `signal` (`STOP`, `CONT`, …) to a process still running.
+    fn signal(&self, index: usize, signal: &str) {
+        if let Some(child) = &self.processes[index].1 {
+            let sent = Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(sent.success(), "kill -{signal} failed");
+        }
+    }
+
     /// SIGTERM, as an operator stops a process; its exit status, or `None` if it is still
     /// running after `within` (it is then killed).
     fn terminate(&mut self, index: usize, within: Duration) -> Option<std::process::ExitStatus> {
@@ -488,6 +499,113 @@ async fn killing_a_worker_and_an_executor_mid_run_loses_and_repeats_nothing() {
         owners.len(),
         1,
         "one worker left, owning everything: {owners:?}"
+    );
+}
+
+/// The workers owning the partitions (the worker part of each lease's token).
+async fn lease_owners(deployment: &Deployment) -> std::collections::BTreeSet<String> {
+    let partitions = deployment.bus().await.partitions();
+    let keys: Vec<String> = (0..partitions)
+        .map(|p| format!("walkoff:lease:{p}"))
+        .collect();
+    let holders: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut deployment.redis.connection().await)
+        .await
+        .unwrap();
+    holders
+        .iter()
+        .flatten()
+        .filter_map(|token| token.rsplit_once(':').map(|(worker, _)| worker.to_string()))
+        .collect()
+}
+
+/// A worker paused past its leases (a stalled VM, a debugger) while its executions run: the other
+/// worker takes its partitions over and goes on. Resumed, the paused worker still holds what it
+/// read before and during the pause and commits it as if nothing happened — and writes nothing,
+/// since those partitions are fenced against it; it learns it lost them and takes a share again.
+/// Every step of every execution runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_resumed_after_a_takeover_writes_nothing_for_what_it_lost() {
+    let mut deployment = Deployment::new();
+    let paused = deployment.worker(&[]);
+    deployment.worker(&[]);
+    deployment.executor("diagnostics", 8);
+    deployment.executor("diagnostics", 8);
+    let client = deployment.client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lease_owners(&deployment).await.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "two workers never shared the partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Chains of steps that each record their label, so a step run twice shows.
+    let steps = 30;
+    let nodes: Vec<Value> = (0..steps)
+        .map(|i| {
+            json!({"label": format!("s{i}"), "kind": "action", "app": "diagnostics",
+                   "action": "record", "parameters": [
+                       {"name": "path", "variant": "WORKFLOW_VARIABLE", "value": "log"},
+                       {"name": "line", "value": format!("s{i}")},
+                       {"name": "hold_ms", "value": 20}]})
+        })
+        .collect();
+    let branches: Vec<Value> = (1..steps)
+        .map(|i| json!({"from": format!("s{}", i - 1), "to": format!("s{i}")}))
+        .collect();
+    let wf = workflow(json!({
+        "id": "steps", "name": "steps", "start": "s0",
+        "variables": [{"name": "log", "value": ""}],
+        "nodes": nodes, "branches": branches
+    }));
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        let log = deployment.path(&format!("steps-{i}.txt"));
+        let vars = BTreeMap::from([("log".to_string(), json!(log.display().to_string()))]);
+        let id = client
+            .submit(Arc::clone(&wf), vars, &BTreeMap::new(), BTreeMap::new())
+            .await
+            .unwrap();
+        let follower = tokio::spawn(follow(
+            Arc::clone(&client),
+            id.clone(),
+            None,
+            Duration::from_secs(90),
+        ));
+        runs.push((id, log, follower));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    deployment.signal(paused, "STOP");
+    // Past the lease TTL (2.5 s) and the other worker's next beat.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    deployment.signal(paused, "CONT");
+
+    for (id, log, follower) in runs {
+        let (summary, events) = follower
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
+        assert_eq!(
+            summary.status,
+            WorkflowStatus::Completed,
+            "{summary:#?}\n{}",
+            deployment.logs()
+        );
+        assert_exactly_once(&id, &events);
+        let counts = recorded(&log);
+        for i in 0..steps {
+            let n = counts.get(&format!("s{i}")).copied().unwrap_or(0);
+            assert_eq!(n, 1, "execution {id}: step s{i} ran {n} times");
+        }
+    }
+    let bus = deployment.bus().await;
+    wait_for_nothing_pending(&bus, &deployment).await;
+    let logs = std::fs::read_to_string(deployment.path(&format!("worker-{paused}.log"))).unwrap();
+    assert!(
+        logs.contains("owned by another worker") || logs.contains("lease lost"),
+        "the resumed worker heard it lost its partitions:\n{logs}"
     );
 }
 
