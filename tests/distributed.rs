@@ -239,6 +239,25 @@ async fn follow(
     }
 }
 
+/// A task following an execution (see [`follow`]).
+type Follower = tokio::task::JoinHandle<Result<(ExecutionSummary, Vec<Event>), String>>;
+
+/// Wait for a followed execution's end: it completed, and every node ended exactly once.
+async fn completed_once(deployment: &Deployment, id: &str, follower: Follower) -> ExecutionSummary {
+    let (summary, events) = follower
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
+    assert_eq!(
+        summary.status,
+        WorkflowStatus::Completed,
+        "{summary:#?}\n{}",
+        deployment.logs()
+    );
+    assert_exactly_once(id, &events);
+    summary
+}
+
 /// Every node (and every shard) has exactly one final event, and the workflow one final status.
 fn assert_exactly_once(id: &str, events: &[Event]) {
     let mut finals: HashMap<(String, Option<u32>), usize> = HashMap::new();
@@ -387,6 +406,31 @@ fn recorded(path: &Path) -> HashMap<String, usize> {
     counts
 }
 
+/// An execution submitted, followed for 90 s, and the file it records in.
+type LoggedRun = (String, PathBuf, Follower);
+
+/// Submit `wf` with its variable `log` set to `log` (where `record` actions append) and follow it,
+/// sending the gate's trigger data when told.
+async fn submit_logging_to(
+    client: &Arc<Client>,
+    wf: &Arc<Workflow>,
+    log: PathBuf,
+    gate: Option<(String, Value, tokio::sync::watch::Receiver<bool>)>,
+) -> LoggedRun {
+    let vars = BTreeMap::from([("log".to_string(), json!(log.display().to_string()))]);
+    let id = client
+        .submit(Arc::clone(wf), vars, &BTreeMap::new(), BTreeMap::new())
+        .await
+        .unwrap();
+    let follower = tokio::spawn(follow(
+        Arc::clone(client),
+        id.clone(),
+        gate,
+        Duration::from_secs(90),
+    ));
+    (id, log, follower)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_worker_and_an_executor_mid_run_loses_and_repeats_nothing() {
     let mut deployment = Deployment::new();
@@ -417,19 +461,9 @@ async fn killing_a_worker_and_an_executor_mid_run_loses_and_repeats_nothing() {
     let (open_gates, gates_open) = tokio::sync::watch::channel(false);
     let mut runs = Vec::new();
     for i in 0..20 {
+        let gate = ("gate".into(), json!({"go": i}), gates_open.clone());
         let log = deployment.path(&format!("record-{i}.txt"));
-        let vars = BTreeMap::from([("log".to_string(), json!(log.display().to_string()))]);
-        let id = client
-            .submit(Arc::clone(&wf), vars, &BTreeMap::new(), BTreeMap::new())
-            .await
-            .unwrap();
-        let follower = tokio::spawn(follow(
-            Arc::clone(&client),
-            id.clone(),
-            Some(("gate".into(), json!({"go": i}), gates_open.clone())),
-            Duration::from_secs(90),
-        ));
-        runs.push((id, log, follower));
+        runs.push(submit_logging_to(&client, &wf, log, Some(gate)).await);
     }
     // Kill an executor while shards are held, then a worker while triggers wait.
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -441,16 +475,7 @@ async fn killing_a_worker_and_an_executor_mid_run_loses_and_repeats_nothing() {
 
     let mut ran_twice = 0;
     for (id, log, follower) in runs {
-        let (summary, events) = follower
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
-        assert_eq!(
-            summary.status,
-            WorkflowStatus::Completed,
-            "{summary:#?}\n{}",
-            deployment.logs()
-        );
+        let summary = completed_once(&deployment, &id, follower).await;
         assert_eq!(
             summary.nodes["fan"].result,
             Some(json!(["a", "b", "c", "d"]))
@@ -459,7 +484,6 @@ async fn killing_a_worker_and_an_executor_mid_run_loses_and_repeats_nothing() {
             summary.nodes["gate"].result,
             Some(json!({"go": runs_index(&log)}))
         );
-        assert_exactly_once(&id, &events);
         // Each shard ran at least once and at most as often as it may be delivered (twice: no
         // retry policy, plus one hand-out after its executor died).
         let counts = recorded(&log);
@@ -479,21 +503,10 @@ async fn killing_a_worker_and_an_executor_mid_run_loses_and_repeats_nothing() {
     let bus = deployment.bus().await;
     wait_for_nothing_pending(&bus, &deployment).await;
     // The surviving worker owns every partition now.
-    let mut conn = deployment.redis.connection().await;
-    let keys: Vec<String> = (0..bus.partitions())
-        .map(|p| format!("walkoff:lease:{p}"))
-        .collect();
-    let holders: Vec<Option<String>> = redis::cmd("MGET")
-        .arg(&keys)
-        .query_async(&mut conn)
+    let owners: std::collections::BTreeSet<String> = lease_owners(&deployment)
         .await
-        .unwrap();
-    let owners: std::collections::BTreeSet<String> = holders
-        .iter()
-        .map(|h| {
-            let token = h.clone().expect("every partition is owned");
-            token.rsplit_once(':').unwrap().0.to_string()
-        })
+        .into_iter()
+        .map(|owner| owner.expect("every partition is owned"))
         .collect();
     assert_eq!(
         owners.len(),
@@ -502,8 +515,8 @@ async fn killing_a_worker_and_an_executor_mid_run_loses_and_repeats_nothing() {
     );
 }
 
-/// The workers owning the partitions (the worker part of each lease's token).
-async fn lease_owners(deployment: &Deployment) -> std::collections::BTreeSet<String> {
+/// The worker owning each partition, if any (the worker part of its lease's token).
+async fn lease_owners(deployment: &Deployment) -> Vec<Option<String>> {
     let partitions = deployment.bus().await.partitions();
     let keys: Vec<String> = (0..partitions)
         .map(|p| format!("walkoff:lease:{p}"))
@@ -514,9 +527,8 @@ async fn lease_owners(deployment: &Deployment) -> std::collections::BTreeSet<Str
         .await
         .unwrap();
     holders
-        .iter()
-        .flatten()
-        .filter_map(|token| token.rsplit_once(':').map(|(worker, _)| worker.to_string()))
+        .into_iter()
+        .map(|token| Some(token?.rsplit_once(':')?.0.to_string()))
         .collect()
 }
 
@@ -534,7 +546,14 @@ async fn a_worker_resumed_after_a_takeover_writes_nothing_for_what_it_lost() {
     deployment.executor("diagnostics", 8);
     let client = deployment.client().await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while lease_owners(&deployment).await.len() < 2 {
+    let distinct_owners = |owners: Vec<Option<String>>| {
+        owners
+            .into_iter()
+            .flatten()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    while distinct_owners(lease_owners(&deployment).await) < 2 {
         assert!(
             Instant::now() < deadline,
             "two workers never shared the partitions"
@@ -563,18 +582,7 @@ async fn a_worker_resumed_after_a_takeover_writes_nothing_for_what_it_lost() {
     let mut runs = Vec::new();
     for i in 0..20 {
         let log = deployment.path(&format!("steps-{i}.txt"));
-        let vars = BTreeMap::from([("log".to_string(), json!(log.display().to_string()))]);
-        let id = client
-            .submit(Arc::clone(&wf), vars, &BTreeMap::new(), BTreeMap::new())
-            .await
-            .unwrap();
-        let follower = tokio::spawn(follow(
-            Arc::clone(&client),
-            id.clone(),
-            None,
-            Duration::from_secs(90),
-        ));
-        runs.push((id, log, follower));
+        runs.push(submit_logging_to(&client, &wf, log, None).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     deployment.signal(paused, "STOP");
@@ -583,17 +591,7 @@ async fn a_worker_resumed_after_a_takeover_writes_nothing_for_what_it_lost() {
     deployment.signal(paused, "CONT");
 
     for (id, log, follower) in runs {
-        let (summary, events) = follower
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
-        assert_eq!(
-            summary.status,
-            WorkflowStatus::Completed,
-            "{summary:#?}\n{}",
-            deployment.logs()
-        );
-        assert_exactly_once(&id, &events);
+        completed_once(&deployment, &id, follower).await;
         let counts = recorded(&log);
         for i in 0..steps {
             let n = counts.get(&format!("s{i}")).copied().unwrap_or(0);
@@ -659,17 +657,7 @@ async fn a_redis_restart_with_aof_loses_no_execution() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     deployment.redis.restart(Duration::from_millis(500));
     for (id, follower) in followers {
-        let (summary, events) = follower
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
-        assert_eq!(
-            summary.status,
-            WorkflowStatus::Completed,
-            "{summary:#?}\n{}",
-            deployment.logs()
-        );
-        assert_exactly_once(&id, &events);
+        completed_once(&deployment, &id, follower).await;
     }
     let bus = deployment.bus().await;
     wait_for_nothing_pending(&bus, &deployment).await;
