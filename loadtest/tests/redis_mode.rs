@@ -3,26 +3,31 @@
 
 use std::process::Command;
 
-#[test]
-fn a_chain_runs_beside_its_floor_and_reports_both() {
+/// Run the harness with `args` and `--json`, as a user would; the document it printed.
+fn run_json(args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_walkoff-loadtest"))
-        .args([
-            "chain",
-            "--size",
-            "5",
-            "--mode",
-            "redis",
-            "--repeat",
-            "2",
-            "--compare",
-            "floor",
-            "--json",
-        ])
+        .args(args)
+        .arg("--json")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn a_chain_runs_beside_its_floor_and_reports_both() {
+    let doc = run_json(&[
+        "chain",
+        "--size",
+        "5",
+        "--mode",
+        "redis",
+        "--repeat",
+        "2",
+        "--compare",
+        "floor",
+    ]);
     assert_eq!(doc["scenario"], "chain");
     assert_eq!(doc["mode"], "redis");
     for engine in ["walkoff", "floor"] {
@@ -45,24 +50,17 @@ fn a_chain_runs_beside_its_floor_and_reports_both() {
 #[test]
 fn a_peer_that_cannot_run_the_workload_is_reported_beside_walkoffs_figures() {
     // The floor is a chain's: on a fan-out it fails, and the run still reports walkoff.
-    let output = Command::new(env!("CARGO_BIN_EXE_walkoff-loadtest"))
-        .args([
-            "fanout",
-            "--size",
-            "10",
-            "--mode",
-            "redis",
-            "--repeat",
-            "1",
-            "--compare",
-            "floor",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let doc = run_json(&[
+        "fanout",
+        "--size",
+        "10",
+        "--mode",
+        "redis",
+        "--repeat",
+        "1",
+        "--compare",
+        "floor",
+    ]);
     assert_eq!(doc["results"]["walkoff"]["runs"], 1, "{doc}");
     assert!(doc["results"].get("floor").is_none(), "{doc}");
     let why = doc["peer_failures"]["floor"].as_str().unwrap_or_default();
