@@ -129,9 +129,22 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Start `redis-server` with AOF (fsync every second, the usual production setting).
-pub fn start_redis(dir: &Path) -> anyhow::Result<(Started, u16)> {
+/// Whether a `redis-server` the harness starts keeps an append-only file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// AOF with an fsync every second, the usual production setting: walkoff's and the peers'.
+    Aof,
+    /// Nothing on disk, as a plain `redis-server` runs: the machine's yardstick.
+    None,
+}
+
+/// Start `redis-server` on a free port, its files in `dir`.
+pub fn start_redis(dir: &Path, persistence: Persistence) -> anyhow::Result<(Started, u16)> {
     let port = free_port()?;
+    let appendonly = match persistence {
+        Persistence::Aof => "yes",
+        Persistence::None => "no",
+    };
     let child = Command::new("redis-server")
         .args([
             "--bind",
@@ -141,7 +154,13 @@ pub fn start_redis(dir: &Path) -> anyhow::Result<(Started, u16)> {
             "--save",
             "",
         ])
-        .args(["--appendonly", "yes", "--appendfsync", "everysec", "--dir"])
+        .args([
+            "--appendonly",
+            appendonly,
+            "--appendfsync",
+            "everysec",
+            "--dir",
+        ])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -198,7 +217,7 @@ impl Deployment {
         concurrency: usize,
     ) -> anyhow::Result<Deployment> {
         let dir = tempfile::tempdir()?;
-        let (redis, port) = start_redis(dir.path())?;
+        let (redis, port) = start_redis(dir.path(), Persistence::Aof)?;
         let url = format!("redis://127.0.0.1:{port}");
         let binary = walkoff_binary()?;
         let spawn = |name: String, args: Vec<String>| -> anyhow::Result<Started> {

@@ -8,6 +8,7 @@ mod peers;
 mod report;
 mod scenario;
 mod stats;
+mod yardstick;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use deployment::{Chaos, Deployment};
+use deployment::{Chaos, Deployment, Persistence};
 use peers::Peer;
 use report::Report;
 use scenario::{workload, ScenarioKind, Workload};
@@ -73,6 +74,11 @@ struct Args {
     /// Seed of the branching DAG.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// First measure the machine's speed as the goals' reference figures were measured
+    /// (`redis-benchmark` `XADD` on a plain redis-server), to set these figures beside them and
+    /// beside runs made at other moments.
+    #[arg(long)]
+    yardstick: bool,
     /// Longest one run may take, in seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -137,8 +143,15 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
         chaos: None,
         peer_failures: BTreeMap::new(),
         rss_after_each_run_mb: Vec::new(),
+        machine: None,
         runs: BTreeMap::new(),
     };
+    if args.yardstick {
+        let speed = tokio::task::spawn_blocking(yardstick::measure)
+            .await?
+            .context("measure the machine's yardstick")?;
+        report.machine = Some(speed);
+    }
     let total = work.executions * (args.repeat + 1);
     let bar = progress(total, format!("walkoff {}", report.scenario), quiet);
     let mut runs: Vec<Run> = Vec::new();
@@ -175,7 +188,7 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
             );
             if !args.compare.is_empty() {
                 let dir = tempfile::tempdir()?;
-                let (server, port) = deployment::start_redis(dir.path())?;
+                let (server, port) = deployment::start_redis(dir.path(), Persistence::Aof)?;
                 redis_for_peers = Some((server, dir));
                 peer_redis = Some(format!("redis://127.0.0.1:{port}"));
             } else {

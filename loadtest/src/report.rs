@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::deployment::ChaosReport;
 use crate::stats::{throughput_over_time, Run, Summary};
+use crate::yardstick::{MachineSpeed, REFERENCE_XADD_PER_S, REFERENCE_XADD_PIPELINED_PER_S};
 
 /// The results of one scenario at one size.
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +33,9 @@ pub struct Report {
     /// Resident memory of walkoff's processes after each measured run (a soak shows no growth).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rss_after_each_run_mb: Vec<f64>,
+    /// The machine's speed right before the runs (`--yardstick`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineSpeed>,
     /// The raw runs, for charts; not in the JSON.
     #[serde(skip)]
     pub runs: BTreeMap<String, Vec<Run>>,
@@ -98,6 +102,18 @@ pub fn markdown(reports: &[Report]) -> String {
             } else {
                 out.push_str(&format!("\n{peer} / walkoff wall time: **{ratio:.1}×**\n"));
             }
+        }
+        if let Some(machine) = &r.machine {
+            out.push_str(&format!(
+                "\nMachine: `redis-benchmark` XADD {:.1} k/s (50 clients), {:.0} k/s (16 in flight \
+                 each): **{:.2}×** the speed at which the goals' reference figures were measured \
+                 ({:.1} k / {:.0} k).\n",
+                machine.xadd_per_s / 1000.0,
+                machine.xadd_pipelined_per_s / 1000.0,
+                machine.vs_reference,
+                REFERENCE_XADD_PER_S / 1000.0,
+                REFERENCE_XADD_PIPELINED_PER_S / 1000.0,
+            ));
         }
         for (peer, why) in &r.peer_failures {
             out.push_str(&format!("\n{peer} did not finish: {why}\n"));
@@ -378,6 +394,7 @@ mod tests {
             chaos: None,
             peer_failures: BTreeMap::new(),
             rss_after_each_run_mb: Vec::new(),
+            machine: None,
             runs,
         };
         r.compute_ratios();
@@ -405,6 +422,25 @@ mod tests {
         }
         assert_eq!(doc["ratio"]["celery"], 5.4);
         assert!(doc.get("runs").is_none());
+        assert!(doc.get("machine").is_none());
+    }
+
+    #[test]
+    fn the_machines_yardstick_is_set_beside_the_reference() {
+        let mut r = report(100, 50.0, 270.0);
+        r.machine = Some(MachineSpeed {
+            xadd_per_s: 47_025.0,
+            xadd_pipelined_per_s: 244_858.0,
+            vs_reference: 0.53,
+        });
+        let md = markdown(std::slice::from_ref(&r));
+        assert!(
+            md.contains("XADD 47.0 k/s (50 clients), 245 k/s (16 in flight each): **0.53×**"),
+            "{md}"
+        );
+        assert!(md.contains("(51.8 k / 462 k)"), "{md}");
+        let doc = serde_json::to_value(&r).unwrap();
+        assert_eq!(doc["machine"]["vs_reference"], 0.53);
     }
 
     #[test]

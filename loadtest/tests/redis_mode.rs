@@ -1,5 +1,5 @@
 //! The harness in redis mode, as a user runs it: its own `redis-server`, workers and executors,
-//! the floor measured beside walkoff on the same server, one JSON document.
+//! the floor measured beside walkoff on the same server, the machine's yardstick, one JSON document.
 
 use std::process::Command;
 
@@ -27,6 +27,7 @@ fn a_chain_runs_beside_its_floor_and_reports_both() {
         "2",
         "--compare",
         "floor",
+        "--yardstick",
     ]);
     assert_eq!(doc["scenario"], "chain");
     assert_eq!(doc["mode"], "redis");
@@ -45,6 +46,19 @@ fn a_chain_runs_beside_its_floor_and_reports_both() {
         .collect();
     assert!(names.contains(&"redis-server"), "{names:?}");
     assert!(doc["ratio"]["floor"].as_f64().unwrap() > 0.0);
+    // The machine's speed, measured by the reference figures' yardstick before the runs.
+    let machine = &doc["machine"];
+    assert!(
+        machine["xadd_per_s"].as_f64().unwrap() > 1000.0,
+        "{machine}"
+    );
+    let pipelined = machine["xadd_pipelined_per_s"].as_f64().unwrap();
+    assert!(pipelined > 1000.0, "{machine}");
+    let vs_reference = machine["vs_reference"].as_f64().unwrap();
+    assert!(
+        (vs_reference - pipelined / 462_000.0).abs() < 0.01,
+        "{machine}"
+    );
 }
 
 #[test]
