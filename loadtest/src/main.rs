@@ -375,8 +375,8 @@ fn stop_started_on_signal() {
 
 fn main() -> std::process::ExitCode {
     // The floor's answering process is this binary again.
-    if let Ok(url) = std::env::var(floor::PONG_ENV) {
-        return match floor::pong(&url) {
+    if let Ok(setting) = std::env::var(floor::PONG_ENV) {
+        return match floor::pong(&setting) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(_) => std::process::ExitCode::FAILURE,
         };

@@ -1,6 +1,7 @@
 //! Peers run side by side with walkoff, on the same Redis server: Celery (chain, chord, many
 //! chains at once), from a virtualenv the harness makes on first use with pinned versions; and the
-//! floor, the bare Redis Streams round trip a chain step cannot beat (`floor.rs`).
+//! floors, the Redis Streams round trip a chain step cannot beat, bare and with a durable step's
+//! writes (`floor.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,6 +11,7 @@ use anyhow::{bail, Context};
 use clap::ValueEnum;
 
 use crate::deployment::{Started, Tracked};
+use crate::floor::Floor;
 use crate::scenario::ScenarioKind;
 use crate::stats::{process_tree, process_usage, ProcessUsage, Run};
 
@@ -20,6 +22,9 @@ pub enum Peer {
     /// Not an engine: the bare two-hop round trip through Redis Streams, the platform's floor for
     /// a chain step on this machine (chain only).
     Floor,
+    /// Not an engine: the same round trip carrying the Redis writes of a durable walkoff step (log,
+    /// events, request, result, acknowledgements, fences), with no engine work (chain only).
+    DurableFloor,
 }
 
 impl Peer {
@@ -28,6 +33,7 @@ impl Peer {
             Peer::Celery => "celery",
             Peer::Temporal => "temporal",
             Peer::Floor => "floor",
+            Peer::DurableFloor => "durable-floor",
         }
     }
 }
@@ -86,10 +92,17 @@ pub fn run(
 ) -> anyhow::Result<(Vec<Run>, Vec<ProcessUsage>)> {
     match peer {
         Peer::Celery => celery(redis_url, scenario, size, repeat),
-        Peer::Floor if scenario == ScenarioKind::Chain => {
-            crate::floor::run(redis_url, size, repeat)
+        Peer::Floor | Peer::DurableFloor if scenario == ScenarioKind::Chain => {
+            let floor = if peer == Peer::Floor {
+                Floor::Bare
+            } else {
+                Floor::Durable
+            };
+            crate::floor::run(floor, redis_url, size, repeat)
         }
-        Peer::Floor => bail!("the floor is a chain's: compare it with the chain scenario"),
+        Peer::Floor | Peer::DurableFloor => {
+            bail!("the floor is a chain's: compare it with the chain scenario")
+        }
         Peer::Temporal => bail!(
             "the Temporal peer is not part of this harness yet (its dev server and SDK worker are \
              documented in docs/benchmarks.md); compare with celery"

@@ -99,6 +99,13 @@ pub fn markdown(reports: &[Report]) -> String {
                      machine, no engine work): **{:.1}×**\n",
                     1.0 / ratio
                 ));
+            } else if peer == "durable-floor" {
+                out.push_str(&format!(
+                    "\nwalkoff / durable floor (the same round trip with the Redis writes of a \
+                     durable step — log, events, request, result, acknowledgements, fences — and \
+                     no engine work): **{:.1}×**\n",
+                    1.0 / ratio
+                ));
             } else {
                 out.push_str(&format!("\n{peer} / walkoff wall time: **{ratio:.1}×**\n"));
             }

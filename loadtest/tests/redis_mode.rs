@@ -1,5 +1,5 @@
 //! The harness in redis mode, as a user runs it: its own `redis-server`, workers and executors,
-//! the floor measured beside walkoff on the same server, the machine's yardstick, one JSON document.
+//! the floors measured beside walkoff on the same server, the machine's yardstick, one JSON document.
 
 use std::process::Command;
 
@@ -16,7 +16,7 @@ fn run_json(args: &[&str]) -> serde_json::Value {
 }
 
 #[test]
-fn a_chain_runs_beside_its_floor_and_reports_both() {
+fn a_chain_runs_beside_its_floors_and_reports_them() {
     let doc = run_json(&[
         "chain",
         "--size",
@@ -27,11 +27,13 @@ fn a_chain_runs_beside_its_floor_and_reports_both() {
         "2",
         "--compare",
         "floor",
+        "--compare",
+        "durable-floor",
         "--yardstick",
     ]);
     assert_eq!(doc["scenario"], "chain");
     assert_eq!(doc["mode"], "redis");
-    for engine in ["walkoff", "floor"] {
+    for engine in ["walkoff", "floor", "durable-floor"] {
         let result = &doc["results"][engine];
         assert_eq!(result["runs"], 2, "{engine}: {result}");
         let per_step = result["per_step_ms"].as_f64().unwrap();
@@ -46,6 +48,15 @@ fn a_chain_runs_beside_its_floor_and_reports_both() {
         .collect();
     assert!(names.contains(&"redis-server"), "{names:?}");
     assert!(doc["ratio"]["floor"].as_f64().unwrap() > 0.0);
+    assert!(doc["ratio"]["durable-floor"].as_f64().unwrap() > 0.0);
+    // Each floor's answering side ran as a process of its own, and was measured.
+    for floor in ["floor", "durable-floor"] {
+        let processes = &doc["results"][floor]["processes"];
+        assert_eq!(
+            processes[0]["name"], "floor answerer",
+            "{floor}: {processes}"
+        );
+    }
     // The machine's speed, measured by the reference figures' yardstick before the runs.
     let machine = &doc["machine"];
     assert!(
