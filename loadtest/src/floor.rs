@@ -170,64 +170,39 @@ impl Side {
     }
 
     /// The answer to `id` (none when starting a run): bare, the entry and its acknowledgement;
-    /// durable, what a worker's commit or an executor's report writes.
+    /// durable, what a worker's commit or an executor's report writes, in one transaction.
     fn answer(&mut self, pipe: &mut redis::Pipeline, id: Option<String>) {
-        let (outbox, trimmed) = (
-            self.outbox,
-            self.floor == Floor::Durable && self.name == "ping",
-        );
-        let queue = |pipe: &mut redis::Pipeline, payload: &str| {
-            pipe.cmd("XADD").arg(outbox);
-            if trimmed {
-                pipe.arg("MAXLEN").arg("~").arg(REQUEST_STREAM_MAXLEN);
+        let durable = self.floor == Floor::Durable;
+        let worker = durable && self.name == "ping";
+        if durable {
+            pipe.cmd("MULTI").ignore();
+        }
+        if worker {
+            pipe.cmd("RPUSH").arg(LOG).arg(&self.log_entry).ignore();
+            for event in &self.events {
+                self.seq += 1;
+                pipe.cmd("XADD")
+                    .arg(EVENTS)
+                    .arg(format!("0-{}", self.seq))
+                    .arg("m")
+                    .arg(event)
+                    .ignore();
             }
-            pipe.arg("*").arg("m").arg(payload).ignore();
-        };
-        match (self.floor, self.name) {
-            (Floor::Bare, _) => {
-                queue(pipe, &self.payload);
-                if let Some(id) = &id {
-                    pipe.cmd("XACK")
-                        .arg(&self.inbox[0])
-                        .arg(GROUP)
-                        .arg(id)
-                        .ignore();
-                }
-            }
-            (Floor::Durable, "ping") => {
-                pipe.cmd("MULTI").ignore();
-                pipe.cmd("RPUSH").arg(LOG).arg(&self.log_entry).ignore();
-                for event in &self.events {
-                    self.seq += 1;
-                    pipe.cmd("XADD")
-                        .arg(EVENTS)
-                        .arg(format!("0-{}", self.seq))
-                        .arg("m")
-                        .arg(event)
-                        .ignore();
-                }
-                queue(pipe, &self.payload);
-                if let Some(id) = &id {
-                    pipe.cmd("XACK")
-                        .arg(&self.inbox[0])
-                        .arg(GROUP)
-                        .arg(id)
-                        .ignore();
-                }
-                pipe.cmd("EXEC").ignore();
-            }
-            (Floor::Durable, _) => {
-                pipe.cmd("MULTI").ignore();
-                queue(pipe, &self.payload);
-                if let Some(id) = &id {
-                    pipe.cmd("XACK")
-                        .arg(&self.inbox[0])
-                        .arg(GROUP)
-                        .arg(id)
-                        .ignore();
-                }
-                pipe.cmd("EXEC").ignore();
-            }
+        }
+        pipe.cmd("XADD").arg(self.outbox);
+        if worker {
+            pipe.arg("MAXLEN").arg("~").arg(REQUEST_STREAM_MAXLEN);
+        }
+        pipe.arg("*").arg("m").arg(&self.payload).ignore();
+        if let Some(id) = &id {
+            pipe.cmd("XACK")
+                .arg(&self.inbox[0])
+                .arg(GROUP)
+                .arg(id)
+                .ignore();
+        }
+        if durable {
+            pipe.cmd("EXEC").ignore();
         }
     }
 
