@@ -223,7 +223,7 @@ impl PreparedCommit {
     }
 
     /// Every command of the commit, in order.
-    fn commands(&self) -> Vec<CommitCommand> {
+    fn commands(&self) -> Vec<CommitCommand<'_>> {
         let mut commands = Vec::new();
         for section in &self.sections {
             match section {
@@ -306,26 +306,28 @@ impl PreparedCommit {
                 let command = commands.get(i)?;
                 let text = e.to_string();
                 (!(command.is_event && text.contains(OLD_EVENT)))
-                    .then(|| format!("{}: {text}", command.what))
+                    .then(|| format!("{} {}: {text}", command.name, command.key))
             })
             .collect();
         TransactionOutcome::Done(failures)
     }
 }
 
-/// A command of a commit, with what its failure is called.
-struct CommitCommand {
+/// A command of a commit, with what names it in a failure (put together only then).
+struct CommitCommand<'a> {
     cmd: redis::Cmd,
-    what: String,
+    name: &'a str,
+    key: &'a str,
     /// An event's XADD, which an event stored before refuses harmlessly.
     is_event: bool,
 }
 
-impl CommitCommand {
-    fn new(cmd: redis::Cmd, name: &str, key: &str) -> CommitCommand {
+impl<'a> CommitCommand<'a> {
+    fn new(cmd: redis::Cmd, name: &'a str, key: &'a str) -> CommitCommand<'a> {
         CommitCommand {
             cmd,
-            what: format!("{name} {key}"),
+            name,
+            key,
             is_event: false,
         }
     }
