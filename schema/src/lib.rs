@@ -3,6 +3,8 @@
 
 pub mod app_api;
 pub mod model;
+mod tagged;
+mod timestamp;
 pub mod validate;
 pub mod walkoff1;
 pub mod wire;

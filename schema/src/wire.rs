@@ -155,12 +155,16 @@ pub struct NodeResult {
     pub shard: Option<u32>,
     pub attempt: u32,
     pub outcome: Outcome,
+    #[serde(with = "crate::timestamp")]
     pub started_at: DateTime<Utc>,
+    #[serde(with = "crate::timestamp")]
     pub finished_at: DateTime<Utc>,
 }
 
+/// (`Serialize` and `Deserialize` are the derived ones, reached through `crate::tagged`, which
+/// reads the common field order without buffering.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", remote = "Self")]
 pub enum Outcome {
     Success {
         result: Value,
@@ -173,8 +177,11 @@ pub enum Outcome {
 }
 
 /// What a worker is told: start an execution, a result, trigger data, an abort.
+///
+/// (`Serialize` and `Deserialize` are the derived ones, reached through `crate::tagged`, which
+/// reads the common field order without buffering.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", remote = "Self")]
 pub enum ControlMessage {
     Start(Box<StartExecution>),
     Result(NodeResult),
@@ -234,6 +241,7 @@ pub struct Event {
     pub execution_id: ExecutionId,
     /// Strictly increasing within an execution, starting at 1.
     pub seq: u64,
+    #[serde(with = "crate::timestamp")]
     pub at: DateTime<Utc>,
     #[serde(flatten)]
     pub kind: EventKind,
@@ -284,3 +292,57 @@ impl Event {
             .is_some_and(WorkflowStatus::is_terminal)
     }
 }
+
+impl crate::tagged::TaggedEnum for Outcome {
+    const EXPECTING: &'static str = "an action's outcome";
+
+    fn reads_directly(tag: &str) -> bool {
+        tag == "success"
+    }
+
+    fn read_variant<'de, A: serde::de::MapAccess<'de>>(
+        _tag: &str,
+        rest: A,
+    ) -> Result<Self, A::Error> {
+        #[derive(Deserialize)]
+        struct Success {
+            result: Value,
+        }
+        crate::tagged::read_rest::<Success, A>(rest).map(|s| Outcome::Success { result: s.result })
+    }
+
+    fn derived<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Outcome::deserialize(deserializer)
+    }
+}
+
+impl crate::tagged::TaggedEnum for ControlMessage {
+    const EXPECTING: &'static str = "a control message";
+
+    fn reads_directly(tag: &str) -> bool {
+        matches!(tag, "result" | "results" | "start")
+    }
+
+    fn read_variant<'de, A: serde::de::MapAccess<'de>>(
+        tag: &str,
+        rest: A,
+    ) -> Result<Self, A::Error> {
+        #[derive(Deserialize)]
+        struct Results {
+            results: Vec<NodeResult>,
+        }
+        match tag {
+            "result" => crate::tagged::read_rest(rest).map(ControlMessage::Result),
+            "results" => crate::tagged::read_rest::<Results, A>(rest)
+                .map(|r| ControlMessage::Results { results: r.results }),
+            _ => crate::tagged::read_rest(rest).map(|s| ControlMessage::Start(Box::new(s))),
+        }
+    }
+
+    fn derived<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        ControlMessage::deserialize(deserializer)
+    }
+}
+
+crate::tagged::serde_through_tagged!(Outcome);
+crate::tagged::serde_through_tagged!(ControlMessage);

@@ -147,3 +147,138 @@ fn events_as_listeners_read_them() {
     );
     assert_eq!(serde_json::from_value::<Event>(value).unwrap(), node);
 }
+
+/// `type` moved to the end of every object in `value`: the order an app in another language may
+/// write.
+fn type_last(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(object) => {
+            if let Some(tag) = object.shift_remove("type") {
+                object.insert("type".into(), tag);
+            }
+            object.values_mut().for_each(type_last);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(type_last),
+        _ => {}
+    }
+}
+
+#[test]
+fn control_messages_are_read_with_their_type_anywhere() {
+    let at = Utc.with_ymd_and_hms(2026, 11, 26, 7, 0, 0).unwrap();
+    let result = |node: &str, outcome| NodeResult {
+        execution_id: "0b7d…".into(),
+        node_id: node.into(),
+        shard: None,
+        attempt: 1,
+        outcome,
+        started_at: at,
+        finished_at: at + chrono::Duration::nanoseconds(1_500),
+    };
+    let messages = [
+        ControlMessage::Result(result(
+            "scan",
+            Outcome::Success {
+                result: json!({"ports": [22, 80], "type": "tcp"}),
+            },
+        )),
+        ControlMessage::Result(result(
+            "scan",
+            Outcome::Failure {
+                error: "host unreachable".into(),
+                retryable: false,
+            },
+        )),
+        ControlMessage::Results {
+            results: vec![
+                result("a", Outcome::Success { result: json!(1) }),
+                result(
+                    "b",
+                    Outcome::Success {
+                        result: json!(null),
+                    },
+                ),
+            ],
+        },
+        ControlMessage::Trigger {
+            execution_id: "0b7d…".into(),
+            node: "approval".into(),
+            data: json!({"approved": true}),
+        },
+        ControlMessage::Abort {
+            execution_id: "0b7d…".into(),
+        },
+        ControlMessage::Retry {
+            execution_id: "0b7d…".into(),
+            node_id: "scan".into(),
+            shard: Some(3),
+            attempt: 2,
+        },
+    ];
+    for message in messages {
+        // Written with the tag first, and read back.
+        let text = serde_json::to_string(&message).unwrap();
+        assert!(text.starts_with(r#"{"type":"#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<ControlMessage>(&text).unwrap(),
+            message
+        );
+        // Read the same with every tag last, from text and from a JSON value.
+        let mut value = serde_json::to_value(&message).unwrap();
+        type_last(&mut value);
+        let text = value.to_string();
+        assert!(!text.starts_with(r#"{"type":"#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<ControlMessage>(&text).unwrap(),
+            message,
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_value::<ControlMessage>(value).unwrap(),
+            message
+        );
+    }
+}
+
+#[test]
+fn a_malformed_control_message_is_an_error_naming_the_problem() {
+    let ok = r#""execution_id":"e","node_id":"n","attempt":1,"started_at":"2026-11-26T07:00:00Z","finished_at":"2026-11-26T07:00:00Z""#;
+    for (text, expected) in [
+        (
+            r#"{"type":"result","execution_id":"e"}"#.to_string(),
+            "missing field `node_id`",
+        ),
+        (
+            r#"{"execution_id":"e","type":"result"}"#.to_string(),
+            "missing field `node_id`",
+        ),
+        (
+            r#"{"type":"resalt","execution_id":"e"}"#.to_string(),
+            "unknown variant `resalt`",
+        ),
+        (
+            r#"{"execution_id":"e"}"#.to_string(),
+            "missing field `type`",
+        ),
+        ("[1]".to_string(), "expected a control message"),
+        (
+            format!(r#"{{"type":"result",{ok},"outcome":{{"type":"sucess","result":1}}}}"#),
+            "unknown variant `sucess`",
+        ),
+        (
+            format!(
+                r#"{{"type":"result",{ok},"outcome":{{"type":"success","result":1}},"attempt":2}}"#
+            ),
+            "duplicate field `attempt`",
+        ),
+        (
+            format!(r#"{{"type":"result",{ok}}}"#).replace("07:00:00Z\"}", "yesterday\"}"),
+            "input contains invalid characters",
+        ),
+    ] {
+        let e = serde_json::from_str::<ControlMessage>(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(expected), "{text}: {e}");
+    }
+}
