@@ -441,8 +441,13 @@ impl RedisBus {
                     .collect(),
             });
         }
-        let apps: BTreeMap<AppRef, ()> = actions.iter().map(|r| (r.app.clone(), ())).collect();
-        for app in apps.keys() {
+        let mut apps: Vec<&AppRef> = Vec::new();
+        for request in &actions {
+            if !apps.contains(&&request.app) {
+                apps.push(&request.app);
+            }
+        }
+        for app in apps {
             // The first time this process queues for an app: its streams, and its entry in the
             // set of apps (housekeeping walks it).
             if self.ensure_action_groups(app).await? {
@@ -453,17 +458,31 @@ impl RedisBus {
                 ]));
             }
         }
-        let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for mut request in actions {
-            request.reply_to = Some(self.control_stream_of(&request.execution_id));
-            by_stream
-                .entry(self.action_stream(&request.app, request.priority))
-                .or_default()
-                .push(encode(&request));
+        // Grouped by app and priority (a batch holds few of them, so a scan beats hashing), and
+        // each stream's and reply stream's name made once rather than per request: a fan-out
+        // queues thousands at once.
+        let mut by_stream: Vec<((&AppRef, u8), Vec<String>)> = Vec::new();
+        let mut reply_to: Vec<Option<String>> = vec![None; self.partitions as usize];
+        let mut requests = actions;
+        for request in &mut requests {
+            let p = partition_of(&request.execution_id, self.partitions) as usize;
+            request.reply_to = Some(
+                reply_to[p]
+                    .get_or_insert_with(|| self.control_stream(p as Partition))
+                    .clone(),
+            );
         }
-        for (stream, requests) in by_stream {
+        for request in &requests {
+            let queue = (&request.app, request.priority);
+            let json = encode(request);
+            match by_stream.iter_mut().find(|(q, _)| *q == queue) {
+                Some((_, jsons)) => jsons.push(json),
+                None => by_stream.push((queue, vec![json])),
+            }
+        }
+        for ((app, priority), requests) in by_stream {
             sections.push(Section::Queue {
-                key: stream,
+                key: self.action_stream(app, priority),
                 maxlen: ACTION_STREAM_MAXLEN,
                 messages: requests,
             });

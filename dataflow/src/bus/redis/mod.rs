@@ -628,22 +628,22 @@ impl RedisBus {
     ) {
         pipe.cmd("MULTI");
         let mut acks = Vec::with_capacity(done.len());
-        let mut by_stream: BTreeMap<String, Vec<NodeResult>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<Partition, Vec<NodeResult>> = BTreeMap::new();
         for (id, result) in done {
-            by_stream
-                .entry(self.control_stream_of(&result.execution_id))
+            by_partition
+                .entry(partition_of(&result.execution_id, self.partitions))
                 .or_default()
                 .push(result);
             acks.push(id);
         }
-        for (stream, mut results) in by_stream {
+        for (partition, mut results) in by_partition {
             let message = if results.len() == 1 {
                 ControlMessage::Result(results.remove(0))
             } else {
                 ControlMessage::Results { results }
             };
             pipe.cmd("XADD")
-                .arg(stream)
+                .arg(self.control_stream(partition))
                 .arg("*")
                 .arg("m")
                 .arg(encode(&message));
