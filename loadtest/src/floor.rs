@@ -63,17 +63,37 @@ impl Floor {
         }
     }
 
-    /// The streams a side reads (its inbox first) and the keys the durable floor writes.
+    /// The streams a side reads, the one it answers first: the durable floor's worker reads its
+    /// four partitions and its executor five priorities, as walkoff's do.
+    fn inbox(self, pinging: bool) -> Vec<String> {
+        let (answered, streams) = match (self, pinging) {
+            (Floor::Bare, true) => (PONG, 1),
+            (Floor::Bare, false) => (PING, 1),
+            (Floor::Durable, true) => (PONG, WORKER_PARTITIONS),
+            (Floor::Durable, false) => (PING, PRIORITIES),
+        };
+        std::iter::once(answered.to_string())
+            .chain((1..streams).map(|i| format!("{answered}:{i}")))
+            .collect()
+    }
+
+    /// Every key this floor writes, to remove after the runs.
     fn keys(self) -> Vec<String> {
-        let mut keys = vec![PING.to_string(), PONG.to_string()];
+        let mut keys = self.inbox(true);
+        keys.extend(self.inbox(false));
         if self == Floor::Durable {
-            keys.extend((1..WORKER_PARTITIONS).map(|i| format!("{PONG}:{i}")));
-            keys.extend((1..PRIORITIES).map(|i| format!("{PING}:{i}")));
-            keys.extend((0..WORKER_PARTITIONS).map(|i| format!("walkoff-floor:fence:{i}")));
+            keys.extend(fences());
             keys.extend([LOG.to_string(), EVENTS.to_string()]);
         }
         keys
     }
+}
+
+/// The fence keys the durable floor's worker watches, one per partition it owns.
+fn fences() -> Vec<String> {
+    (0..WORKER_PARTITIONS)
+        .map(|i| format!("walkoff-floor:fence:{i}"))
+        .collect()
 }
 
 /// One side of the exchange: answers what arrives on `inbox` on `outbox`.
@@ -102,16 +122,8 @@ impl Side {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         let pinging = name == "ping";
-        let (answered, outbox) = if pinging { (PONG, PING) } else { (PING, PONG) };
-        let mut inbox = vec![answered.to_string()];
-        if floor == Floor::Durable {
-            let others = if pinging {
-                WORKER_PARTITIONS
-            } else {
-                PRIORITIES
-            };
-            inbox.extend((1..others).map(|i| format!("{answered}:{i}")));
-        }
+        let outbox = if pinging { PING } else { PONG };
+        let inbox = floor.inbox(pinging);
         for stream in inbox.iter().map(String::as_str).chain([outbox]) {
             // BUSYGROUP (already made by the other side) is fine.
             let _: redis::RedisResult<()> = redis::cmd("XGROUP")
@@ -140,9 +152,7 @@ impl Side {
                 "x".repeat(SUCCESS_EVENT_BYTES),
                 "x".repeat(EXECUTING_EVENT_BYTES),
             ],
-            fences: (0..WORKER_PARTITIONS)
-                .map(|i| format!("walkoff-floor:fence:{i}"))
-                .collect(),
+            fences: fences(),
             seq: 0,
             answering: None,
         })
