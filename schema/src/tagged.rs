@@ -13,11 +13,13 @@ pub(crate) trait TaggedEnum: Sized {
     const EXPECTING: &'static str;
     /// Whether [`TaggedEnum::read_variant`] reads the variant named `tag`.
     fn reads_directly(tag: &str) -> bool;
-    /// The variant named `tag`, from the rest of the object after its tag.
+    /// The variant named `tag` (one [`TaggedEnum::reads_directly`] accepts), from the rest of
+    /// the object after its tag.
     fn read_variant<'de, A: MapAccess<'de>>(tag: &str, rest: A) -> Result<Self, A::Error>;
-    /// The derived deserialization (`#[serde(remote = "Self")]`), for the buffered object.
-    fn derived<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error>;
 }
+
+/// The derived deserialization (`#[serde(remote = "Self")]`), given the buffered object.
+type Derived<T> = fn(Value) -> Result<T, serde_json::Error>;
 
 /// The rest of an object as `T`'s fields.
 pub(crate) fn read_rest<'de, T: de::Deserialize<'de>, A: MapAccess<'de>>(
@@ -28,11 +30,12 @@ pub(crate) fn read_rest<'de, T: de::Deserialize<'de>, A: MapAccess<'de>>(
 
 pub(crate) fn deserialize<'de, T: TaggedEnum, D: Deserializer<'de>>(
     deserializer: D,
+    derived: Derived<T>,
 ) -> Result<T, D::Error> {
-    deserializer.deserialize_map(TagFirst(std::marker::PhantomData))
+    deserializer.deserialize_map(TagFirst(derived))
 }
 
-struct TagFirst<T>(std::marker::PhantomData<T>);
+struct TagFirst<T>(Derived<T>);
 
 impl<'de, T: TaggedEnum> Visitor<'de> for TagFirst<T> {
     type Value = T;
@@ -58,7 +61,7 @@ impl<'de, T: TaggedEnum> Visitor<'de> for TagFirst<T> {
         while let Some((key, value)) = map.next_entry::<String, Value>()? {
             object.insert(key, value);
         }
-        T::derived(Value::Object(object)).map_err(de::Error::custom)
+        (self.0)(Value::Object(object)).map_err(de::Error::custom)
     }
 }
 
@@ -73,7 +76,7 @@ macro_rules! serde_through_tagged {
 
         impl<'de> serde::Deserialize<'de> for $t {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                $crate::tagged::deserialize(deserializer)
+                $crate::tagged::deserialize(deserializer, |object| <$t>::deserialize(object))
             }
         }
     };

@@ -310,10 +310,6 @@ impl crate::tagged::TaggedEnum for Outcome {
         }
         crate::tagged::read_rest::<Success, A>(rest).map(|s| Outcome::Success { result: s.result })
     }
-
-    fn derived<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Outcome::deserialize(deserializer)
-    }
 }
 
 impl crate::tagged::TaggedEnum for ControlMessage {
@@ -335,12 +331,9 @@ impl crate::tagged::TaggedEnum for ControlMessage {
             "result" => crate::tagged::read_rest(rest).map(ControlMessage::Result),
             "results" => crate::tagged::read_rest::<Results, A>(rest)
                 .map(|r| ControlMessage::Results { results: r.results }),
+            // "start", the one other variant read directly.
             _ => crate::tagged::read_rest(rest).map(|s| ControlMessage::Start(Box::new(s))),
         }
-    }
-
-    fn derived<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        ControlMessage::deserialize(deserializer)
     }
 }
 
