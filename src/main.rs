@@ -3,6 +3,7 @@
 
 mod distributed;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the GraphQL API with the engine and the built-in apps in this process (SQLite in
+    /// --data-dir): the embedded default.
+    Serve(serve::ServeArgs),
     /// Check a workflow (walkoff or WALKOFF 1.0 JSON) and print every problem.
     Validate {
         file: PathBuf,
@@ -86,6 +90,8 @@ fn main() -> ExitCode {
         // One scheduler thread: the engine's hops between tasks stay on one core without
         // cross-thread wake-ups; scripts and blocking work still run on the blocking pool.
         Command::Run(args) => block_on(run::run(args)),
+        // A server: requests, the engine and the store share both cores.
+        Command::Serve(args) => block_on_threads(serve::serve(args)),
         Command::Worker(args) => block_on(distributed::worker(args)),
         Command::Executor(args) => block_on(distributed::executor(args)),
         Command::Submit(args) => block_on(distributed::submit(args)),
@@ -112,6 +118,19 @@ fn main() -> ExitCode {
 
 fn block_on(job: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(job),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on_threads(job: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {

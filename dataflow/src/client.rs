@@ -13,7 +13,7 @@ use crate::bus::{Bus, BusError, ExecutionRecord};
 use crate::compile::compile;
 use crate::events::follow;
 use crate::execution::{Effects, Execution};
-use crate::runtime::{new_start, ControlError, GlobalProvider, SubmitError};
+use crate::runtime::{new_execution_id, new_start, ControlError, GlobalProvider, SubmitError};
 
 pub struct Client {
     bus: Arc<dyn Bus>,
@@ -40,7 +40,7 @@ impl Client {
     ) -> Result<ExecutionId, SubmitError> {
         let plan =
             compile(Arc::clone(&workflow), &self.catalog, None).map_err(SubmitError::Invalid)?;
-        let start = new_start(&plan, workflow, variables, globals)?;
+        let start = new_start(&plan, workflow, new_execution_id(), variables, globals)?;
         let execution_id = start.execution_id.clone();
         let mut messages = vec![ControlMessage::Start(Box::new(start))];
         messages.extend(
@@ -69,7 +69,13 @@ impl Client {
         let mut ids = Vec::with_capacity(runs.len());
         let mut messages = Vec::with_capacity(runs.len());
         for variables in runs {
-            let start = new_start(&plan, Arc::clone(&workflow), variables, globals)?;
+            let start = new_start(
+                &plan,
+                Arc::clone(&workflow),
+                new_execution_id(),
+                variables,
+                globals,
+            )?;
             ids.push(start.execution_id.clone());
             messages.push(ControlMessage::Start(Box::new(start)));
         }

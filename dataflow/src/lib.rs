@@ -25,6 +25,7 @@ pub use dispatch::{ActionExecutor, BusDispatch};
 pub use events::{follow, ExecutionSummary, NodeSummary};
 pub use execution::{Effects, Execution, ScriptJob};
 pub use runtime::{
-    CatalogSource, ControlError, GlobalProvider, Runtime, RuntimeConfig, SubmitError,
+    new_execution_id, CatalogSource, ControlError, GlobalProvider, Runtime, RuntimeConfig,
+    SubmitError,
 };
 pub use script::{ScriptLimits, StarlarkChecker};

@@ -220,7 +220,26 @@ impl Runtime {
         globals: &dyn GlobalProvider,
     ) -> Result<ExecutionId, SubmitError> {
         let plan = self.plan_for(&workflow)?;
-        let start = new_start(&plan, workflow, variables, globals)?;
+        self.submit_plan(plan, new_execution_id(), variables, globals)
+            .await
+    }
+
+    /// Enqueue an execution of an already compiled `plan` under an id the caller chose (a
+    /// gateway picks it first, so a client can subscribe to its events before it starts).
+    pub async fn submit_plan(
+        &self,
+        plan: Arc<Plan>,
+        execution_id: ExecutionId,
+        variables: BTreeMap<String, Value>,
+        globals: &dyn GlobalProvider,
+    ) -> Result<ExecutionId, SubmitError> {
+        let start = new_start(
+            &plan,
+            Arc::clone(&plan.workflow),
+            execution_id,
+            variables,
+            globals,
+        )?;
         let execution_id = start.execution_id.clone();
         lock(&self.inner.prepared).insert(execution_id.clone(), plan);
         if let Err(e) = self
@@ -357,9 +376,15 @@ impl Runtime {
 }
 
 /// A new execution of `plan`'s workflow: variables checked, the globals it uses resolved.
+/// A fresh execution id.
+pub fn new_execution_id() -> ExecutionId {
+    uuid::Uuid::new_v4().to_string()
+}
+
 pub(crate) fn new_start(
     plan: &Plan,
     workflow: Arc<Workflow>,
+    execution_id: ExecutionId,
     variables: BTreeMap<String, Value>,
     globals: &dyn GlobalProvider,
 ) -> Result<StartExecution, SubmitError> {
@@ -379,7 +404,7 @@ pub(crate) fn new_start(
         resolved_globals.insert(key, value);
     }
     Ok(StartExecution {
-        execution_id: uuid::Uuid::new_v4().to_string(),
+        execution_id,
         workflow,
         variables,
         globals: resolved_globals,

@@ -254,3 +254,59 @@ impl Workflow {
         self.nodes.iter().find(|n| n.id == id)
     }
 }
+
+impl Workflow {
+    /// A copy with every id replaced by one from `fresh` (the workflow's, its nodes', branches',
+    /// parameters' and variables'), and every reference to an old id rewired: the start, branch
+    /// ends, `ACTION_RESULT` and `WORKFLOW_VARIABLE` parameters. Scripts name nodes by label, so
+    /// they need no change. How WALKOFF's copy and import keep a workflow apart from its source.
+    pub fn with_new_ids(&self, mut fresh: impl FnMut() -> String) -> Workflow {
+        let mut copy = self.clone();
+        copy.id = fresh();
+        let nodes: std::collections::HashMap<String, String> = copy
+            .nodes
+            .iter()
+            .map(|n| (n.id.clone(), fresh()))
+            .collect();
+        let variables: std::collections::HashMap<String, String> = copy
+            .variables
+            .iter()
+            .map(|v| (v.id.clone(), fresh()))
+            .collect();
+        let rewire = |map: &std::collections::HashMap<String, String>, id: &mut String| {
+            if let Some(new) = map.get(id.as_str()) {
+                id.clone_from(new);
+            }
+        };
+        rewire(&nodes, &mut copy.start);
+        for node in &mut copy.nodes {
+            rewire(&nodes, &mut node.id);
+            if let NodeKind::Action(action) = &mut node.kind {
+                for parameter in &mut action.parameters {
+                    if parameter.id.is_some() {
+                        parameter.id = Some(fresh());
+                    }
+                    let map = match parameter.variant {
+                        Variant::ActionResult => &nodes,
+                        Variant::WorkflowVariable => &variables,
+                        Variant::StaticValue | Variant::Global => continue,
+                    };
+                    if let Value::String(reference) = &mut parameter.value {
+                        rewire(map, reference);
+                    }
+                }
+            }
+        }
+        for branch in &mut copy.branches {
+            rewire(&nodes, &mut branch.from);
+            rewire(&nodes, &mut branch.to);
+            if branch.id.is_some() {
+                branch.id = Some(fresh());
+            }
+        }
+        for variable in &mut copy.variables {
+            rewire(&variables, &mut variable.id);
+        }
+        copy
+    }
+}

@@ -1,0 +1,107 @@
+//! The GraphQL schema: one module per resource, merged here. The schema is a plain value; the
+//! transport (`crate::http`) only carries requests to it.
+
+mod apps;
+mod executions;
+mod users;
+mod workflows;
+
+use std::sync::Arc;
+
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
+use base64::Engine as _;
+
+use crate::auth::{authorize, Caller, Credentials, Operation, Resource};
+use crate::error::{ApiError, ApiResult};
+use crate::Gateway;
+
+pub use executions::{ExecutionEvent, Status, SubscriptionSlots};
+
+#[derive(MergedObject, Default)]
+pub struct Query(
+    users::UserQuery,
+    workflows::WorkflowQuery,
+    executions::ExecutionQuery,
+    apps::AppQuery,
+);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(
+    users::UserMutation,
+    workflows::WorkflowMutation,
+    executions::ExecutionMutation,
+);
+
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(executions::ExecutionSubscription);
+
+pub type WalkoffSchema = Schema<Query, Mutation, Subscription>;
+
+/// The schema serving `gateway`, with its limits.
+pub fn build_schema(gateway: Arc<Gateway>) -> WalkoffSchema {
+    let limits = gateway.config.limits.clone();
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .data(gateway)
+        .finish()
+}
+
+/// The schema's SDL, as checked in at `schema/walkoff.graphql`.
+pub fn sdl() -> String {
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
+        .finish()
+        .sdl()
+}
+
+pub(crate) fn gateway<'a>(ctx: &Context<'a>) -> &'a Arc<Gateway> {
+    ctx.data_unchecked::<Arc<Gateway>>()
+}
+
+/// The caller of this request, allowed to do `operation` on `resource`: the one gate every
+/// resolver goes through.
+pub(crate) fn allowed<'a>(
+    ctx: &Context<'a>,
+    resource: Resource,
+    operation: Operation,
+) -> ApiResult<&'a Caller> {
+    let caller = credentials(ctx).caller()?;
+    authorize(caller, resource, operation)?;
+    Ok(caller)
+}
+
+pub(crate) fn credentials<'a>(ctx: &Context<'a>) -> &'a Credentials {
+    static NONE: Credentials = Credentials::None;
+    ctx.data_opt::<Credentials>().unwrap_or(&NONE)
+}
+
+/// How many items a page holds: `first`, checked against the limit (20 when not given).
+pub(crate) fn page_size(ctx: &Context<'_>, first: Option<i32>) -> ApiResult<usize> {
+    let max = gateway(ctx).config.limits.max_page;
+    match first {
+        None => Ok(20.min(max)),
+        Some(n) if n >= 1 && (n as usize) <= max => Ok(n as usize),
+        Some(n) => Err(ApiError::BadUserInput(format!(
+            "first must be between 1 and {max}, not {n}"
+        ))),
+    }
+}
+
+pub(crate) fn encode_cursor(position: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
+}
+
+pub(crate) fn decode_cursor(cursor: &str) -> ApiResult<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| ApiError::BadUserInput(format!("'{cursor}' is not a cursor of this list")))
+}
+
+/// An id that must be a UUID (execution ids are).
+pub(crate) fn parse_uuid(what: &str, id: &str) -> ApiResult<String> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.to_string())
+        .map_err(|_| ApiError::BadUserInput(format!("{what} '{id}' is not a UUID")))
+}

@@ -1,0 +1,349 @@
+//! Workflows: list, read, create, update, delete, copy, import, export and validate, in either
+//! format (walkoff's JSON or WALKOFF 1.0's, detected from the content).
+
+use std::sync::Arc;
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use walkoff_dataflow::{compile, Plan};
+use walkoff_schema::{dump_workflow, load_workflow, Format, Problem, Workflow};
+
+use super::{allowed, decode_cursor, encode_cursor, gateway, page_size};
+use crate::auth::{Operation, Resource};
+use crate::error::{ApiError, ApiResult};
+use async_graphql::Result as GqlResult;
+use crate::store::{WorkflowFilter, WorkflowRow};
+use crate::Gateway;
+
+/// A stored workflow.
+pub struct WorkflowObject(pub WorkflowRow);
+
+#[Object(name = "Workflow")]
+impl WorkflowObject {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn description(&self) -> Option<&str> {
+        self.0.workflow.description.as_deref()
+    }
+
+    async fn tags(&self) -> &[String] {
+        &self.0.workflow.tags
+    }
+
+    /// Raised by every update; `updateWorkflow(expectedVersion:)` refuses a stale save.
+    async fn version(&self) -> i64 {
+        self.0.version
+    }
+
+    /// The user who created it.
+    async fn created_by(&self) -> Option<&str> {
+        self.0.created_by.as_deref()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// The workflow in walkoff's JSON.
+    async fn document(&self) -> Value {
+        dump_workflow(&self.0.workflow, Format::Canonical)
+    }
+
+    /// Problems against the apps known now (none when it saved, but apps can change).
+    async fn problems(&self, ctx: &Context<'_>) -> Vec<ProblemObject> {
+        match plan(gateway(ctx), &self.0.workflow) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.into_iter().map(ProblemObject::from).collect(),
+        }
+    }
+}
+
+/// One problem of a workflow: which node and field, and where in a script.
+#[derive(SimpleObject, Clone)]
+#[graphql(name = "Problem")]
+pub struct ProblemObject {
+    /// Stable code, e.g. `unknown_action`.
+    pub code: String,
+    pub message: String,
+    pub node_id: Option<String>,
+    pub label: Option<String>,
+    pub field: Option<String>,
+    pub line: Option<i32>,
+    pub column: Option<i32>,
+}
+
+impl From<Problem> for ProblemObject {
+    fn from(p: Problem) -> Self {
+        ProblemObject {
+            code: p.code.as_str().to_string(),
+            message: p.message,
+            node_id: p.node_id,
+            label: p.label,
+            field: p.field,
+            line: p.line.map(|l| l as i32),
+            column: p.column.map(|c| c as i32),
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum WorkflowFormat {
+    /// walkoff's JSON.
+    Walkoff,
+    /// WALKOFF 1.0's workflow JSON.
+    Walkoff1,
+}
+
+impl From<Format> for WorkflowFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Canonical => WorkflowFormat::Walkoff,
+            Format::Walkoff1 => WorkflowFormat::Walkoff1,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Validation {
+    pub valid: bool,
+    /// The format the document was read as.
+    pub format: WorkflowFormat,
+    /// Every problem found, at once.
+    pub problems: Vec<ProblemObject>,
+}
+
+#[derive(InputObject, Default)]
+pub struct WorkflowFilterInput {
+    /// Part of the name, any case.
+    pub search: Option<String>,
+}
+
+/// Read a workflow document given as JSON, or as a string holding the file's text (then
+/// problems with the text carry its line and column).
+fn parse(json: &Value) -> ApiResult<(Workflow, Format)> {
+    let text = match json {
+        Value::String(text) => text.clone(),
+        other => serde_json::to_string_pretty(other).unwrap_or_default(),
+    };
+    load_workflow(&text).map_err(|e| ApiError::BadUserInput(e.to_string()))
+}
+
+/// Compile `workflow` against the apps the engine knows.
+pub(crate) fn plan(gateway: &Gateway, workflow: &Workflow) -> Result<Plan, Vec<Problem>> {
+    compile(Arc::new(workflow.clone()), &gateway.engine.catalog(), None).map_err(|p| p.0)
+}
+
+fn valid(gateway: &Gateway, workflow: &Workflow) -> ApiResult<()> {
+    plan(gateway, workflow)
+        .map(|_| ())
+        .map_err(ApiError::ValidationFailed)
+}
+
+fn fresh_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// `name`, or the first of `name (2)`, `name (3)`, … that no workflow has.
+async fn free_name(gateway: &Gateway, name: &str) -> ApiResult<String> {
+    if !gateway.store.workflow_name_taken(name).await? {
+        return Ok(name.to_string());
+    }
+    for n in 2..100 {
+        let candidate = format!("{name} ({n})");
+        if !gateway.store.workflow_name_taken(&candidate).await? {
+            return Ok(candidate);
+        }
+    }
+    Ok(format!("{name} ({})", fresh_id()))
+}
+
+async fn stored(gateway: &Gateway, id: &str) -> ApiResult<WorkflowRow> {
+    gateway
+        .store
+        .workflow(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workflow", id))
+}
+
+#[derive(Default)]
+pub struct WorkflowQuery;
+
+#[Object]
+impl WorkflowQuery {
+    /// Workflows by name, a page at a time.
+    async fn workflows(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<WorkflowFilterInput>,
+    ) -> GqlResult<Connection<String, WorkflowObject>> {
+        allowed(ctx, Resource::Workflows, Operation::Read)?;
+        let size = page_size(ctx, first)?;
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let filter = WorkflowFilter {
+            search: filter.and_then(|f| f.search).filter(|s| !s.is_empty()),
+        };
+        let mut rows = gateway(ctx)
+            .store
+            .workflows(&filter, after.as_deref(), size as i64 + 1)
+            .await?;
+        let more = rows.len() > size;
+        rows.truncate(size);
+        let mut page = Connection::new(after.is_some(), more);
+        page.edges.extend(
+            rows.into_iter()
+                .map(|row| Edge::new(encode_cursor(&row.name), WorkflowObject(row))),
+        );
+        Ok(page)
+    }
+
+    async fn workflow(&self, ctx: &Context<'_>, id: ID) -> GqlResult<WorkflowObject> {
+        allowed(ctx, Resource::Workflows, Operation::Read)?;
+        Ok(WorkflowObject(stored(gateway(ctx), &id).await?))
+    }
+
+    /// Every problem of a workflow document (either format), without storing anything.
+    async fn validate_workflow(&self, ctx: &Context<'_>, json: Value) -> GqlResult<Validation> {
+        allowed(ctx, Resource::Workflows, Operation::Read)?;
+        let (workflow, format) = parse(&json)?;
+        let problems = match plan(gateway(ctx), &workflow) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.into_iter().map(ProblemObject::from).collect(),
+        };
+        Ok(Validation {
+            valid: problems.is_empty(),
+            format: format.into(),
+            problems,
+        })
+    }
+
+    /// A stored workflow as a document in the chosen format (walkoff's by default).
+    async fn export_workflow(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        format: Option<WorkflowFormat>,
+    ) -> GqlResult<Value> {
+        allowed(ctx, Resource::Workflows, Operation::Read)?;
+        let row = stored(gateway(ctx), &id).await?;
+        let format = match format.unwrap_or(WorkflowFormat::Walkoff) {
+            WorkflowFormat::Walkoff => Format::Canonical,
+            WorkflowFormat::Walkoff1 => Format::Walkoff1,
+        };
+        Ok(dump_workflow(&row.workflow, format))
+    }
+}
+
+#[derive(Default)]
+pub struct WorkflowMutation;
+
+#[Object]
+impl WorkflowMutation {
+    /// Store a new workflow (either format) under the id and name it carries; both must be
+    /// free, and it must be valid (every problem is listed in `extensions.problems`).
+    async fn create_workflow(&self, ctx: &Context<'_>, json: Value) -> GqlResult<WorkflowObject> {
+        let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
+        let gateway = gateway(ctx);
+        let (workflow, _) = parse(&json)?;
+        valid(gateway, &workflow)?;
+        let row = gateway
+            .store
+            .insert_workflow(&workflow, Some(&caller.username))
+            .await?;
+        Ok(WorkflowObject(row))
+    }
+
+    /// Replace a workflow's document. With `expectedVersion`, a save based on an older version
+    /// than the stored one is refused with CONFLICT instead of overwriting someone's change.
+    async fn update_workflow(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        json: Value,
+        expected_version: Option<i64>,
+    ) -> GqlResult<WorkflowObject> {
+        allowed(ctx, Resource::Workflows, Operation::Update)?;
+        let gateway = gateway(ctx);
+        let (mut workflow, _) = parse(&json)?;
+        workflow.id = id.to_string();
+        valid(gateway, &workflow)?;
+        match gateway.store.update_workflow(&workflow, expected_version).await? {
+            crate::store::Updated::Done(row) => {
+                gateway
+                    .plans
+                    .invalidate(&(row.id.clone(), row.version - 1))
+                    .await;
+                Ok(WorkflowObject(row))
+            }
+            crate::store::Updated::NotFound => Err(ApiError::not_found("workflow", &id).into()),
+            crate::store::Updated::Stale(version) => Err(ApiError::Conflict(format!(
+                "workflow '{}' is at version {version}, not {}: reload it and apply the change again",
+                id.as_str(),
+                expected_version.unwrap_or_default()
+            )).into()),
+        }
+    }
+
+    async fn delete_workflow(&self, ctx: &Context<'_>, id: ID) -> GqlResult<bool> {
+        allowed(ctx, Resource::Workflows, Operation::Delete)?;
+        let gateway = gateway(ctx);
+        let row = stored(gateway, &id).await?;
+        if !gateway.store.delete_workflow(&id).await? {
+            return Err(ApiError::not_found("workflow", &id).into());
+        }
+        gateway.plans.invalidate(&(row.id, row.version)).await;
+        Ok(true)
+    }
+
+    /// A copy with every id new and every reference rewired; named `name`, or after the source
+    /// with " (Copy)".
+    async fn copy_workflow(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        name: Option<String>,
+    ) -> GqlResult<WorkflowObject> {
+        let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
+        let gateway = gateway(ctx);
+        let source = stored(gateway, &id).await?;
+        let mut copy = source.workflow.with_new_ids(fresh_id);
+        copy.name = match name.filter(|n| !n.trim().is_empty()) {
+            Some(name) => name,
+            None => free_name(gateway, &format!("{} (Copy)", source.name)).await?,
+        };
+        let row = gateway
+            .store
+            .insert_workflow(&copy, Some(&caller.username))
+            .await?;
+        Ok(WorkflowObject(row))
+    }
+
+    /// Store a workflow file (either format) as a new workflow: ids are regenerated and
+    /// references rewired, and a taken name gets a number, so an import never overwrites.
+    async fn import_workflow(&self, ctx: &Context<'_>, json: Value) -> GqlResult<WorkflowObject> {
+        let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
+        let gateway = gateway(ctx);
+        let (workflow, _) = parse(&json)?;
+        valid(gateway, &workflow)?;
+        let mut imported = workflow.with_new_ids(fresh_id);
+        imported.name = free_name(gateway, &workflow.name).await?;
+        let row = gateway
+            .store
+            .insert_workflow(&imported, Some(&caller.username))
+            .await?;
+        Ok(WorkflowObject(row))
+    }
+}

@@ -1,0 +1,272 @@
+//! The transport: GraphQL over HTTP (`POST /graphql`), GraphiQL (`GET /graphql`), subscriptions
+//! over WebSocket on the same path (`graphql-transport-ws` and the legacy `graphql-ws`), and
+//! `GET /health`. Everything else lives in the schema.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_graphql::http::{GraphiQLSource, WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::{BatchRequest, Data};
+use axum::body::to_bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use crate::auth::Credentials;
+use crate::graphql::{build_schema, WalkoffSchema};
+use crate::Gateway;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: WalkoffSchema,
+    pub gateway: Arc<Gateway>,
+    /// Turns true when the server is stopping: WebSockets close with a proper frame.
+    pub stopping: watch::Receiver<bool>,
+    /// Each open WebSocket holds a clone; the server waits until all are gone.
+    pub sockets: mpsc::Sender<()>,
+}
+
+/// The gateway's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+/// The state for `gateway`, and what stops it: send `true` on the returned sender, then wait
+/// on the receiver until every WebSocket has closed (it yields `None`).
+pub fn state(gateway: Arc<Gateway>) -> (AppState, watch::Sender<bool>, mpsc::Receiver<()>) {
+    let (stop, stopping) = watch::channel(false);
+    let (sockets, all_closed) = mpsc::channel(1);
+    let state = AppState {
+        schema: build_schema(Arc::clone(&gateway)),
+        gateway,
+        stopping,
+        sockets,
+    };
+    (state, stop, all_closed)
+}
+
+/// A response in GraphQL's shape for a request that never reached the schema.
+fn refused(status: StatusCode, code: &str, message: String) -> Response {
+    let body = json!({"errors": [{"message": message, "extensions": {"code": code}}]});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    match sqlx::query("SELECT 1").execute(state.gateway.store.pool()).await {
+        Ok(_) => axum::Json(json!({"status": "ok"})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "unavailable", "reason": format!("store: {e}")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn credentials(gateway: &Gateway, headers: &HeaderMap) -> Credentials {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    gateway.auth.credentials(authorization).await
+}
+
+async fn graphql_post(State(state): State<AppState>, request: Request) -> Response {
+    let limits = &state.gateway.config.limits;
+    let (parts, body) = request.into_parts();
+    let bytes = match to_bytes(body, limits.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "BAD_USER_INPUT",
+                format!(
+                    "the request is larger than {} bytes, the most this server accepts",
+                    limits.max_body_bytes
+                ),
+            )
+        }
+    };
+    let batch: BatchRequest = match serde_json::from_slice(&bytes) {
+        Ok(batch) => batch,
+        Err(e) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                format!("the request is not a GraphQL request in JSON: {e}"),
+            )
+        }
+    };
+    let credentials = credentials(&state.gateway, &parts.headers).await;
+    let run = state.schema.execute_batch(batch.data(credentials));
+    match tokio::time::timeout(limits.request_timeout, run).await {
+        Ok(response) => axum::Json(response).into_response(),
+        Err(_) => refused(
+            StatusCode::GATEWAY_TIMEOUT,
+            "TIMEOUT",
+            format!(
+                "the request took longer than {} s and was stopped",
+                limits.request_timeout.as_secs()
+            ),
+        ),
+    }
+}
+
+async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
+    let wants_socket = request
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !wants_socket {
+        return Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .subscription_endpoint("/graphql")
+                .title("walkoff GraphQL")
+                .finish(),
+        )
+        .into_response();
+    }
+    let protocol = request
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
+        });
+    let Some(protocol) = protocol else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "ask for the graphql-transport-ws (or graphql-ws) WebSocket subprotocol".into(),
+        );
+    };
+    let (mut parts, _) = request.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| serve_socket(state, socket, protocol))
+}
+
+/// Prefixes of the reasons `connection_init` is refused with, turned into close codes.
+const UNAUTHORIZED: &str = "Unauthorized: ";
+const FORBIDDEN: &str = "Forbidden: ";
+
+async fn serve_socket(state: AppState, socket: WebSocket, protocol: WebSocketProtocols) {
+    let _open = state.sockets.clone();
+    let mut stopping = state.stopping.clone();
+    let (mut sink, stream) = socket.split();
+    let input = stream
+        .take_while(|message| futures::future::ready(message.is_ok()))
+        .filter_map(|message| {
+            futures::future::ready(match message {
+                Ok(Message::Text(text)) => Some(text.to_string()),
+                Ok(Message::Binary(bytes)) => String::from_utf8(bytes.to_vec()).ok(),
+                _ => None,
+            })
+        });
+    let mut connection = Data::default();
+    connection.insert(crate::graphql::SubscriptionSlots::new(
+        state.gateway.config.limits.max_subscriptions_per_connection,
+    ));
+    let gateway = Arc::clone(&state.gateway);
+    let messages = async_graphql::http::WebSocket::new(state.schema.clone(), input, protocol)
+        .connection_data(connection)
+        .on_connection_init(move |payload| async move {
+            let authorization = ["Authorization", "authorization"]
+                .iter()
+                .find_map(|key| {
+                    payload
+                        .get(key)
+                        .or_else(|| payload.get("headers").and_then(|h| h.get(key)))
+                })
+                .and_then(|v| v.as_str());
+            match gateway.auth.credentials(authorization).await {
+                Credentials::None => Err(async_graphql::Error::new(format!(
+                    "{UNAUTHORIZED}send {{\"Authorization\": \"Bearer <accessToken>\"}} as the connection_init payload"
+                ))),
+                Credentials::Checked(Err(reason)) => {
+                    Err(async_graphql::Error::new(format!("{FORBIDDEN}{reason}")))
+                }
+                credentials @ Credentials::Checked(Ok(_)) => {
+                    let mut data = Data::default();
+                    data.insert(credentials);
+                    Ok(data)
+                }
+            }
+        });
+    futures::pin_mut!(messages);
+    let close = loop {
+        tokio::select! {
+            message = messages.next() => match message {
+                Some(WsMessage::Text(text)) => {
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Some(WsMessage::Close(code, reason)) => break close_frame(code, reason),
+                None => break CloseFrame { code: 1000, reason: "".into() },
+            },
+            _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                break CloseFrame { code: 1001, reason: "the server is shutting down".into() };
+            }
+        }
+    };
+    let close = CloseFrame {
+        code: close.code,
+        reason: fit_close_reason(&close.reason).into(),
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
+}
+
+/// The close frame for what async-graphql asked for: refused `connection_init`s and
+/// subscriptions before the handshake get graphql-ws's 4401 and 4403.
+fn close_frame(code: u16, reason: String) -> CloseFrame {
+    if let Some(reason) = reason.strip_prefix(UNAUTHORIZED) {
+        return CloseFrame {
+            code: 4401,
+            reason: format!("Unauthorized: {reason}").into(),
+        };
+    }
+    if let Some(reason) = reason.strip_prefix(FORBIDDEN) {
+        return CloseFrame {
+            code: 4403,
+            reason: format!("Forbidden: {reason}").into(),
+        };
+    }
+    if code == 1011 {
+        // Subscribing before connection_init was acknowledged.
+        return CloseFrame {
+            code: 4401,
+            reason: "Unauthorized".into(),
+        };
+    }
+    CloseFrame {
+        code,
+        reason: reason.into(),
+    }
+}
+
+/// A close frame's reason may hold 123 bytes; longer ones are cut at a character boundary.
+fn fit_close_reason(reason: &str) -> &str {
+    const MAX: usize = 123;
+    if reason.len() <= MAX {
+        return reason;
+    }
+    let mut end = MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}

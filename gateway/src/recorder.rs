@@ -1,0 +1,87 @@
+//! The recorder: takes the engine's events in order, stores each batch in one transaction
+//! (once per execution and sequence), and only then hands them to live subscribers, so a
+//! subscriber that reads the store and then listens misses nothing.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use walkoff_schema::{Event, EventKind};
+
+use crate::hub::Hub;
+use crate::store::Store;
+
+/// Events written per transaction at most; more wait for the next one.
+const BATCH: usize = 4096;
+
+/// Record what arrives on `events` until it closes, or until `stopping` turns true and what
+/// was already sent is stored.
+pub fn spawn(
+    store: Store,
+    hub: Arc<Hub>,
+    mut events: mpsc::Receiver<Vec<Event>>,
+    mut stopping: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut batch: Vec<Event> = Vec::new();
+        loop {
+            if batch.is_empty() {
+                tokio::select! {
+                    first = events.recv() => match first {
+                        Some(first) => batch = first,
+                        None => return,
+                    },
+                    _ = stopping.wait_for(|stop| *stop) => match events.try_recv() {
+                        Ok(first) => batch = first,
+                        Err(_) => return,
+                    },
+                }
+            }
+            while batch.len() < BATCH {
+                match events.try_recv() {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
+            record(&store, &hub, &batch).await;
+            batch.clear();
+        }
+    })
+}
+
+/// Store a batch, retrying until the store takes it: an event is never dropped, and while the
+/// store is down the engine waits on the full channel behind it.
+async fn record(store: &Store, hub: &Hub, batch: &[Event]) {
+    let mut failures = 0u32;
+    let unknown = loop {
+        match store.record_events(batch).await {
+            Ok(unknown) => break unknown,
+            Err(e) => {
+                failures += 1;
+                let wait = Duration::from_millis(50 * u64::from(failures.min(40)));
+                tracing::error!(error = %e, retry_in = ?wait, "could not record events");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    };
+    for id in &unknown {
+        tracing::warn!(execution = %id, "events of an execution the store does not know were dropped");
+    }
+    hub.publish(batch);
+    if hub.has_status_subscribers() {
+        let changed: BTreeSet<&str> = batch
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Workflow { .. }))
+            .map(|e| e.execution_id.as_str())
+            .collect();
+        for id in changed {
+            match store.execution(id).await {
+                Ok(Some(row)) => hub.publish_status(row),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read a changed execution"),
+            }
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Executions and every event of each, recorded once per (execution, sequence).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use walkoff_schema::{Event, EventKind, Workflow, WorkflowStatus};
+
+use super::{from_micros, micros, opt_time, Store, StoreError, StoreResult};
+
+#[derive(Debug, Clone)]
+pub struct ExecutionRow {
+    pub id: String,
+    pub workflow_id: String,
+    pub workflow_version: i64,
+    pub workflow_name: String,
+    pub workflow: Workflow,
+    pub status: WorkflowStatus,
+    pub started_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub last_seq: i64,
+}
+
+/// What is known of an execution before it is enqueued.
+#[derive(Debug, Clone)]
+pub struct NewExecution<'a> {
+    pub id: &'a str,
+    pub workflow_id: &'a str,
+    pub workflow_version: i64,
+    pub workflow: &'a Workflow,
+    pub started_by: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub workflow_id: Option<String>,
+    pub statuses: Vec<WorkflowStatus>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// An event as stored: the engine's event, parsed back.
+pub type StoredEvent = Event;
+
+fn status_of(text: &str) -> StoreResult<WorkflowStatus> {
+    serde_json::from_value(serde_json::Value::String(text.to_string()))
+        .map_err(StoreError::corrupt)
+}
+
+fn execution(row: &AnyRow) -> StoreResult<ExecutionRow> {
+    let workflow: String = row.try_get("workflow")?;
+    let status: String = row.try_get("status")?;
+    Ok(ExecutionRow {
+        id: row.try_get("id")?,
+        workflow_id: row.try_get("workflow_id")?,
+        workflow_version: row.try_get("workflow_version")?,
+        workflow_name: row.try_get("workflow_name")?,
+        workflow: serde_json::from_str(&workflow).map_err(StoreError::corrupt)?,
+        status: status_of(&status)?,
+        started_by: row.try_get("started_by")?,
+        created_at: from_micros(row.try_get("created_at")?),
+        started_at: opt_time(row, "started_at")?,
+        finished_at: opt_time(row, "finished_at")?,
+        error: row.try_get("error")?,
+        last_seq: row.try_get("last_seq")?,
+    })
+}
+
+fn stored_event(row: &AnyRow) -> StoreResult<StoredEvent> {
+    let body: String = row.try_get("body")?;
+    serde_json::from_str(&body).map_err(StoreError::corrupt)
+}
+
+/// The newest workflow-level change of one execution within a batch of events.
+struct StatusChange {
+    seq: u64,
+    status: WorkflowStatus,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    error: Option<String>,
+}
+
+impl Store {
+    /// Record a new execution as PENDING; it must be committed before it is enqueued.
+    pub async fn insert_execution(&self, new: &NewExecution<'_>) -> StoreResult<ExecutionRow> {
+        let now = Utc::now();
+        let document = serde_json::to_string(new.workflow).map_err(StoreError::corrupt)?;
+        let done = sqlx::query(
+            "INSERT INTO executions (id, workflow_id, workflow_version, workflow_name, workflow, \
+             status, started_by, created_at, last_seq) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7, 0)",
+        )
+        .bind(new.id)
+        .bind(new.workflow_id)
+        .bind(new.workflow_version)
+        .bind(&new.workflow.name)
+        .bind(document)
+        .bind(new.started_by)
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(_) => {}
+            Err(e) if super::is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "an execution with id '{}' exists",
+                    new.id
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(ExecutionRow {
+            id: new.id.to_string(),
+            workflow_id: new.workflow_id.to_string(),
+            workflow_version: new.workflow_version,
+            workflow_name: new.workflow.name.clone(),
+            workflow: new.workflow.clone(),
+            status: WorkflowStatus::Pending,
+            started_by: new.started_by.map(str::to_string),
+            created_at: super::from_micros(micros(now)),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            last_seq: 0,
+        })
+    }
+
+    /// Forget an execution that could not be enqueued (nothing else refers to it yet).
+    pub async fn remove_unstarted_execution(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM executions WHERE id = $1 AND last_seq = 0")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn execution(&self, id: &str) -> StoreResult<Option<ExecutionRow>> {
+        const SQL: &str = "SELECT id, workflow_id, workflow_version, workflow_name, workflow, status, \
+             started_by, created_at, started_at, finished_at, error, last_seq \
+             FROM executions WHERE id = $1";
+        sqlx::query(SQL)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(execution)
+            .transpose()
+    }
+
+    /// Up to `limit` executions, newest first, after the cursor `(created_at, id)`.
+    pub async fn executions(
+        &self,
+        filter: &ExecutionFilter,
+        after: Option<(DateTime<Utc>, &str)>,
+        limit: i64,
+    ) -> StoreResult<Vec<ExecutionRow>> {
+        // Statuses as one comma-framed text, so the statement stays one text for any filter.
+        let statuses = (!filter.statuses.is_empty()).then(|| {
+            let names: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+            format!(",{},", names.join(","))
+        });
+        let rows = sqlx::query(
+            "SELECT id, workflow_id, workflow_version, workflow_name, workflow, status, \
+             started_by, created_at, started_at, finished_at, error, last_seq FROM executions \
+             WHERE (CAST($1 AS TEXT) IS NULL OR workflow_id = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR $2 LIKE '%,' || status || ',%') \
+             AND (CAST($3 AS BIGINT) IS NULL OR created_at >= $3) \
+             AND (CAST($4 AS BIGINT) IS NULL OR created_at < $4) \
+             AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5 OR (created_at = $5 AND id < $6)) \
+             ORDER BY created_at DESC, id DESC LIMIT $7",
+        )
+        .bind(filter.workflow_id.as_deref())
+        .bind(statuses)
+        .bind(filter.created_after.map(micros))
+        .bind(filter.created_before.map(micros))
+        .bind(after.map(|(at, _)| micros(at)))
+        .bind(after.map(|(_, id)| id.to_string()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(execution).collect()
+    }
+
+    /// Events of an execution with `seq >= from`, in order, at most `limit`.
+    pub async fn events(&self, id: &str, from: u64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT body FROM events WHERE execution_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(id)
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    /// Record a batch of events in one transaction: each (execution, sequence) once, whatever
+    /// was recorded before, and each execution's status from its newest workflow event. Events
+    /// of executions the store does not know are skipped (returned), never half-written.
+    pub async fn record_events(&self, events: &[Event]) -> StoreResult<Vec<String>> {
+        let mut changes: HashMap<&str, StatusChange> = HashMap::new();
+        let mut newest: HashMap<&str, u64> = HashMap::new();
+        for event in events {
+            let seq = newest.entry(&event.execution_id).or_default();
+            *seq = (*seq).max(event.seq);
+            if let EventKind::Workflow { status, error, .. } = &event.kind {
+                let change = changes
+                    .entry(&event.execution_id)
+                    .or_insert_with(|| StatusChange {
+                        seq: 0,
+                        status: *status,
+                        started_at: None,
+                        finished_at: None,
+                        error: None,
+                    });
+                change.seq = event.seq;
+                change.status = *status;
+                if *status == WorkflowStatus::Executing {
+                    change.started_at.get_or_insert(event.at);
+                }
+                if status.is_terminal() {
+                    change.finished_at = Some(event.at);
+                    change.started_at.get_or_insert(event.at);
+                }
+                if error.is_some() {
+                    change.error.clone_from(error);
+                }
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut unknown = Vec::new();
+        for id in newest.keys() {
+            let exists = sqlx::query("SELECT id FROM executions WHERE id = $1")
+                .bind(*id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                unknown.push((*id).to_string());
+            }
+        }
+        for event in events {
+            if unknown.contains(&event.execution_id) {
+                continue;
+            }
+            let body = serde_json::to_string(event).map_err(StoreError::corrupt)?;
+            sqlx::query(
+                "INSERT INTO events (execution_id, seq, at, body) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (execution_id, seq) DO NOTHING",
+            )
+            .bind(&event.execution_id)
+            .bind(i64::try_from(event.seq).unwrap_or(i64::MAX))
+            .bind(micros(event.at))
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (id, seq) in newest {
+            if unknown.iter().any(|u| u == id) {
+                continue;
+            }
+            let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+            match changes.remove(id) {
+                Some(change) => {
+                    sqlx::query(
+                        "UPDATE executions SET status = $1, \
+                         started_at = COALESCE(started_at, $2), \
+                         finished_at = COALESCE(finished_at, $3), \
+                         error = COALESCE(error, $4), last_seq = $5 \
+                         WHERE id = $6 AND last_seq < $7",
+                    )
+                    .bind(change.status.as_str())
+                    .bind(change.started_at.map(micros))
+                    .bind(change.finished_at.map(micros))
+                    .bind(change.error)
+                    .bind(seq)
+                    .bind(id)
+                    .bind(i64::try_from(change.seq).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query(
+                        "UPDATE executions SET last_seq = $1 WHERE id = $2 AND last_seq < $1",
+                    )
+                    .bind(seq)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(unknown)
+    }
+
+    /// Executions that have not finished: after a restart of the embedded mode, whose bus
+    /// lived in memory, these can no longer go on.
+    pub async fn unfinished_executions(&self) -> StoreResult<Vec<ExecutionRow>> {
+        let rows = sqlx::query(
+            "SELECT id, workflow_id, workflow_version, workflow_name, workflow, status, \
+             started_by, created_at, started_at, finished_at, error, last_seq FROM executions \
+             WHERE status IN ('PENDING', 'EXECUTING') ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(execution).collect()
+    }
+
+    /// Delete finished executions created before `before`, with their events; returns how many.
+    pub async fn delete_executions(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM events WHERE execution_id IN (SELECT id FROM executions \
+             WHERE status IN ('COMPLETED', 'FAILED', 'ABORTED') AND created_at < $1)",
+        )
+        .bind(micros(before))
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "DELETE FROM executions \
+             WHERE status IN ('COMPLETED', 'FAILED', 'ABORTED') AND created_at < $1",
+        )
+        .bind(micros(before))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}

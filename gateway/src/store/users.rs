@@ -1,0 +1,170 @@
+//! Users and their tokens.
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{from_micros, is_unique_violation, micros, Store, StoreError, StoreResult};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRow {
+    pub user_id: String,
+    pub family: String,
+    pub kind: String,
+    pub expires_at: DateTime<Utc>,
+    pub revoked: bool,
+}
+
+fn user(row: &AnyRow) -> StoreResult<UserRow> {
+    let roles: String = row.try_get("roles")?;
+    Ok(UserRow {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        roles: serde_json::from_str(&roles).map_err(StoreError::corrupt)?,
+        active: row.try_get::<i64, _>("active")? != 0,
+        created_at: from_micros(row.try_get("created_at")?),
+    })
+}
+
+impl Store {
+    pub async fn user_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+
+    pub async fn insert_user(&self, user: &UserRow) -> StoreResult<()> {
+        let roles = serde_json::to_string(&user.roles).map_err(StoreError::corrupt)?;
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, roles, active, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&user.id)
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(roles)
+        .bind(i64::from(user.active))
+        .bind(micros(user.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("a user named '{}' exists", user.username))
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> StoreResult<Option<UserRow>> {
+        const SQL: &str = "SELECT id, username, password_hash, roles, active, created_at \
+                           FROM users WHERE username = $1";
+        sqlx::query(SQL)
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user)
+            .transpose()
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRow>> {
+        const SQL: &str = "SELECT id, username, password_hash, roles, active, created_at \
+                           FROM users WHERE id = $1";
+        sqlx::query(SQL)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user)
+            .transpose()
+    }
+
+    /// Store a pair of tokens (by their hashes) in one transaction.
+    pub async fn insert_tokens(&self, tokens: &[(String, TokenRow)]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (hash, token) in tokens {
+            sqlx::query(
+                "INSERT INTO tokens (token_hash, user_id, family, kind, expires_at, revoked) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(hash)
+            .bind(&token.user_id)
+            .bind(&token.family)
+            .bind(&token.kind)
+            .bind(micros(token.expires_at))
+            .bind(i64::from(token.revoked))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn token(&self, hash: &str) -> StoreResult<Option<TokenRow>> {
+        let row = sqlx::query(
+            "SELECT user_id, family, kind, expires_at, revoked FROM tokens WHERE token_hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(TokenRow {
+                user_id: row.try_get("user_id")?,
+                family: row.try_get("family")?,
+                kind: row.try_get("kind")?,
+                expires_at: from_micros(row.try_get("expires_at")?),
+                revoked: row.try_get::<i64, _>("revoked")? != 0,
+            })
+        })
+        .transpose()
+    }
+
+    /// Revoke every token of a login (its family); returns the hashes revoked.
+    pub async fn revoke_family(&self, family: &str) -> StoreResult<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let hashes = sqlx::query("SELECT token_hash FROM tokens WHERE family = $1 AND revoked = 0")
+            .bind(family)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>("token_hash"))
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query("UPDATE tokens SET revoked = 1 WHERE family = $1")
+            .bind(family)
+            .execute(&mut *tx)
+            .await?;
+        // Expired tokens are of no use to anyone: the revocation sweeps them away.
+        sqlx::query("DELETE FROM tokens WHERE expires_at < $1")
+            .bind(micros(Utc::now()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(hashes)
+    }
+
+    /// Mark one refresh token used (revoked), unless it already was; true when this call did it,
+    /// so two refreshes racing with the same token cannot both succeed.
+    pub async fn use_refresh_token(&self, hash: &str) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE tokens SET revoked = 1 WHERE token_hash = $1 AND revoked = 0 AND kind = 'refresh'",
+        )
+        .bind(hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,59 @@
+//! `walkoff serve`: the API, the engine and the built-in apps in one process, with SQLite in a
+//! data directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use walkoff_gateway::serve::{serve_embedded, EmbeddedOptions};
+use walkoff_gateway::GatewayConfig;
+
+use crate::run::Interrupt;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Where the database lives (created when missing).
+    #[arg(long, default_value = "walkoff-data")]
+    data_dir: PathBuf,
+    /// Keep the data in this database instead (sqlite://PATH or postgres://…).
+    #[arg(long, env = "WALKOFF_DATABASE")]
+    database: Option<String>,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The password the first start gives the user `admin` (generated and printed when unset).
+    #[arg(long, env = "WALKOFF_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+}
+
+pub async fn serve(args: ServeArgs) -> ExitCode {
+    let config = GatewayConfig {
+        listen: args.listen,
+        ..GatewayConfig::default()
+    };
+    // The apps a remote user may run: `basics`. (`diagnostics` writes files where a workflow
+    // says, which is for drills on a deployment, not for a server.)
+    let registry = walkoff_executors::Registry::new()
+        .with(Arc::new(walkoff_apps::basics::Basics::new()));
+    let options = EmbeddedOptions {
+        data_dir: args.data_dir,
+        database: args.database,
+        config,
+        admin_password: args.admin_password,
+        registry,
+    };
+    let mut interrupt = Interrupt::listen();
+    let shutdown = async move { interrupt.recv().await };
+    let on_ready = |address: SocketAddr| {
+        println!("walkoff is listening on http://{address} (GraphQL and GraphiQL at /graphql)");
+    };
+    match serve_embedded(options, on_ready, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! `walkoff serve` as a user meets it: a real process, GraphQL over HTTP, subscriptions over a
+//! WebSocket, trigger data, the persisted result read back after a restart — on SQLite and on
+//! PostgreSQL — and bad input of every kind answered with a typed error.
+
+#[path = "../gateway/tests/postgres_server/mod.rs"]
+mod postgres_server;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+const PASSWORD: &str = "s3cret enough";
+
+/// A running `walkoff serve`.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, database: Option<&str>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_walkoff"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("WALKOFF_ADMIN_PASSWORD", PASSWORD)
+            .env_remove("WALKOFF_DATABASE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(url) = database {
+            command.args(["--database", url]);
+        }
+        let mut child = command.spawn().expect("walkoff serve starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("walkoff serve prints where it listens")
+                .unwrap();
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep reading what it prints, so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, address }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// SIGTERM, as an operator stops it; it must exit cleanly.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "walkoff serve exits cleanly: {status}");
+    }
+
+    async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut request = reqwest::Client::new()
+            .post(self.url("/graphql"))
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        response.json().await.unwrap()
+    }
+
+    async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let body = self.graphql(Some(token), query, variables).await;
+        assert!(body.get("errors").is_none(), "{query}: {body}");
+        body["data"].clone()
+    }
+
+    async fn login(&self) -> String {
+        let body = self
+            .graphql(
+                None,
+                "mutation($p: String!) { login(username: \"admin\", password: $p) { accessToken } }",
+                json!({"p": PASSWORD}),
+            )
+            .await;
+        body["data"]["login"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("login: {body}"))
+            .to_string()
+    }
+
+    async fn socket(&self, protocol: &str) -> Socket {
+        let mut request = format!("ws://{}/graphql", self.address)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        socket
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn send(socket: &mut Socket, message: Value) {
+    socket
+        .send(Message::Text(message.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next message: a JSON text, or the close frame's code and reason.
+async fn receive(socket: &mut Socket) -> Result<Value, (u16, String)> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("the server answers")
+            .expect("the socket stays open")
+            .unwrap();
+        match message {
+            Message::Text(text) => return Ok(serde_json::from_str(&text).unwrap()),
+            Message::Close(frame) => {
+                let frame = frame.expect("a close frame with a code");
+                return Err((u16::from(frame.code), frame.reason.to_string()));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn authenticated_socket(server: &Server, token: &str) -> Socket {
+    let mut socket = server.socket("graphql-transport-ws").await;
+    send(
+        &mut socket,
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
+    )
+    .await;
+    assert_eq!(receive(&mut socket).await.unwrap()["type"], "connection_ack");
+    socket
+}
+
+const EVENTS: &str = "subscription($e: ID!) { executionEvents(executionId: $e) { sequence subject status label result } }";
+
+fn semantics_mix() -> Value {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/walkoff1/semantics-mix.json"),
+    )
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Import the WALKOFF 1.0 example (condition, transform, parallel action, trigger), subscribe
+/// before executing, execute, answer the trigger, receive every event in order; returns the
+/// execution id and its events.
+async fn run_the_example(server: &Server, token: &str) -> (String, Vec<Value>) {
+    let imported = server
+        .ok(
+            token,
+            "mutation($json: JSON!) { importWorkflow(json: $json) { id } }",
+            json!({"json": semantics_mix()}),
+        )
+        .await;
+    let workflow_id = imported["importWorkflow"]["id"].as_str().unwrap().to_string();
+    let execution_id = uuid::Uuid::new_v4().to_string();
+    let mut socket = authenticated_socket(server, token).await;
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": EVENTS, "variables": {"e": execution_id}}}),
+    )
+    .await;
+    server
+        .ok(
+            token,
+            "mutation($w: ID!, $e: ID!) { executeWorkflow(workflowId: $w, executionId: $e) { id } }",
+            json!({"w": workflow_id, "e": execution_id}),
+        )
+        .await;
+    let mut events = Vec::new();
+    loop {
+        let message = receive(&mut socket).await.unwrap();
+        match message["type"].as_str() {
+            Some("next") => {
+                let event = message["payload"]["data"]["executionEvents"].clone();
+                assert!(!event.is_null(), "{message}");
+                if event["status"] == "AWAITING_DATA" {
+                    server
+                        .ok(
+                            token,
+                            "mutation($e: ID!) { sendTriggerData(executionId: $e, trigger: \"approval\", data: {approved: true}) }",
+                            json!({"e": execution_id}),
+                        )
+                        .await;
+                }
+                events.push(event);
+            }
+            Some("complete") => break,
+            _ => panic!("unexpected message {message}"),
+        }
+    }
+    let sequences: Vec<i64> = events
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap()["status"], "COMPLETED");
+    (execution_id, events)
+}
+
+const EXECUTION: &str = "query($e: ID!) { execution(id: $e) { status finishedAt nodes { label status result attempts } } }";
+
+fn check_result(execution: &Value) {
+    assert_eq!(execution["execution"]["status"], "COMPLETED");
+    let nodes = execution["execution"]["nodes"].as_array().unwrap();
+    let node = |label: &str| nodes.iter().find(|n| n["label"] == label).unwrap().clone();
+    assert_eq!(node("shout")["result"], "ECHOING: WENT LEFT");
+    assert_eq!(node("echo array")["status"], "SUCCESS");
+    assert_eq!(node("approval")["result"], json!({"approved": true}));
+    assert_eq!(node("right")["status"], "SKIPPED");
+}
+
+async fn the_example_runs_and_its_result_survives_a_restart(database: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), database);
+    let health = reqwest::get(server.url("/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let token = server.login().await;
+    let (execution_id, events) = run_the_example(&server, &token).await;
+    let before = server
+        .ok(&token, EXECUTION, json!({"e": execution_id}))
+        .await;
+    check_result(&before);
+    server.stop();
+
+    let server = Server::start(dir.path(), database);
+    let token = server.login().await;
+    let after = server
+        .ok(&token, EXECUTION, json!({"e": execution_id}))
+        .await;
+    assert_eq!(after, before, "the same result after a restart");
+    // And the same events, replayed from the store.
+    let mut socket = authenticated_socket(&server, &token).await;
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": EVENTS, "variables": {"e": execution_id}}}),
+    )
+    .await;
+    let mut replayed = Vec::new();
+    while let Ok(message) = receive(&mut socket).await {
+        if message["type"] == "complete" {
+            break;
+        }
+        replayed.push(message["payload"]["data"]["executionEvents"].clone());
+    }
+    assert_eq!(replayed, events);
+    server.stop();
+}
+
+#[tokio::test]
+async fn the_example_runs_and_survives_a_restart_on_sqlite() {
+    the_example_runs_and_its_result_survives_a_restart(None).await;
+}
+
+#[tokio::test]
+async fn the_example_runs_and_survives_a_restart_on_postgresql() {
+    let postgres = postgres_server::PostgresServer::start();
+    let url = postgres.database("walkoff");
+    the_example_runs_and_its_result_survives_a_restart(Some(&url)).await;
+}
+
+#[tokio::test]
+async fn sockets_without_a_valid_token_are_closed_with_4401_or_4403() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    for (payload, code) in [
+        (json!({}), 4401),
+        (json!({"Authorization": "Bearer wa_forged"}), 4403),
+        (json!({"Authorization": "Basic YWRtaW4="}), 4403),
+    ] {
+        let mut socket = server.socket("graphql-transport-ws").await;
+        send(&mut socket, json!({"type": "connection_init", "payload": payload})).await;
+        let (got, reason) = receive(&mut socket).await.unwrap_err();
+        assert_eq!(got, code, "{payload}: {reason}");
+    }
+    // Subscribing before the handshake.
+    let mut socket = server.socket("graphql-transport-ws").await;
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { executionStatus { id } }"}}),
+    )
+    .await;
+    assert_eq!(receive(&mut socket).await.unwrap_err().0, 4401);
+    server.stop();
+}
+
+#[tokio::test]
+async fn bad_requests_get_typed_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let token = server.login().await;
+    let client = reqwest::Client::new();
+
+    // Not JSON, and not GraphQL.
+    let response = client
+        .post(server.url("/graphql"))
+        .bearer_auth(&token)
+        .body("{ this is not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    let body = server
+        .graphql(Some(&token), "{ workflows { edges { node { id } ", json!({}))
+        .await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("Syntax"), "{body}");
+
+    // Larger than the limit.
+    let huge = "x".repeat(5 * 1024 * 1024);
+    let response = client
+        .post(server.url("/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({"query": "mutation($j: JSON!) { importWorkflow(json: $j) { id } }", "variables": {"j": huge}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+
+    // A wrong token, an invalid workflow, a workflow that does not parse.
+    let body = server
+        .graphql(Some("wa_wrong"), "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    let mut invalid = semantics_mix();
+    invalid["actions"][0]["name"] = json!("no_such_action");
+    invalid["start"] = json!("not-a-node");
+    let body = server
+        .graphql(
+            Some(&token),
+            "mutation($json: JSON!) { importWorkflow(json: $json) { id } }",
+            json!({"json": invalid}),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION_FAILED");
+    assert!(body["errors"][0]["extensions"]["problems"].as_array().unwrap().len() >= 2);
+
+    // Nothing of it was stored.
+    let listed = server
+        .ok(&token, "{ workflows { edges { node { id } } } executions { edges { node { id } } } }", json!({}))
+        .await;
+    assert_eq!(listed["workflows"]["edges"], json!([]));
+    assert_eq!(listed["executions"]["edges"], json!([]));
+    server.stop();
+}
+
+#[tokio::test]
+async fn stopping_the_server_closes_subscriptions_with_a_close_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let token = server.login().await;
+    let mut socket = authenticated_socket(&server, &token).await;
+    send(
+        &mut socket,
+        json!({"id": "1", "type": "subscribe", "payload": {"query": "subscription { executionStatus { id status } }"}}),
+    )
+    .await;
+    // Let the subscription start before stopping.
+    server.ok(&token, "{ me { id } }", json!({})).await;
+    let pid = server.child.id();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let (code, reason) = receive(&mut socket).await.unwrap_err();
+    assert_eq!(code, u16::from(CloseCode::Away), "{reason}");
+    server.stop();
+}
