@@ -331,7 +331,8 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     let body = server
         .graphql(Some(&token), "{ workflows { edges { node { id } ", json!({}))
         .await;
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("Syntax"), "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("1:35"), "where: {body}");
 
     // Larger than the limit.
     let huge = "x".repeat(5 * 1024 * 1024);

@@ -8,7 +8,12 @@ mod workflows;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
+};
+use async_graphql::{Context, MergedObject, MergedSubscription, Response, Schema};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use base64::Engine as _;
 
 use crate::auth::{authorize, Caller, Credentials, Operation, Resource};
@@ -43,8 +48,46 @@ pub fn build_schema(gateway: Arc<Gateway>) -> WalkoffSchema {
     Schema::build(Query::default(), Mutation::default(), Subscription::default())
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
+        .extension(ErrorCodes)
         .data(gateway)
         .finish()
+}
+
+/// Gives every error a code: the resolvers' carry theirs; what async-graphql refuses before a
+/// resolver runs (a syntax error, an unknown field, a query too deep or too complex, an argument
+/// of the wrong type) is the caller's doing, BAD_USER_INPUT.
+struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodes)
+    }
+}
+
+fn with_codes(mut response: Response) -> Response {
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "BAD_USER_INPUT");
+        }
+    }
+    response
+}
+
+#[async_trait::async_trait]
+impl Extension for ErrorCodes {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        with_codes(next.run(ctx).await)
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream).map(with_codes).boxed()
+    }
 }
 
 /// The schema's SDL, as checked in at `schema/walkoff.graphql`.
