@@ -15,13 +15,13 @@ use crate::run::Interrupt;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Where the database lives (created when missing).
-    #[arg(long, default_value = "walkoff-data")]
+    #[arg(long, env = "WALKOFF_DATA_DIR", default_value = "walkoff-data")]
     data_dir: PathBuf,
     /// Keep the data in this database instead (sqlite://PATH or postgres://…).
     #[arg(long, env = "WALKOFF_DATABASE")]
     database: Option<String>,
     /// The address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "WALKOFF_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// The password the first start gives the user `admin` (generated and printed when unset).
     #[arg(long, env = "WALKOFF_ADMIN_PASSWORD", hide_env_values = true)]
@@ -35,8 +35,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     };
     // The apps a remote user may run: `basics`. (`diagnostics` writes files where a workflow
     // says, which is for drills on a deployment, not for a server.)
-    let registry = walkoff_executors::Registry::new()
-        .with(Arc::new(walkoff_apps::basics::Basics::new()));
+    let registry =
+        walkoff_executors::Registry::new().with(Arc::new(walkoff_apps::basics::Basics::new()));
     let options = EmbeddedOptions {
         data_dir: args.data_dir,
         database: args.database,

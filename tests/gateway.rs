@@ -153,7 +153,10 @@ async fn authenticated_socket(server: &Server, token: &str) -> Socket {
         json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
     )
     .await;
-    assert_eq!(receive(&mut socket).await.unwrap()["type"], "connection_ack");
+    assert_eq!(
+        receive(&mut socket).await.unwrap()["type"],
+        "connection_ack"
+    );
     socket
 }
 
@@ -178,7 +181,10 @@ async fn run_the_example(server: &Server, token: &str) -> (String, Vec<Value>) {
             json!({"json": semantics_mix()}),
         )
         .await;
-    let workflow_id = imported["importWorkflow"]["id"].as_str().unwrap().to_string();
+    let workflow_id = imported["importWorkflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let execution_id = uuid::Uuid::new_v4().to_string();
     let mut socket = authenticated_socket(server, token).await;
     send(
@@ -295,7 +301,11 @@ async fn sockets_without_a_valid_token_are_closed_with_4401_or_4403() {
         (json!({"Authorization": "Basic YWRtaW4="}), 4403),
     ] {
         let mut socket = server.socket("graphql-transport-ws").await;
-        send(&mut socket, json!({"type": "connection_init", "payload": payload})).await;
+        send(
+            &mut socket,
+            json!({"type": "connection_init", "payload": payload}),
+        )
+        .await;
         let (got, reason) = receive(&mut socket).await.unwrap_err();
         assert_eq!(got, code, "{payload}: {reason}");
     }
@@ -329,10 +339,23 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
     let body = server
-        .graphql(Some(&token), "{ workflows { edges { node { id } ", json!({}))
+        .graphql(
+            Some(&token),
+            "{ workflows { edges { node { id } ",
+            json!({}),
+        )
         .await;
-    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body}");
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("1:35"), "where: {body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1:35"),
+        "where: {body}"
+    );
 
     // Larger than the limit.
     let huge = "x".repeat(5 * 1024 * 1024);
@@ -363,11 +386,21 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
         )
         .await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "VALIDATION_FAILED");
-    assert!(body["errors"][0]["extensions"]["problems"].as_array().unwrap().len() >= 2);
+    assert!(
+        body["errors"][0]["extensions"]["problems"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 2
+    );
 
     // Nothing of it was stored.
     let listed = server
-        .ok(&token, "{ workflows { edges { node { id } } } executions { edges { node { id } } } }", json!({}))
+        .ok(
+            &token,
+            "{ workflows { edges { node { id } } } executions { edges { node { id } } } }",
+            json!({}),
+        )
         .await;
     assert_eq!(listed["workflows"]["edges"], json!([]));
     assert_eq!(listed["executions"]["edges"], json!([]));
@@ -388,7 +421,9 @@ async fn stopping_the_server_closes_subscriptions_with_a_close_frame() {
     // Let the subscription start before stopping.
     server.ok(&token, "{ me { id } }", json!({})).await;
     let pid = server.child.id();
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let (code, reason) = receive(&mut socket).await.unwrap_err();
     assert_eq!(code, u16::from(CloseCode::Away), "{reason}");
     server.stop();

@@ -290,7 +290,8 @@ impl Auth {
         if let Some(caller) = self.checked.get(&hash).await {
             return Ok(caller);
         }
-        const REFUSED: &str = "the access token is not valid (expired, revoked or unknown); sign in again or refresh";
+        const REFUSED: &str =
+            "the access token is not valid (expired, revoked or unknown); sign in again or refresh";
         let token = match self.store.token(&hash).await {
             Ok(Some(token)) => token,
             Ok(None) => return Err(REFUSED.into()),

@@ -32,8 +32,12 @@ pub trait Engine: Send + Sync + 'static {
         variables: BTreeMap<String, Value>,
     ) -> Result<(), SubmitError>;
 
-    async fn trigger(&self, execution_id: &str, node: &str, data: Value)
-        -> Result<(), ControlError>;
+    async fn trigger(
+        &self,
+        execution_id: &str,
+        node: &str,
+        data: Value,
+    ) -> Result<(), ControlError>;
 
     async fn abort(&self, execution_id: &str) -> Result<(), ControlError>;
 

@@ -61,7 +61,10 @@ fn refused(status: StatusCode, code: &str, message: String) -> Response {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    match sqlx::query("SELECT 1").execute(state.gateway.store.pool()).await {
+    match sqlx::query("SELECT 1")
+        .execute(state.gateway.store.pool())
+        .await
+    {
         Ok(_) => axum::Json(json!({"status": "ok"})).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -46,14 +46,21 @@ pub async fn serve_embedded(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.data_dir).with_context(|| {
-        format!("cannot create the data directory {}", options.data_dir.display())
+        format!(
+            "cannot create the data directory {}",
+            options.data_dir.display()
+        )
     })?;
-    let database = options.database.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", options.data_dir.join("walkoff.db").display())
-    });
-    let store = Store::connect(&database)
-        .await
-        .with_context(|| format!("cannot open the database {}", crate::store::redact(&database)))?;
+    let database = options
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", options.data_dir.join("walkoff.db").display()));
+    let store = Store::connect(&database).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            crate::store::redact(&database)
+        )
+    })?;
     let embedded = Embedded::start(store, &options.registry, options.config.clone()).await?;
     let gateway = Arc::clone(&embedded.gateway);
     if let Some(password) = gateway
@@ -109,14 +116,10 @@ impl Embedded {
         let hub = Hub::new(config.limits.subscriber_buffer);
         let (events, recorded) = mpsc::channel(RECORDER_QUEUE);
         let (stop_recorder, recorder_stopping) = watch::channel(false);
-        let recorder = recorder::spawn(store.clone(), Arc::clone(&hub), recorded, recorder_stopping);
+        let recorder =
+            recorder::spawn(store.clone(), Arc::clone(&hub), recorded, recorder_stopping);
         let engine = Arc::new(EmbeddedEngine::start(registry, events));
-        let gateway = Gateway::new(
-            store,
-            Arc::clone(&engine) as Arc<dyn Engine>,
-            hub,
-            config,
-        );
+        let gateway = Gateway::new(store, Arc::clone(&engine) as Arc<dyn Engine>, hub, config);
         Ok(Embedded {
             gateway,
             engine,
@@ -129,7 +132,10 @@ impl Embedded {
     pub async fn stop(self) {
         self.engine.shutdown().await;
         let _ = self.stop_recorder.send(true);
-        if tokio::time::timeout(STOP_GRACE, self.recorder).await.is_err() {
+        if tokio::time::timeout(STOP_GRACE, self.recorder)
+            .await
+            .is_err()
+        {
             tracing::warn!("the recorder did not finish storing events in time");
         }
         self.gateway.store.close().await;

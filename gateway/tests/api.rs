@@ -124,7 +124,8 @@ fn semantics_mix() -> Value {
 }
 
 const IMPORT: &str = "mutation($json: JSON!) { importWorkflow(json: $json) { id name version } }";
-const EXECUTE: &str = "mutation($w: ID!, $e: ID) { executeWorkflow(workflowId: $w, executionId: $e) { id status } }";
+const EXECUTE: &str =
+    "mutation($w: ID!, $e: ID) { executeWorkflow(workflowId: $w, executionId: $e) { id status } }";
 const EVENTS: &str = "subscription($e: ID!, $from: Int) { executionEvents(executionId: $e, fromSequence: $from) { sequence subject status label result error } }";
 
 #[test]
@@ -188,7 +189,10 @@ async fn logout_and_refresh_take_effect_at_once() {
             json!({"r": refresh}),
         )
         .await;
-    let new_access = renewed["refresh"]["accessToken"].as_str().unwrap().to_string();
+    let new_access = renewed["refresh"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
     api.ok(&new_access, "{ me { id } }", json!({})).await;
     // Presenting the used refresh token again revokes the whole login.
     let (code, _) = api
@@ -199,14 +203,22 @@ async fn logout_and_refresh_take_effect_at_once() {
         )
         .await;
     assert_eq!(code, "UNAUTHENTICATED");
-    let (code, _) = api.error(Some(&new_access), "{ me { id } }", json!({})).await;
-    assert_eq!(code, "UNAUTHENTICATED", "the family is revoked, cache or not");
+    let (code, _) = api
+        .error(Some(&new_access), "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(
+        code, "UNAUTHENTICATED",
+        "the family is revoked, cache or not"
+    );
 
     let token = api.login().await;
     api.ok(&token, "{ me { id } }", json!({})).await;
     api.ok(&token, "mutation { logout }", json!({})).await;
     let (code, _) = api.error(Some(&token), "{ me { id } }", json!({})).await;
-    assert_eq!(code, "UNAUTHENTICATED", "a logged-out token is refused at once");
+    assert_eq!(
+        code, "UNAUTHENTICATED",
+        "a logged-out token is refused at once"
+    );
     api.stop().await;
 }
 
@@ -233,7 +245,9 @@ async fn an_invalid_workflow_is_refused_with_every_problem_and_nothing_stored() 
         let problems = extensions["problems"].as_array().unwrap();
         assert!(problems.len() >= 3, "every problem at once: {problems:?}");
         assert!(problems.iter().any(|p| p["label"] == "a"));
-        assert!(problems.iter().any(|p| p["code"] == "script_syntax" && p["line"].is_number()));
+        assert!(problems
+            .iter()
+            .any(|p| p["code"] == "script_syntax" && p["line"].is_number()));
     }
     let validation = api
         .ok(
@@ -258,11 +272,21 @@ async fn an_invalid_workflow_is_refused_with_every_problem_and_nothing_stored() 
 async fn a_walkoff_workflow_runs_to_the_end_through_the_api() {
     let api = Api::start().await;
     let token = api.login().await;
-    let imported = api.ok(&token, IMPORT, json!({"json": semantics_mix()})).await;
-    let workflow_id = imported["importWorkflow"]["id"].as_str().unwrap().to_string();
-    assert_ne!(workflow_id, "f01e4dc6-0443-500a-a85e-076784fd7e0e", "ids are regenerated");
+    let imported = api
+        .ok(&token, IMPORT, json!({"json": semantics_mix()}))
+        .await;
+    let workflow_id = imported["importWorkflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(
+        workflow_id, "f01e4dc6-0443-500a-a85e-076784fd7e0e",
+        "ids are regenerated"
+    );
     // Imported again: a new workflow beside the first, never an overwrite.
-    let again = api.ok(&token, IMPORT, json!({"json": semantics_mix()})).await;
+    let again = api
+        .ok(&token, IMPORT, json!({"json": semantics_mix()}))
+        .await;
     assert_eq!(again["importWorkflow"]["name"], "Semantics mix (2)");
 
     // Subscribe before the execution exists, with the id the client picked.
@@ -303,8 +327,15 @@ async fn a_walkoff_workflow_runs_to_the_end_through_the_api() {
         }
         seen.push(event);
     }
-    let sequences: Vec<i64> = seen.iter().map(|e| e["sequence"].as_i64().unwrap()).collect();
-    assert_eq!(sequences, (1..=seen.len() as i64).collect::<Vec<_>>(), "in order, no gap");
+    let sequences: Vec<i64> = seen
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        sequences,
+        (1..=seen.len() as i64).collect::<Vec<_>>(),
+        "in order, no gap"
+    );
     assert_eq!(seen.last().unwrap()["status"], "COMPLETED");
 
     // The same events, replayed from the store; and a resumption mid-way.
@@ -389,7 +420,11 @@ async fn a_changed_workflow_runs_as_changed_at_once() {
 
     let run = api.ok(&token, EXECUTE, json!({"w": "echo"})).await;
     let second = result_of(run["executeWorkflow"]["id"].as_str().unwrap().into()).await;
-    assert_eq!(second, Some(json!("ECHOING: second")), "the cached plan of version 1 is not used");
+    assert_eq!(
+        second,
+        Some(json!("ECHOING: second")),
+        "the cached plan of version 1 is not used"
+    );
 
     // Execute-time overrides of the start action's parameters, for one run only.
     let run = api
@@ -426,7 +461,9 @@ async fn unknown_ids_and_bad_arguments_are_typed_errors() {
     for query in [
         format!("{{ execution(id: \"{unknown}\") {{ id }} }}"),
         format!("mutation {{ abortExecution(id: \"{unknown}\") }}"),
-        format!("mutation {{ sendTriggerData(executionId: \"{unknown}\", trigger: \"t\", data: 1) }}"),
+        format!(
+            "mutation {{ sendTriggerData(executionId: \"{unknown}\", trigger: \"t\", data: 1) }}"
+        ),
     ] {
         let (got, _) = api.error(Some(&token), &query, json!({})).await;
         assert_eq!(got, "NOT_FOUND", "{query}");
@@ -474,9 +511,16 @@ async fn the_store_works_the_same_on_postgresql() {
     let url = server.database("api");
     let api = Api::on(&url, GatewayConfig::default(), tempfile::tempdir().unwrap()).await;
     let token = api.login().await;
-    let imported = api.ok(&token, IMPORT, json!({"json": semantics_mix()})).await;
-    let workflow_id = imported["importWorkflow"]["id"].as_str().unwrap().to_string();
-    let again = api.ok(&token, IMPORT, json!({"json": semantics_mix()})).await;
+    let imported = api
+        .ok(&token, IMPORT, json!({"json": semantics_mix()}))
+        .await;
+    let workflow_id = imported["importWorkflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let again = api
+        .ok(&token, IMPORT, json!({"json": semantics_mix()}))
+        .await;
     assert_eq!(again["importWorkflow"]["name"], "Semantics mix (2)");
     let listed = api
         .ok(

@@ -263,11 +263,8 @@ impl Workflow {
     pub fn with_new_ids(&self, mut fresh: impl FnMut() -> String) -> Workflow {
         let mut copy = self.clone();
         copy.id = fresh();
-        let nodes: std::collections::HashMap<String, String> = copy
-            .nodes
-            .iter()
-            .map(|n| (n.id.clone(), fresh()))
-            .collect();
+        let nodes: std::collections::HashMap<String, String> =
+            copy.nodes.iter().map(|n| (n.id.clone(), fresh())).collect();
         let variables: std::collections::HashMap<String, String> = copy
             .variables
             .iter()

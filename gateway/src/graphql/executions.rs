@@ -22,10 +22,10 @@ use super::workflows::plan;
 use super::{allowed, decode_cursor, encode_cursor, gateway, page_size, parse_uuid};
 use crate::auth::{Operation, Resource};
 use crate::error::{ApiError, ApiResult};
-use async_graphql::Result as GqlResult;
 use crate::hub::LiveEvents;
 use crate::store::{ExecutionFilter, ExecutionRow, NewExecution};
 use crate::Gateway;
+use async_graphql::Result as GqlResult;
 
 /// The status of an execution (PENDING, EXECUTING, COMPLETED, FAILED, ABORTED) or of a node
 /// (PENDING, EXECUTING, AWAITING_DATA, SUCCESS, FAILURE, SKIPPED, ABORTED).
@@ -333,7 +333,7 @@ fn with_overrides(
             return Err(ApiError::BadUserInput(format!(
                 "start '{start}': a run can start at an action or a trigger, not a {}",
                 node.kind.name()
-            )).into());
+            )));
         }
         workflow.start = node.id.clone();
     }
@@ -350,7 +350,7 @@ fn with_overrides(
         return Err(ApiError::BadUserInput(
             "parameters override the start action's, and this run does not start at an action"
                 .into(),
-        ).into());
+        ));
     };
     for o in parameters {
         let parameter = Parameter {
@@ -374,7 +374,12 @@ fn with_overrides(
 }
 
 /// The compiled plan of a stored workflow version, from the cache when it is there.
-async fn cached_plan(gateway: &Gateway, id: &str, version: i64, workflow: &Workflow) -> ApiResult<Arc<Plan>> {
+async fn cached_plan(
+    gateway: &Gateway,
+    id: &str,
+    version: i64,
+    workflow: &Workflow,
+) -> ApiResult<Arc<Plan>> {
     let key = (id.to_string(), version);
     if let Some(plan) = gateway.plans.get(&key).await {
         return Ok(plan);
@@ -429,7 +434,10 @@ impl ExecutionQuery {
             Some(cursor) => {
                 let position = decode_cursor(&cursor)?;
                 let parsed = position.split_once(':').and_then(|(at, id)| {
-                    Some((DateTime::from_timestamp_micros(at.parse().ok()?)?, id.to_string()))
+                    Some((
+                        DateTime::from_timestamp_micros(at.parse().ok()?)?,
+                        id.to_string(),
+                    ))
                 });
                 Some(parsed.ok_or_else(|| {
                     ApiError::BadUserInput(format!("'{cursor}' is not a cursor of this list"))
@@ -455,7 +463,8 @@ impl ExecutionQuery {
         rows.truncate(size);
         let mut page = Connection::new(after.is_some(), more);
         page.edges.extend(rows.into_iter().map(|row| {
-            let cursor = encode_cursor(&format!("{}:{}", row.created_at.timestamp_micros(), row.id));
+            let cursor =
+                encode_cursor(&format!("{}:{}", row.created_at.timestamp_micros(), row.id));
             Edge::new(cursor, ExecutionObject(Arc::new(row)))
         }));
         Ok(page)
@@ -507,17 +516,23 @@ impl ExecutionMutation {
         };
         let mut variables = BTreeMap::new();
         for o in workflow_variables.unwrap_or_default() {
-            if !workflow.variables.iter().any(|v| v.name == o.name || v.id == o.name) {
+            if !workflow
+                .variables
+                .iter()
+                .any(|v| v.name == o.name || v.id == o.name)
+            {
                 return Err(ApiError::BadUserInput(format!(
                     "workflowVariables: the workflow has no variable '{}'",
                     o.name
-                )).into());
+                ))
+                .into());
             }
             if variables.insert(o.name.clone(), o.value).is_some() {
                 return Err(ApiError::BadUserInput(format!(
                     "workflowVariables: '{}' is given more than once",
                     o.name
-                )).into());
+                ))
+                .into());
             }
         }
         let globals = plan.referenced_globals();
@@ -526,7 +541,8 @@ impl ExecutionMutation {
             return Err(ApiError::BadUserInput(format!(
                 "this workflow uses globals ({}), which this server does not hold yet",
                 names.join(", ")
-            )).into());
+            ))
+            .into());
         }
         // Committed before it is enqueued: whatever happens next, the execution is on record.
         let row = gateway
@@ -544,7 +560,10 @@ impl ExecutionMutation {
             .submit(plan, execution_id.clone(), variables)
             .await
         {
-            gateway.store.remove_unstarted_execution(&execution_id).await?;
+            gateway
+                .store
+                .remove_unstarted_execution(&execution_id)
+                .await?;
             let error = match e {
                 SubmitError::Invalid(problems) => ApiError::ValidationFailed(problems.0),
                 SubmitError::UnknownVariable(name) => ApiError::BadUserInput(format!(
@@ -572,7 +591,8 @@ impl ExecutionMutation {
             return Err(ApiError::Conflict(format!(
                 "execution '{}' has finished ({})",
                 row.id, row.status
-            )).into());
+            ))
+            .into());
         }
         gateway
             .engine
@@ -598,7 +618,8 @@ impl ExecutionMutation {
             return Err(ApiError::Conflict(format!(
                 "execution '{}' has finished ({})",
                 row.id, row.status
-            )).into());
+            ))
+            .into());
         }
         match row
             .workflow
@@ -611,13 +632,15 @@ impl ExecutionMutation {
                 return Err(ApiError::BadUserInput(format!(
                     "'{trigger}' is a {}, not a trigger",
                     node.kind.name()
-                )).into())
+                ))
+                .into())
             }
             None => {
                 return Err(ApiError::BadUserInput(format!(
                     "execution '{}' has no trigger '{trigger}'",
                     row.id
-                )).into())
+                ))
+                .into())
             }
         }
         gateway
@@ -671,7 +694,7 @@ impl SubscriptionSlots {
             return Err(ApiError::RateLimited(format!(
                 "this connection already has {} subscriptions open, the most allowed",
                 self.max
-            )).into());
+            )));
         }
         Ok(slot)
     }
@@ -741,31 +764,34 @@ impl ExecutionSubscription {
         let statuses = workflow_statuses(filter.statuses)?;
         let receiver = gateway(ctx).hub.subscribe_statuses();
         let state = (receiver, slot);
-        Ok(futures::stream::unfold(state, move |(mut receiver, slot)| {
-            let workflow_id = workflow_id.clone();
-            let statuses = statuses.clone();
-            async move {
-                loop {
-                    match receiver.recv().await {
-                        Ok(row) => {
-                            if workflow_id.as_ref().is_some_and(|w| *w != row.workflow_id)
-                                || (!statuses.is_empty() && !statuses.contains(&row.status))
-                            {
-                                continue;
+        Ok(futures::stream::unfold(
+            state,
+            move |(mut receiver, slot)| {
+                let workflow_id = workflow_id.clone();
+                let statuses = statuses.clone();
+                async move {
+                    loop {
+                        match receiver.recv().await {
+                            Ok(row) => {
+                                if workflow_id.as_ref().is_some_and(|w| *w != row.workflow_id)
+                                    || (!statuses.is_empty() && !statuses.contains(&row.status))
+                                {
+                                    continue;
+                                }
+                                return Some((Ok(ExecutionObject(row)), (receiver, slot)));
                             }
-                            return Some((Ok(ExecutionObject(row)), (receiver, slot)));
-                        }
-                        Err(RecvError::Lagged(missed)) => {
-                            let error = ApiError::RateLimited(format!(
+                            Err(RecvError::Lagged(missed)) => {
+                                let error = ApiError::RateLimited(format!(
                                 "this subscriber fell behind and missed {missed} status changes; read `executions` again to catch up"
                             ));
-                            return Some((Err(error.into()), (receiver, slot)));
+                                return Some((Err(error.into()), (receiver, slot)));
+                            }
+                            Err(RecvError::Closed) => return None,
                         }
-                        Err(RecvError::Closed) => return None,
                     }
                 }
-            }
-        }))
+            },
+        ))
     }
 }
 
@@ -806,7 +832,12 @@ impl Follower {
                 return Some(Ok(ExecutionEvent::from(&event)));
             }
             if self.read_store {
-                match self.gateway.store.events(&self.id, self.next, STORE_PAGE).await {
+                match self
+                    .gateway
+                    .store
+                    .events(&self.id, self.next, STORE_PAGE)
+                    .await
+                {
                     Ok(events) => {
                         self.read_store = events.len() as i64 == STORE_PAGE;
                         if !events.is_empty() {
@@ -832,7 +863,7 @@ impl Follower {
                     }
                     Ok(None) if Instant::now() >= self.deadline => {
                         self.done = true;
-                        return Some(Err(ApiError::not_found("execution", &self.id).into()));
+                        return Some(Err(ApiError::not_found("execution", &self.id)));
                     }
                     Ok(None) => {}
                     Err(e) => {

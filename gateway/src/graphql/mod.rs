@@ -12,9 +12,9 @@ use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
 };
 use async_graphql::{Context, MergedObject, MergedSubscription, Response, Schema};
+use base64::Engine as _;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use base64::Engine as _;
 
 use crate::auth::{authorize, Caller, Credentials, Operation, Resource};
 use crate::error::{ApiError, ApiResult};
@@ -45,12 +45,16 @@ pub type WalkoffSchema = Schema<Query, Mutation, Subscription>;
 /// The schema serving `gateway`, with its limits.
 pub fn build_schema(gateway: Arc<Gateway>) -> WalkoffSchema {
     let limits = gateway.config.limits.clone();
-    Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .extension(ErrorCodes)
-        .data(gateway)
-        .finish()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .extension(ErrorCodes)
+    .data(gateway)
+    .finish()
 }
 
 /// Gives every error a code: the resolvers' carry theirs; what async-graphql refuses before a
@@ -92,9 +96,13 @@ impl Extension for ErrorCodes {
 
 /// The schema's SDL, as checked in at `schema/walkoff.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .finish()
-        .sdl()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .finish()
+    .sdl()
 }
 
 pub(crate) fn gateway<'a>(ctx: &Context<'a>) -> &'a Arc<Gateway> {

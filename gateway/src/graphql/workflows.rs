@@ -13,9 +13,9 @@ use walkoff_schema::{dump_workflow, load_workflow, Format, Problem, Workflow};
 use super::{allowed, decode_cursor, encode_cursor, gateway, page_size};
 use crate::auth::{Operation, Resource};
 use crate::error::{ApiError, ApiResult};
-use async_graphql::Result as GqlResult;
 use crate::store::{WorkflowFilter, WorkflowRow};
 use crate::Gateway;
+use async_graphql::Result as GqlResult;
 
 /// A stored workflow.
 pub struct WorkflowObject(pub WorkflowRow);
@@ -286,7 +286,7 @@ impl WorkflowMutation {
                     .plans
                     .invalidate(&(row.id.clone(), row.version - 1))
                     .await;
-                Ok(WorkflowObject(row))
+                Ok(WorkflowObject(*row))
             }
             crate::store::Updated::NotFound => Err(ApiError::not_found("workflow", &id).into()),
             crate::store::Updated::Stale(version) => Err(ApiError::Conflict(format!(

@@ -47,8 +47,7 @@ pub struct ExecutionFilter {
 pub type StoredEvent = Event;
 
 fn status_of(text: &str) -> StoreResult<WorkflowStatus> {
-    serde_json::from_value(serde_json::Value::String(text.to_string()))
-        .map_err(StoreError::corrupt)
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(StoreError::corrupt)
 }
 
 fn execution(row: &AnyRow) -> StoreResult<ExecutionRow> {
@@ -138,7 +137,8 @@ impl Store {
     }
 
     pub async fn execution(&self, id: &str) -> StoreResult<Option<ExecutionRow>> {
-        const SQL: &str = "SELECT id, workflow_id, workflow_version, workflow_name, workflow, status, \
+        const SQL: &str =
+            "SELECT id, workflow_id, workflow_version, workflow_name, workflow, status, \
              started_by, created_at, started_at, finished_at, error, last_seq \
              FROM executions WHERE id = $1";
         sqlx::query(SQL)

@@ -54,7 +54,7 @@ fn document(workflow: &Workflow) -> StoreResult<String> {
 /// What an update found.
 #[derive(Debug)]
 pub enum Updated {
-    Done(WorkflowRow),
+    Done(Box<WorkflowRow>),
     NotFound,
     /// Someone else saved first: the version now stored.
     Stale(i64),
@@ -157,7 +157,7 @@ impl Store {
         }
         tx.commit().await?;
         Ok(match self.workflow(&workflow.id).await? {
-            Some(row) => Updated::Done(row),
+            Some(row) => Updated::Done(Box::new(row)),
             None => Updated::NotFound,
         })
     }

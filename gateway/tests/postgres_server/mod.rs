@@ -43,7 +43,12 @@ fn as_owner(program: &Path) -> Command {
     if is_root() {
         let mut command = Command::new("setpriv");
         command
-            .args(["--reuid=postgres", "--regid=postgres", "--clear-groups", "--"])
+            .args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--clear-groups",
+                "--",
+            ])
             .arg(program);
         command
     } else {
@@ -68,11 +73,23 @@ impl PostgresServer {
                 .arg(dir.path())
                 .status()
                 .expect("chown");
-            assert!(status.success(), "cannot give the cluster directory to postgres");
+            assert!(
+                status.success(),
+                "cannot give the cluster directory to postgres"
+            );
         }
         let data = dir.path().join("data");
         let init = as_owner(&bin.join("initdb"))
-            .args(["-A", "trust", "-U", "walkoff", "-E", "UTF8", "--no-sync", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "walkoff",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -110,7 +127,14 @@ impl PostgresServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "walkoff"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "walkoff",
+                ])
                 .stdout(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
@@ -129,7 +153,15 @@ impl PostgresServer {
     /// A new empty database; its URL.
     pub fn database(&self, name: &str) -> String {
         let status = Command::new(self.bin.join("createdb"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "walkoff", name])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "walkoff",
+                name,
+            ])
             .status()
             .expect("createdb runs");
         assert!(status.success(), "createdb {name} failed");
