@@ -428,3 +428,61 @@ async fn stopping_the_server_closes_subscriptions_with_a_close_frame() {
     assert_eq!(code, u16::from(CloseCode::Away), "{reason}");
     server.stop();
 }
+
+#[tokio::test]
+async fn the_graphql_ws_reference_client_follows_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let token = server.login().await;
+    let imported = server
+        .ok(
+            &token,
+            "mutation($json: JSON!) { importWorkflow(json: $json) { id } }",
+            json!({"json": semantics_mix()}),
+        )
+        .await;
+    let workflow_id = imported["importWorkflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let package = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/graphql-ws");
+    let base = server.url("");
+    let output = tokio::task::spawn_blocking(move || {
+        // The client as its lock file pins it (scripts/test installs Node.js and npm).
+        let installed = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+            .current_dir(&package)
+            .stdout(Stdio::null())
+            .status()
+            .expect("npm runs");
+        assert!(installed.success(), "npm ci in tests/graphql-ws failed");
+        Command::new("node")
+            .arg("follow.mjs")
+            .current_dir(&package)
+            .env("WALKOFF", base)
+            .env("TOKEN", token)
+            .env("WORKFLOW_ID", workflow_id)
+            .env("TRIGGER", "approval")
+            .env("TRIGGER_DATA", r#"{"approved": true}"#)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "follow.mjs: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let events: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let sequences: Vec<i64> = events
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap()["status"], "COMPLETED");
+    assert!(events
+        .iter()
+        .any(|e| e["label"] == "shout" && e["result"] == "ECHOING: WENT LEFT"));
+    server.stop();
+}
