@@ -117,23 +117,18 @@ fn main() -> ExitCode {
 }
 
 fn block_on(job: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(job),
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    run_on(tokio::runtime::Builder::new_current_thread(), job)
 }
 
 fn block_on_threads(job: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    run_on(tokio::runtime::Builder::new_multi_thread(), job)
+}
+
+fn run_on(
+    mut builder: tokio::runtime::Builder,
+    job: impl std::future::Future<Output = ExitCode>,
+) -> ExitCode {
+    match builder.enable_all().build() {
         Ok(runtime) => runtime.block_on(job),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

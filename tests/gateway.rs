@@ -170,10 +170,8 @@ fn semantics_mix() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Import the WALKOFF 1.0 example (condition, transform, parallel action, trigger), subscribe
-/// before executing, execute, answer the trigger, receive every event in order; returns the
-/// execution id and its events.
-async fn run_the_example(server: &Server, token: &str) -> (String, Vec<Value>) {
+/// Import the WALKOFF 1.0 example; its new id.
+async fn import_the_example(server: &Server, token: &str) -> String {
     let imported = server
         .ok(
             token,
@@ -181,10 +179,17 @@ async fn run_the_example(server: &Server, token: &str) -> (String, Vec<Value>) {
             json!({"json": semantics_mix()}),
         )
         .await;
-    let workflow_id = imported["importWorkflow"]["id"]
+    imported["importWorkflow"]["id"]
         .as_str()
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+/// Import the WALKOFF 1.0 example (condition, transform, parallel action, trigger), subscribe
+/// before executing, execute, answer the trigger, receive every event in order; returns the
+/// execution id and its events.
+async fn run_the_example(server: &Server, token: &str) -> (String, Vec<Value>) {
+    let workflow_id = import_the_example(server, token).await;
     let execution_id = uuid::Uuid::new_v4().to_string();
     let mut socket = authenticated_socket(server, token).await;
     send(
@@ -434,17 +439,7 @@ async fn the_graphql_ws_reference_client_follows_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), None);
     let token = server.login().await;
-    let imported = server
-        .ok(
-            &token,
-            "mutation($json: JSON!) { importWorkflow(json: $json) { id } }",
-            json!({"json": semantics_mix()}),
-        )
-        .await;
-    let workflow_id = imported["importWorkflow"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let workflow_id = import_the_example(&server, &token).await;
     let package = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/graphql-ws");
     let base = server.url("");
     let output = tokio::task::spawn_blocking(move || {

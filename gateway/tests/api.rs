@@ -107,6 +107,32 @@ impl Api {
         response.data.into_json().unwrap()
     }
 
+    /// Import the WALKOFF 1.0 example; its new id.
+    async fn import_the_example(&self, token: &str) -> String {
+        let imported = self
+            .ok(token, IMPORT, json!({"json": semantics_mix()}))
+            .await;
+        imported["importWorkflow"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Every event of an execution, to its end, through the subscription.
+    async fn events_of(&self, token: &str, execution_id: &str, from: i64) -> Vec<Value> {
+        self.schema
+            .execute_stream(
+                Request::new(EVENTS)
+                    .variables(Variables::from_json(
+                        json!({"e": execution_id, "from": from}),
+                    ))
+                    .data(self.credentials(Some(token)).await),
+            )
+            .map(|r| r.data.into_json().unwrap()["executionEvents"].clone())
+            .collect()
+            .await
+    }
+
     async fn stop(mut self) {
         if let Some(embedded) = self.embedded.take() {
             embedded.stop().await;
@@ -272,13 +298,7 @@ async fn an_invalid_workflow_is_refused_with_every_problem_and_nothing_stored() 
 async fn a_walkoff_workflow_runs_to_the_end_through_the_api() {
     let api = Api::start().await;
     let token = api.login().await;
-    let imported = api
-        .ok(&token, IMPORT, json!({"json": semantics_mix()}))
-        .await;
-    let workflow_id = imported["importWorkflow"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let workflow_id = api.import_the_example(&token).await;
     assert_ne!(
         workflow_id, "f01e4dc6-0443-500a-a85e-076784fd7e0e",
         "ids are regenerated"
@@ -339,16 +359,7 @@ async fn a_walkoff_workflow_runs_to_the_end_through_the_api() {
     assert_eq!(seen.last().unwrap()["status"], "COMPLETED");
 
     // The same events, replayed from the store; and a resumption mid-way.
-    let replayed: Vec<Value> = api
-        .schema
-        .execute_stream(
-            Request::new(EVENTS)
-                .variables(Variables::from_json(json!({"e": execution_id, "from": 3})))
-                .data(api.credentials(Some(&token)).await),
-        )
-        .map(|r| r.data.into_json().unwrap()["executionEvents"].clone())
-        .collect()
-        .await;
+    let replayed = api.events_of(&token, &execution_id, 3).await;
     assert_eq!(replayed, seen[2..].to_vec());
 
     let execution = api
@@ -388,15 +399,7 @@ async fn a_changed_workflow_runs_as_changed_at_once() {
         let api = &api;
         let token = token.clone();
         async move {
-            let stream = api.schema.execute_stream(
-                Request::new(EVENTS)
-                    .variables(Variables::from_json(json!({"e": execution})))
-                    .data(api.credentials(Some(&token)).await),
-            );
-            let events: Vec<Value> = stream
-                .map(|r| r.data.into_json().unwrap()["executionEvents"].clone())
-                .collect()
-                .await;
+            let events = api.events_of(&token, &execution, 1).await;
             events
                 .iter()
                 .find(|e| e["label"] == "say" && e["status"] == "SUCCESS")
@@ -511,13 +514,7 @@ async fn the_store_works_the_same_on_postgresql() {
     let url = server.database("api");
     let api = Api::on(&url, GatewayConfig::default(), tempfile::tempdir().unwrap()).await;
     let token = api.login().await;
-    let imported = api
-        .ok(&token, IMPORT, json!({"json": semantics_mix()}))
-        .await;
-    let workflow_id = imported["importWorkflow"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let workflow_id = api.import_the_example(&token).await;
     let again = api
         .ok(&token, IMPORT, json!({"json": semantics_mix()}))
         .await;
@@ -538,16 +535,7 @@ async fn the_store_works_the_same_on_postgresql() {
         json!({"e": id}),
     )
     .await;
-    let events: Vec<Value> = api
-        .schema
-        .execute_stream(
-            Request::new(EVENTS)
-                .variables(Variables::from_json(json!({"e": id})))
-                .data(api.credentials(Some(&token)).await),
-        )
-        .map(|r| r.data.into_json().unwrap()["executionEvents"].clone())
-        .collect()
-        .await;
+    let events = api.events_of(&token, &id, 1).await;
     assert_eq!(events.last().unwrap()["status"], "COMPLETED");
     let page = api
         .ok(
