@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_graphql::http::{GraphiQLSource, WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{BatchRequest, Data};
-use axum::body::to_bytes;
+use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -81,12 +81,37 @@ async fn credentials(gateway: &Gateway, headers: &HeaderMap) -> Credentials {
     gateway.auth.credentials(authorization).await
 }
 
+/// What an oversized request may still send, read and dropped, before its 413 goes out: a
+/// client still writing its body when the connection closes sees a reset, not the answer.
+const OVERSIZED_DRAIN: usize = 64 * 1024 * 1024;
+
+/// The body when it holds at most `limit` bytes; `None` when it holds more (the rest is read and
+/// dropped, up to `OVERSIZED_DRAIN`, so the client gets to read the refusal) or breaks off.
+async fn read_limited(body: Body, limit: usize) -> Option<Vec<u8>> {
+    let mut chunks = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let mut over = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.ok()?;
+        if over == 0 && bytes.len() + chunk.len() <= limit {
+            bytes.extend_from_slice(&chunk);
+            continue;
+        }
+        bytes = Vec::new();
+        over += chunk.len();
+        if over > OVERSIZED_DRAIN {
+            break;
+        }
+    }
+    (over == 0).then_some(bytes)
+}
+
 async fn graphql_post(State(state): State<AppState>, request: Request) -> Response {
     let limits = &state.gateway.config.limits;
     let (parts, body) = request.into_parts();
-    let bytes = match to_bytes(body, limits.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
+    let bytes = match read_limited(body, limits.max_body_bytes).await {
+        Some(bytes) => bytes,
+        None => {
             return refused(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "BAD_USER_INPUT",
