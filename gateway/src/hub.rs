@@ -96,9 +96,4 @@ impl Hub {
     pub fn publish_status(&self, execution: ExecutionRow) {
         let _ = self.statuses.send(Arc::new(execution));
     }
-
-    /// Executions with at least one live subscriber.
-    pub fn watched(&self) -> usize {
-        lock(&self.executions).len()
-    }
 }

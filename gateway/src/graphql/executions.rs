@@ -353,21 +353,20 @@ fn with_overrides(
         ));
     };
     for o in parameters {
-        let parameter = Parameter {
-            name: o.name.clone(),
-            variant: Variant::StaticValue,
-            value: o.value.clone(),
-            pointer: None,
-            parallelized: false,
-            id: None,
-        };
         match action.parameters.iter_mut().find(|p| p.name == o.name) {
             Some(existing) => {
                 existing.variant = Variant::StaticValue;
                 existing.value = o.value.clone();
                 existing.pointer = None;
             }
-            None => action.parameters.push(parameter),
+            None => action.parameters.push(Parameter {
+                name: o.name.clone(),
+                variant: Variant::StaticValue,
+                value: o.value.clone(),
+                pointer: None,
+                parallelized: false,
+                id: None,
+            }),
         }
     }
     Ok(workflow)

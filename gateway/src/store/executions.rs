@@ -43,8 +43,16 @@ pub struct ExecutionFilter {
     pub created_before: Option<DateTime<Utc>>,
 }
 
-/// An event as stored: the engine's event, parsed back.
-pub type StoredEvent = Event;
+/// A statement reading whole execution rows (the columns `execution` maps), then `rest`.
+macro_rules! select_executions {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, workflow_id, workflow_version, workflow_name, workflow, status, ",
+            "started_by, created_at, started_at, finished_at, error, last_seq FROM executions ",
+            $rest
+        )
+    };
+}
 
 fn status_of(text: &str) -> StoreResult<WorkflowStatus> {
     serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(StoreError::corrupt)
@@ -69,7 +77,7 @@ fn execution(row: &AnyRow) -> StoreResult<ExecutionRow> {
     })
 }
 
-fn stored_event(row: &AnyRow) -> StoreResult<StoredEvent> {
+fn stored_event(row: &AnyRow) -> StoreResult<Event> {
     let body: String = row.try_get("body")?;
     serde_json::from_str(&body).map_err(StoreError::corrupt)
 }
@@ -137,10 +145,7 @@ impl Store {
     }
 
     pub async fn execution(&self, id: &str) -> StoreResult<Option<ExecutionRow>> {
-        const SQL: &str =
-            "SELECT id, workflow_id, workflow_version, workflow_name, workflow, status, \
-             started_by, created_at, started_at, finished_at, error, last_seq \
-             FROM executions WHERE id = $1";
+        const SQL: &str = select_executions!("WHERE id = $1");
         sqlx::query(SQL)
             .bind(id)
             .fetch_optional(&self.pool)
@@ -162,16 +167,14 @@ impl Store {
             let names: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
             format!(",{},", names.join(","))
         });
-        let rows = sqlx::query(
-            "SELECT id, workflow_id, workflow_version, workflow_name, workflow, status, \
-             started_by, created_at, started_at, finished_at, error, last_seq FROM executions \
-             WHERE (CAST($1 AS TEXT) IS NULL OR workflow_id = $1) \
+        let rows = sqlx::query(select_executions!(
+            "WHERE (CAST($1 AS TEXT) IS NULL OR workflow_id = $1) \
              AND (CAST($2 AS TEXT) IS NULL OR $2 LIKE '%,' || status || ',%') \
              AND (CAST($3 AS BIGINT) IS NULL OR created_at >= $3) \
              AND (CAST($4 AS BIGINT) IS NULL OR created_at < $4) \
              AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5 OR (created_at = $5 AND id < $6)) \
-             ORDER BY created_at DESC, id DESC LIMIT $7",
-        )
+             ORDER BY created_at DESC, id DESC LIMIT $7"
+        ))
         .bind(filter.workflow_id.as_deref())
         .bind(statuses)
         .bind(filter.created_after.map(micros))
@@ -185,7 +188,7 @@ impl Store {
     }
 
     /// Events of an execution with `seq >= from`, in order, at most `limit`.
-    pub async fn events(&self, id: &str, from: u64, limit: i64) -> StoreResult<Vec<StoredEvent>> {
+    pub async fn events(&self, id: &str, from: u64, limit: i64) -> StoreResult<Vec<Event>> {
         let rows = sqlx::query(
             "SELECT body FROM events WHERE execution_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
         )
@@ -231,18 +234,18 @@ impl Store {
             }
         }
         let mut tx = self.pool.begin().await?;
-        let mut unknown = Vec::new();
+        let mut unknown = std::collections::HashSet::new();
         for id in newest.keys() {
             let exists = sqlx::query("SELECT id FROM executions WHERE id = $1")
                 .bind(*id)
                 .fetch_optional(&mut *tx)
                 .await?;
             if exists.is_none() {
-                unknown.push((*id).to_string());
+                unknown.insert(*id);
             }
         }
         for event in events {
-            if unknown.contains(&event.execution_id) {
+            if unknown.contains(event.execution_id.as_str()) {
                 continue;
             }
             let body = serde_json::to_string(event).map_err(StoreError::corrupt)?;
@@ -258,7 +261,7 @@ impl Store {
             .await?;
         }
         for (id, seq) in newest {
-            if unknown.iter().any(|u| u == id) {
+            if unknown.contains(id) {
                 continue;
             }
             let seq = i64::try_from(seq).unwrap_or(i64::MAX);
@@ -293,17 +296,15 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(unknown)
+        Ok(unknown.into_iter().map(str::to_string).collect())
     }
 
     /// Executions that have not finished: after a restart of the embedded mode, whose bus
     /// lived in memory, these can no longer go on.
     pub async fn unfinished_executions(&self) -> StoreResult<Vec<ExecutionRow>> {
-        let rows = sqlx::query(
-            "SELECT id, workflow_id, workflow_version, workflow_name, workflow, status, \
-             started_by, created_at, started_at, finished_at, error, last_seq FROM executions \
-             WHERE status IN ('PENDING', 'EXECUTING') ORDER BY created_at",
-        )
+        let rows = sqlx::query(select_executions!(
+            "WHERE status IN ('PENDING', 'EXECUTING') ORDER BY created_at"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(execution).collect()

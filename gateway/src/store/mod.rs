@@ -16,7 +16,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row, SqlSafeStr};
 
-pub use executions::{ExecutionFilter, ExecutionRow, NewExecution, StoredEvent};
+pub use executions::{ExecutionFilter, ExecutionRow, NewExecution};
 pub use users::{TokenRow, UserRow};
 pub use workflows::{Updated, WorkflowFilter, WorkflowRow};
 
@@ -118,10 +118,6 @@ impl Store {
         let pool = options.connect(&url).await?;
         migrator().run(&pool).await?;
         Ok(Store { pool, backend })
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -24,6 +24,16 @@ pub struct WorkflowFilter {
     pub search: Option<String>,
 }
 
+/// A statement reading whole workflow rows (the columns `workflow` maps), then `rest`.
+macro_rules! select_workflows {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, name, version, document, created_by, created_at, updated_at FROM workflows ",
+            $rest
+        )
+    };
+}
+
 fn workflow(row: &AnyRow) -> StoreResult<WorkflowRow> {
     let document: String = row.try_get("document")?;
     Ok(WorkflowRow {
@@ -100,16 +110,13 @@ impl Store {
     }
 
     pub async fn workflow(&self, id: &str) -> StoreResult<Option<WorkflowRow>> {
-        sqlx::query(
-            "SELECT id, name, version, document, created_by, created_at, updated_at \
-             FROM workflows WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(workflow)
-        .transpose()
+        sqlx::query(select_workflows!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(workflow)
+            .transpose()
     }
 
     pub async fn workflow_name_taken(&self, name: &str) -> StoreResult<bool> {
@@ -181,12 +188,11 @@ impl Store {
             .search
             .as_deref()
             .map(|s| format!("%{}%", escape_like(&s.to_lowercase())));
-        let rows = sqlx::query(
-            "SELECT id, name, version, document, created_by, created_at, updated_at FROM workflows \
-             WHERE (CAST($1 AS TEXT) IS NULL OR name > $1) \
+        let rows = sqlx::query(select_workflows!(
+            "WHERE (CAST($1 AS TEXT) IS NULL OR name > $1) \
              AND (CAST($2 AS TEXT) IS NULL OR LOWER(name) LIKE $2 ESCAPE '\\') \
-             ORDER BY name LIMIT $3",
-        )
+             ORDER BY name LIMIT $3"
+        ))
         .bind(after)
         .bind(pattern)
         .bind(limit)
