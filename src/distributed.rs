@@ -24,10 +24,10 @@ use crate::run::{
 pub struct RedisArgs {
     /// The Redis server of the deployment.
     #[arg(long, env = "WALKOFF_REDIS", value_name = "URL")]
-    redis: String,
+    pub(crate) redis: String,
     /// The prefix of every key of the deployment.
     #[arg(long, default_value = "walkoff", value_name = "PREFIX")]
-    prefix: String,
+    pub(crate) prefix: String,
 }
 
 #[derive(Args)]
@@ -112,7 +112,7 @@ fn bus_config(args: &RedisArgs) -> RedisBusConfig {
 }
 
 /// A name no other process of the deployment uses: host, process id and a random suffix.
-fn consumer_name(role: &str) -> String {
+pub(crate) fn consumer_name(role: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());

@@ -34,6 +34,9 @@ enum Command {
     /// Serve the GraphQL API with the engine and the built-in apps in this process (SQLite in
     /// --data-dir): the embedded default.
     Serve(serve::ServeArgs),
+    /// Serve the GraphQL API as one gateway replica of a Redis deployment (workers and
+    /// executors run elsewhere; every replica shares --database).
+    Gateway(serve::GatewayArgs),
     /// Check a workflow (walkoff or WALKOFF 1.0 JSON) and print every problem.
     Validate {
         file: PathBuf,
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Run(args) => block_on(run::run(args)),
         // A server: requests, the engine and the store share both cores.
         Command::Serve(args) => block_on_threads(serve::serve(args)),
+        Command::Gateway(args) => block_on_threads(serve::gateway(args)),
         Command::Worker(args) => block_on(distributed::worker(args)),
         Command::Executor(args) => block_on(distributed::executor(args)),
         Command::Submit(args) => block_on(distributed::submit(args)),

@@ -1,5 +1,5 @@
 //! `walkoff serve`: the API, the engine and the built-in apps in one process, with SQLite in a
-//! data directory.
+//! data directory; `walkoff gateway`: the API alone, as one replica in a Redis deployment.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,9 +7,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use walkoff_gateway::serve::{serve_embedded, EmbeddedOptions};
+use walkoff_gateway::serve::{
+    serve_distributed, serve_embedded, DistributedOptions, EmbeddedOptions,
+};
 use walkoff_gateway::GatewayConfig;
 
+use crate::distributed::{consumer_name, RedisArgs};
 use crate::run::Interrupt;
 
 #[derive(Args)]
@@ -26,6 +29,54 @@ pub struct ServeArgs {
     /// The password the first start gives the user `admin` (generated and printed when unset).
     #[arg(long, env = "WALKOFF_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+}
+
+#[derive(Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    /// The database every replica shares (postgres://… ; sqlite://PATH for a single replica).
+    #[arg(long, env = "WALKOFF_DATABASE")]
+    database: String,
+    /// The address to listen on.
+    #[arg(long, env = "WALKOFF_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The password the first start gives the user `admin` (generated and printed when unset).
+    #[arg(long, env = "WALKOFF_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+}
+
+fn announce(address: SocketAddr) {
+    println!("walkoff is listening on http://{address} (GraphQL and GraphiQL at /graphql)");
+}
+
+fn exit_code(served: anyhow::Result<()>) -> ExitCode {
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn gateway(args: GatewayArgs) -> ExitCode {
+    let options = DistributedOptions {
+        redis: args.redis.redis,
+        prefix: args.redis.prefix,
+        database: args.database,
+        config: GatewayConfig {
+            listen: args.listen,
+            ..GatewayConfig::default()
+        },
+        admin_password: args.admin_password,
+        // What workers validate against before executors add theirs.
+        builtin: walkoff_apps::builtin_registry().catalog(),
+        consumer: consumer_name("gateway"),
+    };
+    let mut interrupt = Interrupt::listen();
+    let shutdown = async move { interrupt.recv().await };
+    exit_code(serve_distributed(options, announce, shutdown).await)
 }
 
 pub async fn serve(args: ServeArgs) -> ExitCode {
@@ -46,14 +97,5 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     };
     let mut interrupt = Interrupt::listen();
     let shutdown = async move { interrupt.recv().await };
-    let on_ready = |address: SocketAddr| {
-        println!("walkoff is listening on http://{address} (GraphQL and GraphiQL at /graphql)");
-    };
-    match serve_embedded(options, on_ready, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(serve_embedded(options, announce, shutdown).await)
 }

@@ -1,9 +1,12 @@
 //! `walkoff serve` as a user meets it: a real process, GraphQL over HTTP, subscriptions over a
 //! WebSocket, trigger data, the persisted result read back after a restart — on SQLite and on
-//! PostgreSQL — and bad input of every kind answered with a typed error.
+//! PostgreSQL, and through `walkoff gateway` replicas of a Redis deployment — and bad input of
+//! every kind answered with a typed error.
 
 #[path = "../gateway/tests/postgres_server/mod.rs"]
 mod postgres_server;
+#[path = "../dataflow/tests/redis_server/mod.rs"]
+mod redis_server;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use redis_server::RedisServer;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -25,24 +29,45 @@ struct Server {
 }
 
 impl Server {
+    /// `walkoff serve` on a data directory (and a database other than its SQLite file).
     fn start(data_dir: &Path, database: Option<&str>) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_walkoff"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .env("WALKOFF_ADMIN_PASSWORD", PASSWORD)
-            .env_remove("WALKOFF_DATABASE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .env_remove("WALKOFF_DATABASE");
         if let Some(url) = database {
             command.args(["--database", url]);
         }
-        let mut child = command.spawn().expect("walkoff serve starts");
+        Server::spawn(command)
+    }
+
+    /// `walkoff gateway`: one replica of a deployment on `redis`, sharing `database`.
+    fn gateway(redis: &str, database: &str) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_walkoff"));
+        command.args([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            redis,
+            "--database",
+            database,
+        ]);
+        Server::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Server {
+        command
+            .env("WALKOFF_ADMIN_PASSWORD", PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("walkoff starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let address = loop {
             let line = lines
                 .next()
-                .expect("walkoff serve prints where it listens")
+                .expect("walkoff prints where it listens")
                 .unwrap();
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_string();
@@ -51,6 +76,12 @@ impl Server {
         // Keep reading what it prints, so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Server { child, address }
+    }
+
+    /// SIGKILL: the process has no chance to finish anything.
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     fn url(&self, path: &str) -> String {
@@ -189,9 +220,19 @@ async fn import_the_example(server: &Server, token: &str) -> String {
 /// before executing, execute, answer the trigger, receive every event in order; returns the
 /// execution id and its events.
 async fn run_the_example(server: &Server, token: &str) -> (String, Vec<Value>) {
+    run_the_example_across(server, server, token).await
+}
+
+/// As [`run_the_example`], subscribed on one server and executed and answered through
+/// another (two gateway replicas of one deployment).
+async fn run_the_example_across(
+    subscribed: &Server,
+    server: &Server,
+    token: &str,
+) -> (String, Vec<Value>) {
     let workflow_id = import_the_example(server, token).await;
     let execution_id = uuid::Uuid::new_v4().to_string();
-    let mut socket = authenticated_socket(server, token).await;
+    let mut socket = authenticated_socket(subscribed, token).await;
     send(
         &mut socket,
         json!({"id": "1", "type": "subscribe", "payload": {"query": EVENTS, "variables": {"e": execution_id}}}),
@@ -267,7 +308,13 @@ async fn the_example_runs_and_its_result_survives_a_restart(database: Option<&st
         .await;
     assert_eq!(after, before, "the same result after a restart");
     // And the same events, replayed from the store.
-    let mut socket = authenticated_socket(&server, &token).await;
+    assert_eq!(replay(&server, &token, &execution_id).await, events);
+    server.stop();
+}
+
+/// Every event of an execution, read through a subscription to its end.
+async fn replay(server: &Server, token: &str, execution_id: &str) -> Vec<Value> {
+    let mut socket = authenticated_socket(server, token).await;
     send(
         &mut socket,
         json!({"id": "1", "type": "subscribe", "payload": {"query": EVENTS, "variables": {"e": execution_id}}}),
@@ -280,8 +327,7 @@ async fn the_example_runs_and_its_result_survives_a_restart(database: Option<&st
         }
         replayed.push(message["payload"]["data"]["executionEvents"].clone());
     }
-    assert_eq!(replayed, events);
-    server.stop();
+    replayed
 }
 
 #[tokio::test]
@@ -294,6 +340,170 @@ async fn the_example_runs_and_survives_a_restart_on_postgresql() {
     let postgres = postgres_server::PostgresServer::start();
     let url = postgres.database("walkoff");
     the_example_runs_and_its_result_survives_a_restart(Some(&url)).await;
+}
+
+/// A worker or executor of a deployment, killed when the test ends.
+struct Process(Child);
+
+impl Process {
+    fn start(args: &[&str]) -> Process {
+        let child = Command::new(env!("CARGO_BIN_EXE_walkoff"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("walkoff starts");
+        Process(child)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Read `query` from `server` until `done` says yes (the store is written as events arrive).
+async fn poll_until(
+    server: &Server,
+    token: &str,
+    query: &str,
+    variables: Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let data = server.ok(token, query, variables.clone()).await;
+        if done(&data) {
+            return data;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{query} never got there: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_example_runs_on_a_deployment_with_two_gateway_replicas() {
+    let redis = RedisServer::start();
+    let postgres = postgres_server::PostgresServer::start();
+    let database = postgres.database("walkoff");
+    let url = redis.url();
+    let _worker = Process::start(&["worker", "--redis", &url]);
+    let _executor = Process::start(&["executor", "--redis", &url, "--app", "basics"]);
+    let a = Server::gateway(&url, &database);
+    let b = Server::gateway(&url, &database);
+    // One user database: a token from one replica works on the other.
+    let token = a.login().await;
+
+    // The app catalogue is cached, and an app registered in Redis shows at once.
+    let apps = "{ apps { name version } }";
+    let names = |data: Value| -> Vec<String> {
+        data["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|app| app["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(names(b.ok(&token, apps, json!({})).await).contains(&"basics".to_string()));
+    assert!(!names(b.ok(&token, apps, json!({})).await).contains(&"python-example".to_string()));
+    let api = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("apps/python-example/api.yaml"),
+    )
+    .unwrap();
+    let mut redis_connection = redis.connection().await;
+    redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg("walkoff:app-apis")
+        .arg("python-example@1.0.0")
+        .arg(api)
+        .cmd("INCR")
+        .arg("walkoff:app-apis:version")
+        .query_async::<()>(&mut redis_connection)
+        .await
+        .unwrap();
+    assert!(names(b.ok(&token, apps, json!({})).await).contains(&"python-example".to_string()));
+
+    // Live statuses on B of what runs through A.
+    let mut statuses = authenticated_socket(&b, &token).await;
+    send(
+        &mut statuses,
+        json!({"id": "s", "type": "subscribe", "payload": {"query": "subscription { executionStatus { id status } }"}}),
+    )
+    .await;
+    // Subscribed on B, executed and answered through A.
+    let (execution_id, events) = run_the_example_across(&b, &a, &token).await;
+    let on_a = a.ok(&token, EXECUTION, json!({"e": execution_id})).await;
+    check_result(&on_a);
+    assert_eq!(
+        b.ok(&token, EXECUTION, json!({"e": execution_id})).await,
+        on_a
+    );
+    loop {
+        let message = receive(&mut statuses).await.unwrap();
+        let change = &message["payload"]["data"]["executionStatus"];
+        if change["id"] == execution_id.as_str() && change["status"] == "COMPLETED" {
+            break;
+        }
+    }
+
+    // A replica killed while its execution waits for a person: the other records it to the end.
+    let workflow_id = import_the_example(&a, &token).await;
+    let second = uuid::Uuid::new_v4().to_string();
+    a.ok(
+        &token,
+        "mutation($w: ID!, $e: ID!) { executeWorkflow(workflowId: $w, executionId: $e) { id } }",
+        json!({"w": workflow_id, "e": second}),
+    )
+    .await;
+    poll_until(&b, &token, EXECUTION, json!({"e": second}), |data| {
+        data["execution"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["label"] == "approval" && n["status"] == "AWAITING_DATA")
+    })
+    .await;
+    a.kill9();
+    b.ok(
+        &token,
+        "mutation($e: ID!) { sendTriggerData(executionId: $e, trigger: \"approval\", data: {approved: true}) }",
+        json!({"e": second}),
+    )
+    .await;
+    let finished = poll_until(&b, &token, EXECUTION, json!({"e": second}), |data| {
+        data["execution"]["status"] == "COMPLETED"
+    })
+    .await;
+    check_result(&finished);
+    let second_events = replay(&b, &token, &second).await;
+    b.stop();
+
+    // A new replica reads both back, every event once and in order.
+    let c = Server::gateway(&url, &database);
+    let token = c.login().await;
+    assert_eq!(
+        c.ok(&token, EXECUTION, json!({"e": execution_id})).await,
+        on_a
+    );
+    assert_eq!(
+        c.ok(&token, EXECUTION, json!({"e": second})).await,
+        finished
+    );
+    assert_eq!(replay(&c, &token, &execution_id).await, events);
+    let replayed = replay(&c, &token, &second).await;
+    assert_eq!(replayed, second_events);
+    let sequences: Vec<i64> = replayed
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=replayed.len() as i64).collect::<Vec<_>>());
+    c.stop();
 }
 
 #[tokio::test]

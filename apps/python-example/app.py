@@ -86,7 +86,11 @@ def main():
     api = yaml.safe_load(api_text)
     app = f"{api['name']}@{api['app_version']}"
     r = redis.Redis.from_url(args.redis, decode_responses=True)
-    r.hset(f"{args.prefix}:app-apis", app, api_text)
+    # One transaction: the API, and the counter that tells gateways their catalogue changed.
+    with r.pipeline() as registration:
+        registration.hset(f"{args.prefix}:app-apis", app, api_text)
+        registration.incr(f"{args.prefix}:app-apis:version")
+        registration.execute()
     streams = [f"{args.prefix}:actions:{app}:p{p}" for p in PRIORITIES]
     for stream in streams:
         try:

@@ -10,7 +10,7 @@ use serde_json::Value;
 use walkoff_schema::{AppCatalog, ControlMessage, Event, ExecutionId, Workflow};
 
 use crate::bus::{Bus, BusError, ExecutionRecord};
-use crate::compile::compile;
+use crate::compile::{compile, Plan};
 use crate::events::follow;
 use crate::execution::{Effects, Execution};
 use crate::runtime::{new_execution_id, new_start, ControlError, GlobalProvider, SubmitError};
@@ -53,6 +53,30 @@ impl Client {
                 }),
         );
         self.bus.send_control(messages).await?;
+        Ok(execution_id)
+    }
+
+    /// Enqueue an execution of an already compiled `plan` under an id the caller chose (so it
+    /// can follow the execution before it starts): how a gateway, which keeps compiled plans,
+    /// submits.
+    pub async fn submit_plan(
+        &self,
+        plan: &Plan,
+        execution_id: ExecutionId,
+        variables: BTreeMap<String, Value>,
+        globals: &dyn GlobalProvider,
+    ) -> Result<ExecutionId, SubmitError> {
+        let start = new_start(
+            plan,
+            Arc::clone(&plan.workflow),
+            execution_id,
+            variables,
+            globals,
+        )?;
+        let execution_id = start.execution_id.clone();
+        self.bus
+            .send_control(vec![ControlMessage::Start(Box::new(start))])
+            .await?;
         Ok(execution_id)
     }
 

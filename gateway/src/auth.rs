@@ -177,7 +177,8 @@ impl Auth {
             .filter(|p| !p.is_empty())
             .unwrap_or_else(generate_password);
         let hash = hash_blocking(password.clone()).await?;
-        self.store
+        let inserted = self
+            .store
             .insert_user(&UserRow {
                 id: uuid::Uuid::new_v4().to_string(),
                 username: "admin".into(),
@@ -186,8 +187,13 @@ impl Auth {
                 active: true,
                 created_at: Utc::now(),
             })
-            .await?;
-        Ok(Some(password))
+            .await;
+        match inserted {
+            Ok(()) => Ok(Some(password)),
+            // Another gateway replica starting at the same time created it first.
+            Err(_) if self.store.user_by_name("admin").await?.is_some() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn login(&self, username: &str, password: &str) -> ApiResult<Tokens> {

@@ -21,8 +21,9 @@ use walkoff_schema::{
 
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
-    /// The apps workflows may use.
-    fn catalog(&self) -> Arc<AppCatalog>;
+    /// The apps workflows may use; with `fresh`, read again rather than taken from a cache
+    /// (a workflow named an app the cached catalogue lacks, which may just have registered).
+    async fn catalog(&self, fresh: bool) -> Result<Arc<AppCatalog>, BusError>;
 
     /// Enqueue an execution of `plan` under `execution_id`.
     async fn submit(
@@ -40,6 +41,10 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<(), ControlError>;
 
     async fn abort(&self, execution_id: &str) -> Result<(), ControlError>;
+
+    /// Record and publish the events of `execution_id` in this process as they come: a
+    /// subscriber here waits for them. The embedded engine records every event anyway.
+    fn follow(&self, _execution_id: &str) {}
 
     async fn shutdown(&self);
 }
@@ -75,8 +80,8 @@ impl EmbeddedEngine {
 
 #[async_trait]
 impl Engine for EmbeddedEngine {
-    fn catalog(&self) -> Arc<AppCatalog> {
-        self.runtime.catalog()
+    async fn catalog(&self, _fresh: bool) -> Result<Arc<AppCatalog>, BusError> {
+        Ok(self.runtime.catalog())
     }
 
     async fn submit(

@@ -5,17 +5,20 @@
 //! nothing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use walkoff_schema::Event;
 
-use crate::store::ExecutionRow;
+use crate::store::{ExecutionRow, Store};
 
 pub struct Hub {
     executions: Mutex<HashMap<String, broadcast::Sender<Arc<Event>>>>,
     statuses: broadcast::Sender<Arc<ExecutionRow>>,
     capacity: usize,
+    /// With several gateways, status changes go (as execution ids) to every replica, this one
+    /// included, instead of straight to this one's subscribers.
+    relay: OnceLock<mpsc::Sender<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,6 +58,7 @@ impl Hub {
             executions: Mutex::new(HashMap::new()),
             statuses: broadcast::channel(capacity.max(1)).0,
             capacity: capacity.max(1),
+            relay: OnceLock::new(),
         })
     }
 
@@ -93,7 +97,52 @@ impl Hub {
         }
     }
 
-    pub fn publish_status(&self, execution: ExecutionRow) {
-        let _ = self.statuses.send(Arc::new(execution));
+    /// Send status changes through `relay` from now on (set once, by the distributed mode).
+    pub fn relay_statuses(&self, relay: mpsc::Sender<String>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// The stored status of `row`'s execution changed here: tell the subscribers of every
+    /// replica, or this one's.
+    pub fn status_changed(&self, row: ExecutionRow) {
+        match self.relay.get() {
+            Some(relay) => self.relay_change(relay, row.id),
+            None => self.broadcast_status(row),
+        }
+    }
+
+    /// As [`Hub::status_changed`], for an execution known by its id (the row is read only
+    /// when someone here listens).
+    pub async fn status_changed_id(&self, store: &Store, id: &str) {
+        match self.relay.get() {
+            Some(relay) => self.relay_change(relay, id.to_string()),
+            None => self.deliver_status(store, id).await,
+        }
+    }
+
+    /// Status changes are advisory (a list reads `executions` again when told it missed some),
+    /// so a relay that cannot keep up drops them rather than hold memory or block a recorder.
+    fn relay_change(&self, relay: &mpsc::Sender<String>, id: String) {
+        if relay.try_send(id).is_err() {
+            tracing::warn!("a status change was not relayed: the relay is behind or gone");
+        }
+    }
+
+    /// Read the execution's row and hand it to this replica's status subscribers, if any.
+    pub async fn deliver_status(&self, store: &Store, id: &str) {
+        if !self.has_status_subscribers() {
+            return;
+        }
+        match store.execution(id).await {
+            Ok(Some(row)) => self.broadcast_status(row),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read a changed execution"),
+        }
+    }
+
+    fn broadcast_status(&self, execution: ExecutionRow) {
+        if self.has_status_subscribers() {
+            let _ = self.statuses.send(Arc::new(execution));
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod distributed;
 pub mod engine;
 pub mod error;
 pub mod graphql;

@@ -2,13 +2,12 @@
 //! (once per execution and sequence), and only then hands them to live subscribers, so a
 //! subscriber that reads the store and then listens misses nothing.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use walkoff_schema::{Event, EventKind};
+use walkoff_schema::Event;
 
 use crate::hub::Hub;
 use crate::store::Store;
@@ -51,13 +50,14 @@ pub fn spawn(
     })
 }
 
-/// Store a batch, retrying until the store takes it: an event is never dropped, and while the
-/// store is down the engine waits on the full channel behind it.
-async fn record(store: &Store, hub: &Hub, batch: &[Event]) {
+/// Store a batch, retrying until the store takes it (an event is never dropped, and while the
+/// store is down the engine waits on the full channel behind it), then hand it to this
+/// process's subscribers and report the status changes it made.
+pub async fn record(store: &Store, hub: &Hub, batch: &[Event]) {
     let mut failures = 0u32;
-    let unknown = loop {
+    let recorded = loop {
         match store.record_events(batch).await {
-            Ok(unknown) => break unknown,
+            Ok(recorded) => break recorded,
             Err(e) => {
                 failures += 1;
                 let wait = Duration::from_millis(50 * u64::from(failures.min(40)));
@@ -66,22 +66,11 @@ async fn record(store: &Store, hub: &Hub, batch: &[Event]) {
             }
         }
     };
-    for id in &unknown {
+    for id in &recorded.unknown {
         tracing::warn!(execution = %id, "events of an execution the store does not know were dropped");
     }
     hub.publish(batch);
-    if hub.has_status_subscribers() {
-        let changed: BTreeSet<&str> = batch
-            .iter()
-            .filter(|e| matches!(e.kind, EventKind::Workflow { .. }))
-            .map(|e| e.execution_id.as_str())
-            .collect();
-        for id in changed {
-            match store.execution(id).await {
-                Ok(Some(row)) => hub.publish_status(row),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "could not read a changed execution"),
-            }
-        }
+    for id in &recorded.changed {
+        hub.status_changed_id(store, id).await;
     }
 }

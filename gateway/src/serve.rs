@@ -1,6 +1,6 @@
 //! `walkoff serve`: the embedded default, everything in one process — SQLite in a data
 //! directory, the in-process runtime on the in-memory bus, the built-in apps, the recorder and
-//! the API.
+//! the API; and `walkoff gateway`, one replica of the gateway in a distributed deployment.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -12,9 +12,11 @@ use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use walkoff_dataflow::bus::{RedisBus, RedisBusConfig};
 use walkoff_executors::Registry;
-use walkoff_schema::{Event, EventKind, WorkflowStatus};
+use walkoff_schema::{AppCatalog, Event, EventKind, WorkflowStatus};
 
+use crate::distributed::RedisRecorder;
 use crate::engine::{EmbeddedEngine, Engine};
 use crate::hub::Hub;
 use crate::store::Store;
@@ -63,24 +65,105 @@ pub async fn serve_embedded(
     })?;
     let embedded = Embedded::start(store, &options.registry, options.config.clone()).await?;
     let gateway = Arc::clone(&embedded.gateway);
+    let served = async {
+        bootstrap_admin(&gateway, options.admin_password).await?;
+        serve_http(gateway, on_ready, shutdown).await
+    }
+    .await;
+    embedded.stop().await;
+    served
+}
+
+/// How to run `walkoff gateway`.
+pub struct DistributedOptions {
+    /// The deployment's Redis, and the prefix of its keys.
+    pub redis: String,
+    pub prefix: String,
+    /// The database every replica shares.
+    pub database: String,
+    pub config: GatewayConfig,
+    pub admin_password: Option<String>,
+    /// The built-in apps (executors register the others in Redis).
+    pub builtin: AppCatalog,
+    /// This replica's name in the deployment, unique to it.
+    pub consumer: String,
+}
+
+/// Run one gateway replica of a distributed deployment until `shutdown` resolves, then stop as
+/// [`serve_embedded`] does; executions go on in the deployment's workers.
+pub async fn serve_distributed(
+    options: DistributedOptions,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = Store::connect(&options.database).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            crate::store::redact(&options.database)
+        )
+    })?;
+    let bus = RedisBus::connect_with(
+        &options.redis,
+        RedisBusConfig {
+            prefix: options.prefix.clone(),
+            ..RedisBusConfig::default()
+        },
+    )
+    .await
+    .with_context(|| format!("cannot reach Redis at {}", options.redis))?;
+    let hub = Hub::new(options.config.limits.subscriber_buffer);
+    let (recorder, engine) = RedisRecorder::start(
+        bus,
+        store.clone(),
+        Arc::clone(&hub),
+        options.builtin,
+        options.consumer,
+        options.config.limits.pending_execution_wait,
+    )
+    .await?;
+    let gateway = Gateway::new(store, engine as Arc<dyn Engine>, hub, options.config);
+    let served = async {
+        bootstrap_admin(&gateway, options.admin_password).await?;
+        serve_http(Arc::clone(&gateway), on_ready, shutdown).await
+    }
+    .await;
+    recorder.stop().await;
+    gateway.store.close().await;
+    served
+}
+
+/// The first start of a store creates `admin`, with the given password or a generated one
+/// (printed once).
+async fn bootstrap_admin(gateway: &Gateway, password: Option<String>) -> anyhow::Result<()> {
+    let given = password.is_some();
     if let Some(password) = gateway
         .auth
-        .bootstrap_admin(options.admin_password.clone())
+        .bootstrap_admin(password)
         .await
         .map_err(|e| anyhow::anyhow!(e.message()))?
     {
-        if options.admin_password.is_none() {
-            println!("created the user 'admin' with the password {password} (shown once; set WALKOFF_ADMIN_PASSWORD to choose it)");
-        } else {
+        if given {
             println!("created the user 'admin' with the password from WALKOFF_ADMIN_PASSWORD");
+        } else {
+            println!("created the user 'admin' with the password {password} (shown once; set WALKOFF_ADMIN_PASSWORD to choose it)");
         }
     }
+    Ok(())
+}
 
-    let listener = TcpListener::bind(options.config.listen)
+/// Answer HTTP and WebSockets on the configured address until `shutdown` resolves; requests in
+/// flight finish and every WebSocket gets a close frame.
+async fn serve_http(
+    gateway: Arc<Gateway>,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listen = gateway.config.listen;
+    let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", options.config.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
-    let (state, stop_sockets, mut sockets_closed) = http::state(Arc::clone(&gateway));
+    let (state, stop_sockets, mut sockets_closed) = http::state(gateway);
     let router = http::router(state);
     on_ready(address);
     axum::serve(listener, router)
@@ -92,7 +175,6 @@ pub async fn serve_embedded(
         .context("the server failed")?;
     // Every WebSocket got its close frame (or the grace ran out).
     let _ = tokio::time::timeout(STOP_GRACE, sockets_closed.recv()).await;
-    embedded.stop().await;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use walkoff_schema::{ActionRequest, AppRef, ControlMessage, Event, ExecutionId, 
 
 pub use memory::MemoryBus;
 pub use priority::PriorityQueue;
-pub use redis::{RedisBus, RedisBusConfig};
+pub use redis::{FinishedEntry, RedisBus, RedisBusConfig, Wake};
 
 /// Identifies one delivered message for acknowledgement.
 pub type DeliveryId = String;

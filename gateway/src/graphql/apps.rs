@@ -73,6 +73,11 @@ impl AppQuery {
     /// Every app version, by name then version.
     async fn apps(&self, ctx: &Context<'_>) -> GqlResult<Vec<App>> {
         allowed(ctx, Resource::Apps, Operation::Read)?;
-        Ok(gateway(ctx).engine.catalog().apps().map(app).collect())
+        let catalog = gateway(ctx)
+            .engine
+            .catalog(false)
+            .await
+            .map_err(super::workflows::engine_down)?;
+        Ok(catalog.apps().map(app).collect())
     }
 }

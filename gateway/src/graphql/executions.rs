@@ -383,7 +383,11 @@ async fn cached_plan(
     if let Some(plan) = gateway.plans.get(&key).await {
         return Ok(plan);
     }
-    let plan = Arc::new(plan(gateway, workflow).map_err(ApiError::ValidationFailed)?);
+    let plan = Arc::new(
+        plan(gateway, workflow)
+            .await?
+            .map_err(ApiError::ValidationFailed)?,
+    );
     gateway.plans.insert(key, Arc::clone(&plan)).await;
     Ok(plan)
 }
@@ -510,7 +514,11 @@ impl ExecutionMutation {
             (stored.workflow.clone(), plan)
         } else {
             let workflow = with_overrides(&stored.workflow, start.as_deref(), &parameters)?;
-            let plan = Arc::new(plan(gateway, &workflow).map_err(ApiError::ValidationFailed)?);
+            let plan = Arc::new(
+                plan(gateway, &workflow)
+                    .await?
+                    .map_err(ApiError::ValidationFailed)?,
+            );
             (workflow, plan)
         };
         let mut variables = BTreeMap::new();
@@ -575,9 +583,7 @@ impl ExecutionMutation {
             };
             return Err(error.into());
         }
-        if gateway.hub.has_status_subscribers() {
-            gateway.hub.publish_status(row.clone());
-        }
+        gateway.hub.status_changed(row.clone());
         Ok(ExecutionObject(Arc::new(row)))
     }
 
@@ -730,8 +736,10 @@ impl ExecutionSubscription {
         let id = parse_uuid("executionId", &execution_id)?;
         let slot = slot(ctx)?;
         let gateway = Arc::clone(gateway(ctx));
+        let live = gateway.hub.subscribe(&id);
+        gateway.engine.follow(&id);
         let follower = Follower {
-            live: gateway.hub.subscribe(&id),
+            live,
             deadline: Instant::now() + gateway.config.limits.pending_execution_wait,
             gateway,
             id,

@@ -7,7 +7,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use walkoff_dataflow::{compile, Plan};
+use walkoff_dataflow::{compile, BusError, Plan};
 use walkoff_schema::{dump_workflow, load_workflow, Format, Problem, Workflow};
 
 use super::{allowed, decode_cursor, encode_cursor, gateway, page_size};
@@ -62,11 +62,11 @@ impl WorkflowObject {
     }
 
     /// Problems against the apps known now (none when it saved, but apps can change).
-    async fn problems(&self, ctx: &Context<'_>) -> Vec<ProblemObject> {
-        match plan(gateway(ctx), &self.0.workflow) {
+    async fn problems(&self, ctx: &Context<'_>) -> GqlResult<Vec<ProblemObject>> {
+        Ok(match plan(gateway(ctx), &self.0.workflow).await? {
             Ok(_) => Vec::new(),
             Err(problems) => problems.into_iter().map(ProblemObject::from).collect(),
-        }
+        })
     }
 }
 
@@ -140,13 +140,34 @@ fn parse(json: &Value) -> ApiResult<(Workflow, Format)> {
     load_workflow(&text).map_err(|e| ApiError::BadUserInput(e.to_string()))
 }
 
-/// Compile `workflow` against the apps the engine knows.
-pub(crate) fn plan(gateway: &Gateway, workflow: &Workflow) -> Result<Plan, Vec<Problem>> {
-    compile(Arc::new(workflow.clone()), &gateway.engine.catalog(), None).map_err(|p| p.0)
+/// Compile `workflow` against the apps the engine knows; when that fails and the catalogue
+/// came from a cache, once more against a fresh one (an executor may just have registered the
+/// app the workflow names).
+pub(crate) async fn plan(
+    gateway: &Gateway,
+    workflow: &Workflow,
+) -> ApiResult<Result<Plan, Vec<Problem>>> {
+    let workflow = Arc::new(workflow.clone());
+    let catalog = gateway.engine.catalog(false).await.map_err(engine_down)?;
+    match compile(Arc::clone(&workflow), &catalog, None) {
+        Ok(plan) => Ok(Ok(plan)),
+        Err(problems) => {
+            let fresh = gateway.engine.catalog(true).await.map_err(engine_down)?;
+            if Arc::ptr_eq(&fresh, &catalog) {
+                return Ok(Err(problems.0));
+            }
+            Ok(compile(workflow, &fresh, None).map_err(|p| p.0))
+        }
+    }
 }
 
-fn valid(gateway: &Gateway, workflow: &Workflow) -> ApiResult<()> {
+pub(crate) fn engine_down(e: BusError) -> ApiError {
+    ApiError::Internal(format!("the engine cannot be reached: {e}"))
+}
+
+async fn valid(gateway: &Gateway, workflow: &Workflow) -> ApiResult<()> {
     plan(gateway, workflow)
+        .await?
         .map(|_| ())
         .map_err(ApiError::ValidationFailed)
 }
@@ -219,7 +240,7 @@ impl WorkflowQuery {
     async fn validate_workflow(&self, ctx: &Context<'_>, json: Value) -> GqlResult<Validation> {
         allowed(ctx, Resource::Workflows, Operation::Read)?;
         let (workflow, format) = parse(&json)?;
-        let problems = match plan(gateway(ctx), &workflow) {
+        let problems = match plan(gateway(ctx), &workflow).await? {
             Ok(_) => Vec::new(),
             Err(problems) => problems.into_iter().map(ProblemObject::from).collect(),
         };
@@ -258,7 +279,7 @@ impl WorkflowMutation {
         let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
         let gateway = gateway(ctx);
         let (workflow, _) = parse(&json)?;
-        valid(gateway, &workflow)?;
+        valid(gateway, &workflow).await?;
         let row = gateway
             .store
             .insert_workflow(&workflow, Some(&caller.username))
@@ -279,7 +300,7 @@ impl WorkflowMutation {
         let gateway = gateway(ctx);
         let (mut workflow, _) = parse(&json)?;
         workflow.id = id.to_string();
-        valid(gateway, &workflow)?;
+        valid(gateway, &workflow).await?;
         match gateway.store.update_workflow(&workflow, expected_version).await? {
             crate::store::Updated::Done(row) => {
                 gateway
@@ -337,7 +358,7 @@ impl WorkflowMutation {
         let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
         let gateway = gateway(ctx);
         let (workflow, _) = parse(&json)?;
-        valid(gateway, &workflow)?;
+        valid(gateway, &workflow).await?;
         let mut imported = workflow.with_new_ids(fresh_id);
         imported.name = free_name(gateway, &workflow.name).await?;
         let row = gateway

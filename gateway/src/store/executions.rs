@@ -25,6 +25,25 @@ pub struct ExecutionRow {
     pub last_seq: i64,
 }
 
+/// What recording a batch did.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Executions the store does not know, whose events were skipped.
+    pub unknown: Vec<String>,
+    /// Executions whose stored status this batch changed (not one another process had changed
+    /// already).
+    pub changed: Vec<String>,
+}
+
+/// How far an execution is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The last sequence number recorded (0: none yet).
+    pub last_seq: u64,
+    /// Its final event is recorded.
+    pub finished: bool,
+}
+
 /// What is known of an execution before it is enqueued.
 #[derive(Debug, Clone)]
 pub struct NewExecution<'a> {
@@ -201,9 +220,10 @@ impl Store {
     }
 
     /// Record a batch of events in one transaction: each (execution, sequence) once, whatever
-    /// was recorded before, and each execution's status from its newest workflow event. Events
-    /// of executions the store does not know are skipped (returned), never half-written.
-    pub async fn record_events(&self, events: &[Event]) -> StoreResult<Vec<String>> {
+    /// was recorded before (by this process or another), and each execution's status from its
+    /// newest workflow event. Events of executions the store does not know are skipped (and
+    /// named), never half-written.
+    pub async fn record_events(&self, events: &[Event]) -> StoreResult<Recorded> {
         let mut changes: HashMap<&str, StatusChange> = HashMap::new();
         let mut newest: HashMap<&str, u64> = HashMap::new();
         for event in events {
@@ -235,6 +255,7 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         let mut unknown = std::collections::HashSet::new();
+        let mut changed = Vec::new();
         for id in newest.keys() {
             let exists = sqlx::query("SELECT id FROM executions WHERE id = $1")
                 .bind(*id)
@@ -267,7 +288,7 @@ impl Store {
             let seq = i64::try_from(seq).unwrap_or(i64::MAX);
             match changes.remove(id) {
                 Some(change) => {
-                    sqlx::query(
+                    let updated = sqlx::query(
                         "UPDATE executions SET status = $1, \
                          started_at = COALESCE(started_at, $2), \
                          finished_at = COALESCE(finished_at, $3), \
@@ -283,6 +304,9 @@ impl Store {
                     .bind(i64::try_from(change.seq).unwrap_or(i64::MAX))
                     .execute(&mut *tx)
                     .await?;
+                    if updated.rows_affected() > 0 {
+                        changed.push(id.to_string());
+                    }
                 }
                 None => {
                     sqlx::query(
@@ -296,7 +320,42 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(unknown.into_iter().map(str::to_string).collect())
+        Ok(Recorded {
+            unknown: unknown.into_iter().map(str::to_string).collect(),
+            changed,
+        })
+    }
+
+    /// How far the store has recorded each of `ids` it knows.
+    pub async fn progress(&self, ids: &[&str]) -> StoreResult<HashMap<String, Progress>> {
+        let mut progress = HashMap::with_capacity(ids.len());
+        // Bounded statements: one placeholder per id, a few hundred at a time.
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id, last_seq, status FROM executions WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            // Only numbered placeholders are formatted in; the ids are bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let id: String = row.try_get("id")?;
+                let last_seq: i64 = row.try_get("last_seq")?;
+                let status: String = row.try_get("status")?;
+                let finished = status_of(&status)?.is_terminal();
+                progress.insert(
+                    id,
+                    Progress {
+                        last_seq: u64::try_from(last_seq).unwrap_or(0),
+                        finished,
+                    },
+                );
+            }
+        }
+        Ok(progress)
     }
 
     /// Executions that have not finished: after a restart of the embedded mode, whose bus

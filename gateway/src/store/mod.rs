@@ -16,7 +16,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row, SqlSafeStr};
 
-pub use executions::{ExecutionFilter, ExecutionRow, NewExecution};
+pub use executions::{ExecutionFilter, ExecutionRow, NewExecution, Progress, Recorded};
 pub use users::{TokenRow, UserRow};
 pub use workflows::{Updated, WorkflowFilter, WorkflowRow};
 

@@ -24,6 +24,7 @@
 //! connection and go out in pipelines or one script. `close` unblocks readers with `CLIENT UNBLOCK`.
 
 mod commit;
+mod feeds;
 mod leases;
 mod maintenance;
 
@@ -44,6 +45,8 @@ use super::{
     partition_of, Bus, BusError, Commit, ControlBatch, Delivery, DeliveryId, ExecutionRecord,
     Partition,
 };
+
+pub use feeds::{FinishedEntry, Wake};
 
 const EXECUTORS: &str = "executors";
 const WORKERS: &str = "workers";
@@ -734,14 +737,28 @@ impl RedisBus {
     }
 
     /// Register an app version's `api.yaml`, so submitters and workers validate against it.
+    /// The version counter goes up with it, so gateways see the new catalogue at once.
     pub async fn register_app(&self, app: &AppRef, api_yaml: &str) -> Result<(), BusError> {
-        self.query::<()>(
-            redis::cmd("HSET")
-                .arg(self.key(format_args!("app-apis")))
-                .arg(app.to_string())
-                .arg(api_yaml),
-        )
-        .await
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(self.key(format_args!("app-apis")))
+            .arg(app.to_string())
+            .arg(api_yaml)
+            .ignore()
+            .cmd("INCR")
+            .arg(self.key(format_args!("app-apis:version")))
+            .ignore();
+        self.run(&pipe).await
+    }
+
+    /// The counter of app registrations (0 before the first): a cache of the catalogue is
+    /// right for as long as it stays the same.
+    pub async fn app_apis_version(&self) -> Result<u64, BusError> {
+        let version: Option<u64> = self
+            .query(redis::cmd("GET").arg(self.key(format_args!("app-apis:version"))))
+            .await?;
+        Ok(version.unwrap_or(0))
     }
 
     /// The `api.yaml` of every registered app version.
