@@ -29,6 +29,15 @@ pub struct ServeArgs {
     /// The password the first start gives the user `admin` (generated and printed when unset).
     #[arg(long, env = "WALKOFF_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+    /// The built-in apps this server runs. `diagnostics` (no-ops, sleeps, and an action that
+    /// appends to a file a workflow names) is for drills and load tests, not for a shared server.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "basics",
+        value_name = "APP,..."
+    )]
+    apps: Vec<String>,
 }
 
 #[derive(Args)]
@@ -84,10 +93,17 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         listen: args.listen,
         ..GatewayConfig::default()
     };
-    // The apps a remote user may run: `basics`. (`diagnostics` writes files where a workflow
-    // says, which is for drills on a deployment, not for a server.)
-    let registry =
-        walkoff_executors::Registry::new().with(Arc::new(walkoff_apps::basics::Basics::new()));
+    let mut registry = walkoff_executors::Registry::new();
+    for name in &args.apps {
+        registry = match name.as_str() {
+            "basics" => registry.with(Arc::new(walkoff_apps::basics::Basics::new())),
+            "diagnostics" => registry.with(Arc::new(walkoff_apps::diagnostics::Diagnostics::new())),
+            other => {
+                eprintln!("error: --apps: there is no built-in app '{other}' (there are basics and diagnostics)");
+                return ExitCode::from(2);
+            }
+        };
+    }
     let options = EmbeddedOptions {
         data_dir: args.data_dir,
         database: args.database,

@@ -50,6 +50,11 @@ const FINISHED_COUNT: usize = 256;
 const STATUS_CHANNEL: &str = "gateway:statuses";
 /// Status changes waiting to be relayed; beyond this they are dropped (they are advisory).
 const RELAY_QUEUE: usize = 4096;
+/// How often a waiting subscriber reads the store again (another replica may have stored what
+/// this one's reader has not read yet).
+const STORE_RECHECK: Duration = Duration::from_secs(2);
+/// Events written per transaction at most.
+const RECORD_BATCH: usize = 4096;
 /// How long the app catalogue read from Redis is used at most, even with no new registration.
 const CATALOG_TTL: Duration = Duration::from_secs(5);
 
@@ -147,6 +152,10 @@ impl Engine for RedisEngine {
         self.following.follow(execution_id, None, false);
     }
 
+    fn store_recheck(&self) -> Option<Duration> {
+        Some(STORE_RECHECK)
+    }
+
     async fn shutdown(&self) {
         self.bus.close().await;
     }
@@ -179,6 +188,8 @@ impl Following {
             let mut wanted = lock(&self.wanted);
             if let Some(followed) = wanted.get_mut(id) {
                 followed.submitted |= submitted;
+                // Someone still waits for it.
+                followed.since = Instant::now();
                 return;
             }
             wanted.insert(
@@ -344,12 +355,13 @@ impl RedisRecorder {
         let _ = self.stop.send(true);
         // Ends the blocking reads at once.
         self.bus.close().await;
-        for task in self.tasks {
-            if tokio::time::timeout(Duration::from_secs(10), task)
+        for mut task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(10), &mut task)
                 .await
                 .is_err()
             {
                 tracing::warn!("a recorder task did not stop in time");
+                task.abort();
             }
         }
     }
@@ -431,19 +443,21 @@ async fn read_live(
             }
             continue;
         }
+        // About RECORD_BATCH events per read, whatever the number of streams.
+        let count = (RECORD_BATCH / from.len().min(1000)).clamp(16, READ_COUNT);
         let read = following
             .bus
-            .read_events_of(&from, &mut wake, turn, READ_COUNT, READ_WAIT)
+            .read_events_of(&from, &mut wake, turn, count, READ_WAIT)
             .await;
         following.reading.store(false, Ordering::SeqCst);
         turn = turn.wrapping_add(1);
         match read {
             Ok(events) => {
                 failures = 0;
-                if !events.is_empty() {
-                    record(&store, &hub, &events).await;
-                    following.advance(&events);
+                for chunk in events.chunks(RECORD_BATCH) {
+                    record(&store, &hub, chunk).await;
                 }
+                following.advance(&events);
             }
             Err(BusError::Closed) => return,
             Err(e) => {
@@ -497,6 +511,9 @@ async fn record_finished(
                 continue;
             }
         }
+        // Subscribers here may wait on events another replica stored: the final event tells
+        // them to read the store (they skip what they have).
+        hub.publish(&finals.iter().map(|e| (*e).clone()).collect::<Vec<_>>());
         let ids: Vec<&str> = finals.iter().map(|e| e.execution_id.as_str()).collect();
         following.forget(&ids);
         let acks: Vec<String> = entries.iter().map(|entry| entry.id.clone()).collect();
@@ -537,7 +554,7 @@ async fn complete(
             batch.push((*last).clone());
         }
     }
-    for chunk in batch.chunks(4096) {
+    for chunk in batch.chunks(RECORD_BATCH) {
         record(store, hub, chunk).await;
     }
     Ok(())

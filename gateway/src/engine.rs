@@ -46,6 +46,13 @@ pub trait Engine: Send + Sync + 'static {
     /// subscriber here waits for them. The embedded engine records every event anyway.
     fn follow(&self, _execution_id: &str) {}
 
+    /// How often a subscriber waiting for events reads the store again, when this process's
+    /// live feed may miss events another process stored; `None`: every stored event reaches
+    /// the live feed here.
+    fn store_recheck(&self) -> Option<Duration> {
+        None
+    }
+
     async fn shutdown(&self);
 }
 

@@ -4,6 +4,7 @@
 mod deployment;
 mod embedded;
 mod floor;
+mod gateway;
 mod peers;
 mod report;
 mod scenario;
@@ -31,6 +32,8 @@ enum Mode {
     Embedded,
     /// A redis-server of its own plus workers and executors as separate processes.
     Redis,
+    /// A `walkoff serve` of its own, driven over HTTP and WebSockets as its users drive it.
+    Gateway,
 }
 
 #[derive(Parser)]
@@ -79,6 +82,10 @@ struct Args {
     /// beside runs made at other moments.
     #[arg(long)]
     yardstick: bool,
+    /// Executions in flight at once (gateway mode): each subscribed to, executed, followed to
+    /// its end, then the next one starts.
+    #[arg(long, default_value_t = 256)]
+    in_flight: usize,
     /// Longest one run may take, in seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -90,6 +97,7 @@ fn default_size(kind: ScenarioKind) -> usize {
         ScenarioKind::Fanout => 1000,
         ScenarioKind::Concurrent | ScenarioKind::Chaos => 500,
         ScenarioKind::Branching => 10_000,
+        ScenarioKind::Subscribers => 1000,
     }
 }
 
@@ -133,6 +141,7 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
         mode: match args.mode {
             Mode::Embedded => "embedded",
             Mode::Redis => "redis",
+            Mode::Gateway => "gateway",
         }
         .to_string(),
         workers: args.workers,
@@ -143,6 +152,8 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
         chaos: None,
         peer_failures: BTreeMap::new(),
         rss_after_each_run_mb: Vec::new(),
+        in_flight: (args.mode == Mode::Gateway).then_some(args.in_flight),
+        subscribers: Vec::new(),
         machine: None,
         runs: BTreeMap::new(),
     };
@@ -158,7 +169,66 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
     let peer_redis;
     // Kept alive for the peers: they use the same Redis server.
     let mut redis_for_peers = None;
+    if work.kind == ScenarioKind::Subscribers && args.mode != Mode::Gateway {
+        bail!("the subscribers scenario measures the GraphQL gateway: run it with --mode gateway");
+    }
     match args.mode {
+        Mode::Gateway => {
+            if work.kind == ScenarioKind::Chaos {
+                bail!("the chaos scenario kills processes: run it with --mode redis");
+            }
+            let server = Arc::new(gateway::GatewayServer::start().await?);
+            let pid = server.pid().unwrap_or_default();
+            // The subscriber cases first, on a server whose allocator has nothing of the
+            // throughput runs to hand back while memory is read.
+            if work.kind == ScenarioKind::Subscribers {
+                let paced = server.import(&gateway::paced_workflow()).await?;
+                for (case, executions) in [("one execution", 1), ("one execution each", work.size)]
+                {
+                    if !quiet {
+                        eprintln!("{} subscribers on {case}: running", work.size);
+                    }
+                    report.subscribers.push(
+                        server
+                            .subscribers(case, &paced, work.size, executions)
+                            .await?,
+                    );
+                }
+            }
+            let workflow_id = server.import(&workflow).await?;
+            server
+                .run(&workflow_id, work.executions, args.in_flight, &bar)
+                .await?; // warm-up
+            for _ in 0..args.repeat {
+                let run = server
+                    .run(&workflow_id, work.executions, args.in_flight, &bar)
+                    .await?;
+                if run.lost > 0 {
+                    bail!("{} executions did not complete", run.lost);
+                }
+                runs.push(run);
+                report.rss_after_each_run_mb.push(rss_now_mb(&[pid]));
+            }
+            let usage = process_usage(pid, "walkoff serve").into_iter().collect();
+            report.results.insert(
+                "walkoff".into(),
+                summarize(
+                    &runs,
+                    work.executions,
+                    work.steps,
+                    work.executions * work.actions_per_execution,
+                    usage,
+                    None,
+                ),
+            );
+            if let Ok(server) = Arc::try_unwrap(server) {
+                server.stop();
+            }
+            if !args.compare.is_empty() {
+                bail!("--compare runs peers on Redis: use --mode embedded or --mode redis");
+            }
+            peer_redis = None;
+        }
         Mode::Embedded => {
             if work.kind == ScenarioKind::Chaos {
                 bail!("the chaos scenario kills processes: run it with --mode redis");
@@ -395,7 +465,7 @@ fn main() -> std::process::ExitCode {
         Mode::Embedded => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        Mode::Redis => tokio::runtime::Builder::new_multi_thread()
+        Mode::Redis | Mode::Gateway => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build(),

@@ -8,6 +8,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::deployment::ChaosReport;
+use crate::gateway::SubscriberCase;
 use crate::stats::{throughput_over_time, Run, Summary};
 use crate::yardstick::{MachineSpeed, REFERENCE_XADD_PER_S, REFERENCE_XADD_PIPELINED_PER_S};
 
@@ -33,6 +34,12 @@ pub struct Report {
     /// Resident memory of walkoff's processes after each measured run (a soak shows no growth).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rss_after_each_run_mb: Vec<f64>,
+    /// Executions in flight at once (gateway mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<usize>,
+    /// The subscribers scenario's cases (gateway mode).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subscribers: Vec<SubscriberCase>,
     /// The machine's speed right before the runs (`--yardstick`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<MachineSpeed>,
@@ -71,6 +78,11 @@ pub fn markdown(reports: &[Report]) -> String {
                     r.executor_concurrency
                         .map(|c| format!(" × {c} actions at once"))
                         .unwrap_or_default()
+                )
+            } else if let Some(in_flight) = r.in_flight {
+                format!(
+                    ": walkoff serve over HTTP and WebSockets, {in_flight} executions in flight, \
+                     each subscribed to before it is executed"
                 )
             } else {
                 String::new()
@@ -134,6 +146,28 @@ pub fn markdown(reports: &[Report]) -> String {
                 chaos.duplicated,
                 chaos.recovery_ms
             ));
+        }
+        if !r.subscribers.is_empty() {
+            out.push_str("\n| subscribers on | subscribers | executions | events delivered | dropped | failed | p50 ms | p99 ms | max ms | server RSS before / subscribed MB | per subscription KB |\n");
+            out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            for c in &r.subscribers {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {:.1} |\n",
+                    c.case,
+                    c.subscribers,
+                    c.executions,
+                    c.events_delivered,
+                    c.dropped,
+                    c.failed,
+                    c.p50_ms,
+                    c.p99_ms,
+                    c.max_ms,
+                    c.server_rss_before_mb,
+                    c.server_rss_subscribed_mb,
+                    c.memory_per_subscription_kb
+                ));
+            }
+            out.push_str("\nLatency: from an event's commit (its `at`) to its arrival at the subscriber's socket.\n");
         }
         if !r.rss_after_each_run_mb.is_empty() {
             out.push_str(&format!(
@@ -401,6 +435,8 @@ mod tests {
             chaos: None,
             peer_failures: BTreeMap::new(),
             rss_after_each_run_mb: Vec::new(),
+            in_flight: None,
+            subscribers: Vec::new(),
             machine: None,
             runs,
         };

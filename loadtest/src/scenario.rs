@@ -21,6 +21,9 @@ pub enum ScenarioKind {
     Branching,
     /// The concurrent scenario (steps of 50 ms) while a worker and an executor are killed.
     Chaos,
+    /// Gateway mode: `executeWorkflow` of a 3-step workflow 10 × N times, then N subscribers on
+    /// one execution and N subscribers on N executions (event-to-client latency, drops, memory).
+    Subscribers,
 }
 
 impl ScenarioKind {
@@ -31,6 +34,7 @@ impl ScenarioKind {
             ScenarioKind::Concurrent => "concurrent",
             ScenarioKind::Branching => "branching",
             ScenarioKind::Chaos => "chaos",
+            ScenarioKind::Subscribers => "subscribers",
         }
     }
 }
@@ -122,6 +126,14 @@ pub fn workload(kind: ScenarioKind, size: usize, seed: u64) -> Workload {
             executions: size,
             actions_per_execution: 3,
             steps: 3 * size,
+        },
+        ScenarioKind::Subscribers => Workload {
+            kind,
+            size,
+            workflow: chain(3, "three-steps", noop("")),
+            executions: 10 * size,
+            actions_per_execution: 3,
+            steps: 30 * size,
         },
         ScenarioKind::Chaos => Workload {
             kind,
@@ -238,6 +250,9 @@ mod tests {
                         assert_eq!((w.executions, w.workflow.nodes.len()), (size, 3))
                     }
                     ScenarioKind::Branching => assert_eq!(w.workflow.nodes.len(), size),
+                    ScenarioKind::Subscribers => {
+                        assert_eq!((w.executions, w.workflow.nodes.len()), (10 * size, 3))
+                    }
                 }
             }
         }

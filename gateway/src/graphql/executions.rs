@@ -880,11 +880,14 @@ impl Follower {
                 }
             }
             // Its first event wakes a subscriber waiting for an execution to start; the
-            // deadline ends the wait for one that never does.
-            let wait = if self.known {
-                Duration::from_secs(3600)
-            } else {
+            // deadline ends the wait for one that never does. Where the live feed may miss
+            // what another process stored (several gateways), the store is read again now
+            // and then, and the execution followed again.
+            let recheck = self.gateway.engine.store_recheck();
+            let wait = if !self.known {
                 self.deadline.saturating_duration_since(Instant::now())
+            } else {
+                recheck.unwrap_or(Duration::from_secs(3600))
             };
             match tokio::time::timeout(wait, self.live.recv()).await {
                 Ok(Ok(event)) => {
@@ -898,7 +901,12 @@ impl Follower {
                 }
                 Ok(Err(RecvError::Lagged(_))) => self.read_store = true,
                 Ok(Err(RecvError::Closed)) => return None,
-                Err(_elapsed) => {}
+                Err(_elapsed) => {
+                    if self.known && recheck.is_some() {
+                        self.read_store = true;
+                        self.gateway.engine.follow(&self.id);
+                    }
+                }
             }
         }
     }

@@ -225,7 +225,9 @@ impl Store {
     /// named), never half-written.
     pub async fn record_events(&self, events: &[Event]) -> StoreResult<Recorded> {
         let mut changes: HashMap<&str, StatusChange> = HashMap::new();
-        let mut newest: HashMap<&str, u64> = HashMap::new();
+        // Rows are written in one order (by execution id, then sequence) by every process, so
+        // two transactions recording the same executions never wait on each other in a cycle.
+        let mut newest: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
         for event in events {
             let seq = newest.entry(&event.execution_id).or_default();
             *seq = (*seq).max(event.seq);
@@ -265,7 +267,9 @@ impl Store {
                 unknown.insert(*id);
             }
         }
-        for event in events {
+        let mut ordered: Vec<&Event> = events.iter().collect();
+        ordered.sort_by(|a, b| (&a.execution_id, a.seq).cmp(&(&b.execution_id, b.seq)));
+        for event in ordered {
             if unknown.contains(event.execution_id.as_str()) {
                 continue;
             }
@@ -306,7 +310,17 @@ impl Store {
                     .await?;
                     if updated.rows_affected() > 0 {
                         changed.push(id.to_string());
+                        continue;
                     }
+                    // Another process stored this status first; the newest sequence still
+                    // counts.
+                    sqlx::query(
+                        "UPDATE executions SET last_seq = $1 WHERE id = $2 AND last_seq < $1",
+                    )
+                    .bind(seq)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 None => {
                     sqlx::query(

@@ -158,6 +158,8 @@ impl RedisBus {
                     .arg(max.max(1)),
             )
             .await?;
+        // Entries trimmed from the feed while held: nothing to handle, only to acknowledge.
+        self.ack_finished(group, &claimed.deleted_ids).await?;
         let mut entries = claimed.claimed;
         if entries.is_empty() {
             self.check_open()?;
