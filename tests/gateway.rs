@@ -284,6 +284,9 @@ fn check_result(execution: &Value) {
     let node = |label: &str| nodes.iter().find(|n| n["label"] == label).unwrap().clone();
     assert_eq!(node("shout")["result"], "ECHOING: WENT LEFT");
     assert_eq!(node("echo array")["status"], "SUCCESS");
+    // Numbers stay numbers (serde_json's arbitrary precision is on in this build).
+    assert_eq!(node("echo array")["result"], json!([1, 2, 3]));
+    assert_eq!(node("start number")["result"], json!(10));
     assert_eq!(node("approval")["result"], json!({"approved": true}));
     assert_eq!(node("right")["status"], "SKIPPED");
 }
@@ -645,6 +648,124 @@ async fn stopping_the_server_closes_subscriptions_with_a_close_frame() {
 }
 
 #[tokio::test]
+async fn a_subscription_over_plain_http_comes_as_multipart_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let token = server.login().await;
+    let workflow_id = import_the_example(&server, &token).await;
+    let execution_id = uuid::Uuid::new_v4().to_string();
+    let mut response = reqwest::Client::new()
+        .post(server.url("/graphql"))
+        .bearer_auth(&token)
+        .header(
+            "accept",
+            r#"multipart/mixed; boundary="graphql"; subscriptionSpec="1.0""#,
+        )
+        .json(&json!({"query": EVENTS, "variables": {"e": execution_id}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "multipart/mixed; boundary=graphql"
+    );
+    server
+        .ok(
+            &token,
+            "mutation($w: ID!, $e: ID!) { executeWorkflow(workflowId: $w, executionId: $e) { id } }",
+            json!({"w": workflow_id, "e": execution_id}),
+        )
+        .await;
+    // Parts as they come: `--graphql`, a Content-Type line, a blank line, one JSON document.
+    let mut text = String::new();
+    let mut events = Vec::new();
+    let mut answered = false;
+    while !text.contains("--graphql--") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), response.chunk())
+            .await
+            .expect("the server goes on sending")
+            .unwrap()
+            .expect("the stream ends with the closing boundary");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        // Only whole lines: the last one may still be on its way.
+        let lines: Vec<&str> = text.split('\n').collect();
+        events = lines[..lines.len() - 1]
+            .iter()
+            .map(|line| line.trim_end())
+            .filter(|line| line.starts_with("{\"data\""))
+            .map(|line| {
+                serde_json::from_str::<Value>(line).unwrap()["data"]["executionEvents"].clone()
+            })
+            .collect();
+        if !answered && events.iter().any(|e| e["status"] == "AWAITING_DATA") {
+            answered = true;
+            server
+                .ok(
+                    &token,
+                    "mutation($e: ID!) { sendTriggerData(executionId: $e, trigger: \"approval\", data: {approved: true}) }",
+                    json!({"e": execution_id}),
+                )
+                .await;
+        }
+    }
+    let sequences: Vec<i64> = events
+        .iter()
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=events.len() as i64).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap()["status"], "COMPLETED");
+    // The same events as a WebSocket subscriber gets.
+    assert_eq!(replay(&server, &token, &execution_id).await, events);
+    server.stop();
+}
+
+/// Install a Node package of `tests/` as its lock file pins it (scripts/test installs Node.js
+/// and npm).
+fn npm_ci(package: &Path) {
+    let installed = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+        .current_dir(package)
+        .stdout(Stdio::null())
+        .status()
+        .expect("npm runs");
+    assert!(
+        installed.success(),
+        "npm ci in {} failed",
+        package.display()
+    );
+}
+
+#[tokio::test]
+async fn graphiql_logs_in_and_runs_a_query_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let package = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let base = server.url("");
+    let output = tokio::task::spawn_blocking(move || {
+        npm_ci(&package);
+        // Debian's chromium, which scripts/test installs.
+        Command::new("node")
+            .arg("graphiql.mjs")
+            .current_dir(&package)
+            .env("WALKOFF", base)
+            .env("PASSWORD", PASSWORD)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "graphiql.mjs: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result = String::from_utf8_lossy(&output.stdout);
+    assert!(result.contains("\"roles\""), "{result}");
+    server.stop();
+}
+
+#[tokio::test]
 async fn the_graphql_ws_reference_client_follows_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), None);
@@ -653,14 +774,7 @@ async fn the_graphql_ws_reference_client_follows_a_run() {
     let package = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/graphql-ws");
     let base = server.url("");
     let output = tokio::task::spawn_blocking(move || {
-        // The client as its lock file pins it (scripts/test installs Node.js and npm).
-        let installed = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
-            .current_dir(&package)
-            .stdout(Stdio::null())
-            .status()
-            .expect("npm runs");
-        assert!(installed.success(), "npm ci in tests/graphql-ws failed");
+        npm_ci(&package);
         Command::new("node")
             .arg("follow.mjs")
             .current_dir(&package)

@@ -1,15 +1,20 @@
-//! The transport: GraphQL over HTTP (`POST /graphql`), GraphiQL (`GET /graphql`), subscriptions
-//! over WebSocket on the same path (`graphql-transport-ws` and the legacy `graphql-ws`), and
-//! `GET /health`. Everything else lives in the schema.
+//! The transport: GraphQL over HTTP (`POST /graphql`), GraphiQL (`GET /graphql`, its assets
+//! embedded and served from `/graphiql/`, so it works without the internet), subscriptions over
+//! WebSocket on the same path (`graphql-transport-ws` and the legacy `graphql-ws`) or over HTTP
+//! as `multipart/mixed`, and `GET /health`. Everything else lives in the schema.
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_graphql::http::{GraphiQLSource, WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::{
+    create_multipart_mixed_stream, is_accept_multipart_mixed, WebSocketProtocols, WsMessage,
+    ALL_WEBSOCKET_PROTOCOLS,
+};
 use async_graphql::{BatchRequest, Data};
 use axum::body::Body;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -36,6 +41,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphiql/{asset}", get(graphiql_asset))
         .route("/health", get(health))
         .with_state(state)
 }
@@ -133,6 +139,14 @@ async fn graphql_post(State(state): State<AppState>, request: Request) -> Respon
         }
     };
     let credentials = credentials(&state.gateway, &parts.headers).await;
+    let multipart = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_accept_multipart_mixed);
+    if multipart {
+        return multipart_response(&state, batch, credentials);
+    }
     let run = state.schema.execute_batch(batch.data(credentials));
     match tokio::time::timeout(limits.request_timeout, run).await {
         Ok(response) => axum::Json(response).into_response(),
@@ -147,20 +161,46 @@ async fn graphql_post(State(state): State<AppState>, request: Request) -> Respon
     }
 }
 
+/// How often a multipart response sends an empty part, so proxies keep a quiet one open.
+const MULTIPART_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// A subscription (or any operation) answered over HTTP as `multipart/mixed`, one part per
+/// result, for clients without WebSockets (`Accept: multipart/mixed; boundary="graphql";
+/// subscriptionSpec="1.0"`). It ends with the subscription, or when the server stops.
+fn multipart_response(state: &AppState, batch: BatchRequest, credentials: Credentials) -> Response {
+    let request = match batch.into_single() {
+        Ok(request) => request,
+        Err(_) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                "a multipart response answers one request, not a batch".into(),
+            )
+        }
+    };
+    let mut stopping = state.stopping.clone();
+    let responses = state
+        .schema
+        .execute_stream(request.data(credentials))
+        .take_until(Box::pin(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }));
+    let parts = create_multipart_mixed_stream(responses, MULTIPART_HEARTBEAT)
+        .map(Ok::<_, std::convert::Infallible>);
+    (
+        [(header::CONTENT_TYPE, "multipart/mixed; boundary=graphql")],
+        Body::from_stream(parts),
+    )
+        .into_response()
+}
+
 async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
     let wants_socket = request
         .headers()
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if !wants_socket {
-        return Html(
-            GraphiQLSource::build()
-                .endpoint("/graphql")
-                .subscription_endpoint("/graphql")
-                .title("walkoff GraphQL")
-                .finish(),
-        )
-        .into_response();
+        return Html(GRAPHIQL_PAGE).into_response();
     }
     let protocol = request
         .headers()
@@ -185,6 +225,58 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| serve_socket(state, socket, protocol))
+}
+
+/// GraphiQL with a login bar; its scripts and styles come from [`GRAPHIQL_ASSETS`].
+const GRAPHIQL_PAGE: &str = include_str!("../assets/graphiql/index.html");
+
+/// GraphiQL 4, React 18 and graphql-ws as published on npm (`assets/graphiql/fetch.sh` fetches
+/// them again and checks them against `SHA256SUMS`).
+const GRAPHIQL_ASSETS: [(&str, &str, &[u8]); 5] = [
+    (
+        "graphiql.min.js",
+        "text/javascript",
+        include_bytes!("../assets/graphiql/graphiql.min.js"),
+    ),
+    (
+        "graphiql.min.css",
+        "text/css",
+        include_bytes!("../assets/graphiql/graphiql.min.css"),
+    ),
+    (
+        "react.production.min.js",
+        "text/javascript",
+        include_bytes!("../assets/graphiql/react.production.min.js"),
+    ),
+    (
+        "react-dom.production.min.js",
+        "text/javascript",
+        include_bytes!("../assets/graphiql/react-dom.production.min.js"),
+    ),
+    (
+        "graphql-ws.min.js",
+        "text/javascript",
+        include_bytes!("../assets/graphiql/graphql-ws.min.js"),
+    ),
+];
+
+async fn graphiql_asset(Path(asset): Path<String>) -> Response {
+    match GRAPHIQL_ASSETS.iter().find(|(name, _, _)| *name == asset) {
+        Some((_, content_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                // The files change only with the binary.
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => refused(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("there is no GraphiQL asset '{asset}'"),
+        ),
+    }
 }
 
 /// Prefixes of the reasons `connection_init` is refused with, turned into close codes.

@@ -44,6 +44,9 @@ fn the_subscribers_scenario_reports_throughput_latency_drops_and_memory() {
         assert!(delivered >= 20 * 42, "{case}");
         assert_eq!(delivered % 20, 0, "{case}");
         assert!(case["p99_ms"].as_f64().unwrap() > 0.0, "{case}");
-        assert!(case["server_rss_subscribed_mb"].as_f64().unwrap() > 0.0, "{case}");
+        assert!(
+            case["server_rss_subscribed_mb"].as_f64().unwrap() > 0.0,
+            "{case}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The app catalogue: every app version the engine can run, with its actions and their
 //! parameters' JSON Schemas, as the workflow editor needs them.
 
+use super::json::Json;
 use async_graphql::{Context, Object, SimpleObject};
-use serde_json::Value;
 use walkoff_schema::{ActionApi, AppApi};
 
 use super::{allowed, gateway};
@@ -23,7 +23,7 @@ pub struct AppAction {
     pub description: Option<String>,
     pub parameters: Vec<AppParameter>,
     /// What the action returns, as its `api.yaml` describes it.
-    pub returns: Option<Value>,
+    pub returns: Option<Json>,
 }
 
 #[derive(SimpleObject)]
@@ -31,7 +31,7 @@ pub struct AppParameter {
     pub name: String,
     pub description: Option<String>,
     /// The JSON Schema a value must satisfy.
-    pub schema: Option<Value>,
+    pub schema: Option<Json>,
     pub required: bool,
     /// Whether a parallel action may split this parameter into shards.
     pub parallelizable: bool,
@@ -47,12 +47,12 @@ fn action(api: &ActionApi) -> AppAction {
             .map(|p| AppParameter {
                 name: p.name.clone(),
                 description: p.description.clone(),
-                schema: p.json_schema.clone(),
+                schema: p.json_schema.clone().map(Json),
                 required: p.required,
                 parallelizable: p.parallelizable,
             })
             .collect(),
-        returns: api.returns.clone(),
+        returns: api.returns.clone().map(Json),
     }
 }
 

@@ -18,6 +18,7 @@ use walkoff_schema::{
     Event, EventKind, NodeKind, NodeStatus, Parameter, Variant, Workflow, WorkflowStatus,
 };
 
+use super::json::Json;
 use super::workflows::plan;
 use super::{allowed, decode_cursor, encode_cursor, gateway, page_size, parse_uuid};
 use crate::auth::{Operation, Resource};
@@ -107,8 +108,8 @@ impl ExecutionObject {
     }
 
     /// The workflow as it ran (walkoff's JSON, execute-time overrides applied).
-    async fn workflow(&self) -> Value {
-        serde_json::to_value(&self.0.workflow).unwrap_or_default()
+    async fn workflow(&self) -> Json {
+        Json(serde_json::to_value(&self.0.workflow).unwrap_or_default())
     }
 
     async fn started_by(&self) -> Option<&str> {
@@ -165,7 +166,7 @@ impl ExecutionObject {
                 node_id: ID(node.id),
                 label,
                 status: node.status.into(),
-                result: node.result,
+                result: node.result.map(Json),
                 error: node.error,
                 attempts: node.attempts as i32,
                 started_at: node.started_at,
@@ -199,7 +200,7 @@ pub struct NodeResult {
     pub node_id: ID,
     pub label: String,
     pub status: Status,
-    pub result: Option<Value>,
+    pub result: Option<Json>,
     pub error: Option<String>,
     /// Attempts made (retries included).
     pub attempts: i32,
@@ -230,8 +231,8 @@ pub struct ExecutionEvent {
     /// The shard of a parallel action this event is about.
     pub shard: Option<i32>,
     /// The parameters an action ran with.
-    pub parameters: Option<Value>,
-    pub result: Option<Value>,
+    pub parameters: Option<Json>,
+    pub result: Option<Json>,
     pub error: Option<String>,
     pub at: DateTime<Utc>,
 }
@@ -265,8 +266,8 @@ impl From<&Event> for ExecutionEvent {
                 node_id: Some(node.node_id.clone()),
                 attempt: Some(node.attempt as i32),
                 shard: node.shard.map(|s| s as i32),
-                parameters: node.parameters.clone().map(Value::Object),
-                result: node.result.clone(),
+                parameters: node.parameters.clone().map(|p| Json(Value::Object(p))),
+                result: node.result.clone().map(Json),
                 error: node.error.clone(),
                 ..base
             },
@@ -303,14 +304,14 @@ fn workflow_statuses(statuses: Option<Vec<Status>>) -> ApiResult<Vec<WorkflowSta
 #[derive(InputObject)]
 pub struct ParameterOverride {
     pub name: String,
-    pub value: Value,
+    pub value: Json,
 }
 
 /// A workflow variable (by name or id) with its value for this run.
 #[derive(InputObject)]
 pub struct VariableOverride {
     pub name: String,
-    pub value: Value,
+    pub value: Json,
 }
 
 /// `workflow` as this run sees it: another start node (an action or trigger, by id or label)
@@ -356,13 +357,13 @@ fn with_overrides(
         match action.parameters.iter_mut().find(|p| p.name == o.name) {
             Some(existing) => {
                 existing.variant = Variant::StaticValue;
-                existing.value = o.value.clone();
+                existing.value = o.value.0.clone();
                 existing.pointer = None;
             }
             None => action.parameters.push(Parameter {
                 name: o.name.clone(),
                 variant: Variant::StaticValue,
-                value: o.value.clone(),
+                value: o.value.0.clone(),
                 pointer: None,
                 parallelized: false,
                 id: None,
@@ -534,7 +535,7 @@ impl ExecutionMutation {
                 ))
                 .into());
             }
-            if variables.insert(o.name.clone(), o.value).is_some() {
+            if variables.insert(o.name.clone(), o.value.0).is_some() {
                 return Err(ApiError::BadUserInput(format!(
                     "workflowVariables: '{}' is given more than once",
                     o.name
@@ -614,7 +615,7 @@ impl ExecutionMutation {
         ctx: &Context<'_>,
         execution_id: ID,
         trigger: String,
-        data: Value,
+        data: Json,
     ) -> GqlResult<bool> {
         allowed(ctx, Resource::Workflows, Operation::Execute)?;
         let gateway = gateway(ctx);
@@ -650,7 +651,7 @@ impl ExecutionMutation {
         }
         gateway
             .engine
-            .trigger(&row.id, &trigger, data)
+            .trigger(&row.id, &trigger, data.0)
             .await
             .map_err(|e| control_error(&row.id, e))?;
         Ok(true)

@@ -3,6 +3,7 @@
 
 mod apps;
 mod executions;
+mod json;
 mod users;
 mod workflows;
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 use walkoff_dataflow::{compile, BusError, Plan};
 use walkoff_schema::{dump_workflow, load_workflow, Format, Problem, Workflow};
 
+use super::json::Json;
 use super::{allowed, decode_cursor, encode_cursor, gateway, page_size};
 use crate::auth::{Operation, Resource};
 use crate::error::{ApiError, ApiResult};
@@ -57,8 +58,8 @@ impl WorkflowObject {
     }
 
     /// The workflow in walkoff's JSON.
-    async fn document(&self) -> Value {
-        dump_workflow(&self.0.workflow, Format::Canonical)
+    async fn document(&self) -> Json {
+        Json(dump_workflow(&self.0.workflow, Format::Canonical))
     }
 
     /// Problems against the apps known now (none when it saved, but apps can change).
@@ -132,8 +133,8 @@ pub struct WorkflowFilterInput {
 
 /// Read a workflow document given as JSON, or as a string holding the file's text (then
 /// problems with the text carry its line and column).
-fn parse(json: &Value) -> ApiResult<(Workflow, Format)> {
-    let text = match json {
+fn parse(json: &Json) -> ApiResult<(Workflow, Format)> {
+    let text = match &json.0 {
         Value::String(text) => text.clone(),
         other => serde_json::to_string_pretty(other).unwrap_or_default(),
     };
@@ -237,7 +238,7 @@ impl WorkflowQuery {
     }
 
     /// Every problem of a workflow document (either format), without storing anything.
-    async fn validate_workflow(&self, ctx: &Context<'_>, json: Value) -> GqlResult<Validation> {
+    async fn validate_workflow(&self, ctx: &Context<'_>, json: Json) -> GqlResult<Validation> {
         allowed(ctx, Resource::Workflows, Operation::Read)?;
         let (workflow, format) = parse(&json)?;
         let problems = match plan(gateway(ctx), &workflow).await? {
@@ -257,14 +258,14 @@ impl WorkflowQuery {
         ctx: &Context<'_>,
         id: ID,
         format: Option<WorkflowFormat>,
-    ) -> GqlResult<Value> {
+    ) -> GqlResult<Json> {
         allowed(ctx, Resource::Workflows, Operation::Read)?;
         let row = stored(gateway(ctx), &id).await?;
         let format = match format.unwrap_or(WorkflowFormat::Walkoff) {
             WorkflowFormat::Walkoff => Format::Canonical,
             WorkflowFormat::Walkoff1 => Format::Walkoff1,
         };
-        Ok(dump_workflow(&row.workflow, format))
+        Ok(Json(dump_workflow(&row.workflow, format)))
     }
 }
 
@@ -275,7 +276,7 @@ pub struct WorkflowMutation;
 impl WorkflowMutation {
     /// Store a new workflow (either format) under the id and name it carries; both must be
     /// free, and it must be valid (every problem is listed in `extensions.problems`).
-    async fn create_workflow(&self, ctx: &Context<'_>, json: Value) -> GqlResult<WorkflowObject> {
+    async fn create_workflow(&self, ctx: &Context<'_>, json: Json) -> GqlResult<WorkflowObject> {
         let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
         let gateway = gateway(ctx);
         let (workflow, _) = parse(&json)?;
@@ -293,7 +294,7 @@ impl WorkflowMutation {
         &self,
         ctx: &Context<'_>,
         id: ID,
-        json: Value,
+        json: Json,
         expected_version: Option<i64>,
     ) -> GqlResult<WorkflowObject> {
         allowed(ctx, Resource::Workflows, Operation::Update)?;
@@ -354,7 +355,7 @@ impl WorkflowMutation {
 
     /// Store a workflow file (either format) as a new workflow: ids are regenerated and
     /// references rewired, and a taken name gets a number, so an import never overwrites.
-    async fn import_workflow(&self, ctx: &Context<'_>, json: Value) -> GqlResult<WorkflowObject> {
+    async fn import_workflow(&self, ctx: &Context<'_>, json: Json) -> GqlResult<WorkflowObject> {
         let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
         let gateway = gateway(ctx);
         let (workflow, _) = parse(&json)?;
