@@ -222,7 +222,13 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    let limits = &state.gateway.config.limits;
     upgrade
+        // Small buffers: a server holds thousands of sockets whose messages are small (the
+        // default 128 KiB read buffer alone would be most of a subscriber's memory).
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
+        .max_message_size(limits.max_body_bytes)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| serve_socket(state, socket, protocol))
 }
@@ -278,6 +284,9 @@ async fn graphiql_asset(Path(asset): Path<String>) -> Response {
         ),
     }
 }
+
+/// Read and write buffer of a WebSocket, in bytes (they grow for a larger message).
+const SOCKET_BUFFER: usize = 4096;
 
 /// Prefixes of the reasons `connection_init` is refused with, turned into close codes.
 const UNAUTHORIZED: &str = "Unauthorized: ";

@@ -839,6 +839,31 @@ impl Follower {
                 self.done = event.is_final();
                 return Some(Ok(ExecutionEvent::from(&event)));
             }
+            if !self.known {
+                // How far it is recorded (a cheap read): nothing to read while it has not
+                // started, and nothing at all past the end of a finished one.
+                match self.gateway.store.progress(&[self.id.as_str()]).await {
+                    Ok(progress) => match progress.get(&self.id) {
+                        Some(recorded) => {
+                            self.known = true;
+                            if recorded.finished && self.next > recorded.last_seq {
+                                return None;
+                            }
+                            self.read_store &= recorded.last_seq >= self.next;
+                        }
+                        None if Instant::now() >= self.deadline => {
+                            self.done = true;
+                            return Some(Err(ApiError::not_found("execution", &self.id)));
+                        }
+                        // Not there yet: its first event comes live.
+                        None => self.read_store = false,
+                    },
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e.into()));
+                    }
+                }
+            }
             if self.read_store {
                 match self
                     .gateway
@@ -854,26 +879,6 @@ impl Follower {
                             continue;
                         }
                     }
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e.into()));
-                    }
-                }
-            }
-            if !self.known {
-                match self.gateway.store.execution(&self.id).await {
-                    Ok(Some(row)) => {
-                        self.known = true;
-                        // Asked to resume past the end of a finished execution: nothing follows.
-                        if row.status.is_terminal() && self.next > row.last_seq as u64 {
-                            return None;
-                        }
-                    }
-                    Ok(None) if Instant::now() >= self.deadline => {
-                        self.done = true;
-                        return Some(Err(ApiError::not_found("execution", &self.id)));
-                    }
-                    Ok(None) => {}
                     Err(e) => {
                         self.done = true;
                         return Some(Err(e.into()));

@@ -25,6 +25,22 @@ pub struct ExecutionRow {
     pub last_seq: i64,
 }
 
+/// Rows (or ids) per statement at most: far below SQLite's and PostgreSQL's limits on bound
+/// parameters (32766 and 65535) at four per row.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Events per `INSERT`: SQLite finds each bound parameter by a linear search of the
+/// statement's names, so hundreds of rows (four parameters each) would cost more than they save.
+const EVENTS_PER_INSERT: usize = 64;
+
+/// `$first, $first+1, …` (`count` of them).
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What recording a batch did.
 #[derive(Debug, Default)]
 pub struct Recorded {
@@ -113,6 +129,7 @@ struct StatusChange {
 impl Store {
     /// Record a new execution as PENDING; it must be committed before it is enqueued.
     pub async fn insert_execution(&self, new: &NewExecution<'_>) -> StoreResult<ExecutionRow> {
+        let _turn = self.write_turn().await;
         let now = Utc::now();
         let document = serde_json::to_string(new.workflow).map_err(StoreError::corrupt)?;
         let done = sqlx::query(
@@ -156,6 +173,7 @@ impl Store {
 
     /// Forget an execution that could not be enqueued (nothing else refers to it yet).
     pub async fn remove_unstarted_execution(&self, id: &str) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
         sqlx::query("DELETE FROM executions WHERE id = $1 AND last_seq = 0")
             .bind(id)
             .execute(&self.pool)
@@ -224,6 +242,7 @@ impl Store {
     /// newest workflow event. Events of executions the store does not know are skipped (and
     /// named), never half-written.
     pub async fn record_events(&self, events: &[Event]) -> StoreResult<Recorded> {
+        let _turn = self.write_turn().await;
         let mut changes: HashMap<&str, StatusChange> = HashMap::new();
         // Rows are written in one order (by execution id, then sequence) by every process, so
         // two transactions recording the same executions never wait on each other in a cycle.
@@ -256,82 +275,106 @@ impl Store {
             }
         }
         let mut tx = self.pool.begin().await?;
-        let mut unknown = std::collections::HashSet::new();
         let mut changed = Vec::new();
-        for id in newest.keys() {
-            let exists = sqlx::query("SELECT id FROM executions WHERE id = $1")
-                .bind(*id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                unknown.insert(*id);
+        let ids: Vec<&str> = newest.keys().copied().collect();
+        let mut unknown: std::collections::HashSet<&str> = ids.iter().copied().collect();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT id FROM executions WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            // Only numbered placeholders are formatted in; the ids are bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                let id: String = row.try_get("id")?;
+                unknown.remove(id.as_str());
             }
         }
-        let mut ordered: Vec<&Event> = events.iter().collect();
+        let mut ordered: Vec<&Event> = events
+            .iter()
+            .filter(|e| !unknown.contains(e.execution_id.as_str()))
+            .collect();
         ordered.sort_by(|a, b| (&a.execution_id, a.seq).cmp(&(&b.execution_id, b.seq)));
-        for event in ordered {
-            if unknown.contains(event.execution_id.as_str()) {
-                continue;
-            }
-            let body = serde_json::to_string(event).map_err(StoreError::corrupt)?;
-            sqlx::query(
-                "INSERT INTO events (execution_id, seq, at, body) VALUES ($1, $2, $3, $4) \
+        // Many rows per statement: one round trip to the database's thread for hundreds of
+        // events instead of one each.
+        for chunk in ordered.chunks(EVENTS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(4 * i + 1, 4)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO events (execution_id, seq, at, body) VALUES {} \
                  ON CONFLICT (execution_id, seq) DO NOTHING",
-            )
-            .bind(&event.execution_id)
-            .bind(i64::try_from(event.seq).unwrap_or(i64::MAX))
-            .bind(micros(event.at))
-            .bind(body)
-            .execute(&mut *tx)
-            .await?;
+                rows.join(", ")
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for event in chunk {
+                let body = serde_json::to_string(event).map_err(StoreError::corrupt)?;
+                insert = insert
+                    .bind(event.execution_id.as_str())
+                    .bind(i64::try_from(event.seq).unwrap_or(i64::MAX))
+                    .bind(micros(event.at))
+                    .bind(body);
+            }
+            insert.execute(&mut *tx).await?;
         }
+        // Executions whose newest sequence is all that changes: one statement for all of them.
+        let mut advanced: Vec<(&str, i64)> = Vec::new();
         for (id, seq) in newest {
             if unknown.contains(id) {
                 continue;
             }
             let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-            match changes.remove(id) {
-                Some(change) => {
-                    let updated = sqlx::query(
-                        "UPDATE executions SET status = $1, \
-                         started_at = COALESCE(started_at, $2), \
-                         finished_at = COALESCE(finished_at, $3), \
-                         error = COALESCE(error, $4), last_seq = $5 \
-                         WHERE id = $6 AND last_seq < $7",
-                    )
-                    .bind(change.status.as_str())
-                    .bind(change.started_at.map(micros))
-                    .bind(change.finished_at.map(micros))
-                    .bind(change.error)
-                    .bind(seq)
-                    .bind(id)
-                    .bind(i64::try_from(change.seq).unwrap_or(i64::MAX))
-                    .execute(&mut *tx)
-                    .await?;
-                    if updated.rows_affected() > 0 {
-                        changed.push(id.to_string());
-                        continue;
-                    }
-                    // Another process stored this status first; the newest sequence still
-                    // counts.
-                    sqlx::query(
-                        "UPDATE executions SET last_seq = $1 WHERE id = $2 AND last_seq < $1",
-                    )
-                    .bind(seq)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query(
-                        "UPDATE executions SET last_seq = $1 WHERE id = $2 AND last_seq < $1",
-                    )
-                    .bind(seq)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+            let Some(change) = changes.remove(id) else {
+                advanced.push((id, seq));
+                continue;
+            };
+            let updated = sqlx::query(
+                "UPDATE executions SET status = $1, \
+                 started_at = COALESCE(started_at, $2), \
+                 finished_at = COALESCE(finished_at, $3), \
+                 error = COALESCE(error, $4), last_seq = $5 \
+                 WHERE id = $6 AND last_seq < $7",
+            )
+            .bind(change.status.as_str())
+            .bind(change.started_at.map(micros))
+            .bind(change.finished_at.map(micros))
+            .bind(change.error)
+            .bind(seq)
+            .bind(id)
+            .bind(i64::try_from(change.seq).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() > 0 {
+                changed.push(id.to_string());
+            } else {
+                // Another process stored this status first; the newest sequence still counts.
+                advanced.push((id, seq));
             }
+        }
+        for chunk in advanced.chunks(ROWS_PER_STATEMENT / 4) {
+            // last_seq = the given one where it is higher, by a CASE over the ids (the same
+            // text on SQLite and PostgreSQL).
+            let cases: Vec<String> = (0..chunk.len())
+                .map(|i| format!("WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let newest = format!("(CASE id {} END)", cases.join(" "));
+            let ids = placeholders(2 * chunk.len() + 1, chunk.len());
+            let sql = format!(
+                "UPDATE executions SET last_seq = {newest} \
+                 WHERE id IN ({ids}) AND last_seq < {newest}"
+            );
+            // Only numbered placeholders are formatted in; ids and numbers are bound.
+            let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, seq) in chunk {
+                update = update.bind(*id).bind(*seq);
+            }
+            for (id, _) in chunk {
+                update = update.bind(*id);
+            }
+            update.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(Recorded {
@@ -343,12 +386,10 @@ impl Store {
     /// How far the store has recorded each of `ids` it knows.
     pub async fn progress(&self, ids: &[&str]) -> StoreResult<HashMap<String, Progress>> {
         let mut progress = HashMap::with_capacity(ids.len());
-        // Bounded statements: one placeholder per id, a few hundred at a time.
-        for chunk in ids.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT id, last_seq, status FROM executions WHERE id IN ({})",
-                placeholders.join(", ")
+                placeholders(1, chunk.len())
             );
             // Only numbered placeholders are formatted in; the ids are bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -385,6 +426,7 @@ impl Store {
 
     /// Delete finished executions created before `before`, with their events; returns how many.
     pub async fn delete_executions(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "DELETE FROM events WHERE execution_id IN (SELECT id FROM executions \

@@ -9,6 +9,7 @@ mod users;
 mod workflows;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -54,6 +55,10 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite takes one writer at a time and makes the others sleep and retry (its busy
+    /// handler backs off by up to 100 ms at a time); this process's writers queue here instead.
+    /// `None` for PostgreSQL, which lets writers work side by side.
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -117,7 +122,21 @@ impl Store {
             });
         let pool = options.connect(&url).await?;
         migrator().run(&pool).await?;
-        Ok(Store { pool, backend })
+        let write_gate =
+            (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Store {
+            pool,
+            backend,
+            write_gate,
+        })
+    }
+
+    /// Wait for this process's turn to write (SQLite), held until the returned guard drops.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.write_gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        }
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -46,6 +46,7 @@ impl Store {
     }
 
     pub async fn insert_user(&self, user: &UserRow) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
         let roles = serde_json::to_string(&user.roles).map_err(StoreError::corrupt)?;
         sqlx::query(
             "INSERT INTO users (id, username, password_hash, roles, active, created_at) \
@@ -95,6 +96,7 @@ impl Store {
 
     /// Store a pair of tokens (by their hashes) in one transaction.
     pub async fn insert_tokens(&self, tokens: &[(String, TokenRow)]) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         for (hash, token) in tokens {
             sqlx::query(
@@ -135,6 +137,7 @@ impl Store {
 
     /// Revoke every token of a login (its family); returns the hashes revoked.
     pub async fn revoke_family(&self, family: &str) -> StoreResult<Vec<String>> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let hashes = sqlx::query("SELECT token_hash FROM tokens WHERE family = $1 AND revoked = 0")
             .bind(family)
@@ -159,6 +162,7 @@ impl Store {
     /// Mark one refresh token used (revoked), unless it already was; true when this call did it,
     /// so two refreshes racing with the same token cannot both succeed.
     pub async fn use_refresh_token(&self, hash: &str) -> StoreResult<bool> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE tokens SET revoked = 1 WHERE token_hash = $1 AND revoked = 0 AND kind = 'refresh'",
         )

@@ -77,6 +77,7 @@ impl Store {
         workflow: &Workflow,
         created_by: Option<&str>,
     ) -> StoreResult<WorkflowRow> {
+        let _turn = self.write_turn().await;
         let now = Utc::now();
         let result = sqlx::query(
             "INSERT INTO workflows (id, name, version, document, created_by, created_at, updated_at) \
@@ -134,6 +135,7 @@ impl Store {
         workflow: &Workflow,
         expected: Option<i64>,
     ) -> StoreResult<Updated> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let current = sqlx::query("SELECT version FROM workflows WHERE id = $1")
             .bind(&workflow.id)
@@ -170,6 +172,7 @@ impl Store {
     }
 
     pub async fn delete_workflow(&self, id: &str) -> StoreResult<bool> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM workflows WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
