@@ -51,7 +51,7 @@ impl Default for Limits {
             max_body_bytes: 4 * 1024 * 1024,
             max_subscriptions_per_connection: 200,
             request_timeout: Duration::from_secs(30),
-            subscriber_buffer: 256,
+            subscriber_buffer: 64,
             pending_execution_wait: Duration::from_secs(60),
             max_page: 200,
         }

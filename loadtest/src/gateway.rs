@@ -42,7 +42,7 @@ pub struct GatewayServer {
 }
 
 /// What a subscription receives: an event (with when it arrived), or its end.
-enum Incoming {
+pub(crate) enum Incoming {
     Next(Value, DateTime<Utc>),
     Done(Result<(), String>),
 }
@@ -168,7 +168,7 @@ impl Socket {
 
 /// What one subscriber saw of one execution.
 #[derive(Default)]
-struct Followed {
+pub(crate) struct Followed {
     /// Commit-to-arrival of each event, in ms.
     latencies_ms: Vec<f64>,
     sequences: BTreeSet<i64>,
@@ -176,7 +176,7 @@ struct Followed {
     error: Option<String>,
 }
 
-async fn follow(mut events: mpsc::UnboundedReceiver<Incoming>) -> Followed {
+pub(crate) async fn follow(mut events: mpsc::UnboundedReceiver<Incoming>) -> Followed {
     let mut seen = Followed::default();
     while let Some(incoming) = events.recv().await {
         match incoming {
@@ -226,7 +226,7 @@ pub struct SubscriberCase {
     pub memory_per_subscription_kb: f64,
 }
 
-fn rss_kb(pid: u32) -> f64 {
+pub(crate) fn rss_kb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
@@ -424,8 +424,6 @@ impl GatewayServer {
         let before_kb = rss_kb(pid);
         let mut sockets = Vec::with_capacity(subscribers);
         let mut followers = Vec::with_capacity(subscribers);
-        // Memory is read with half and with all of them subscribed: the slope between the two
-        // is the cost of a subscription, whatever the allocator was still handing back.
         let half = subscribers / 2;
         let mut half_kb = before_kb;
         for i in 0..subscribers {
@@ -440,12 +438,6 @@ impl GatewayServer {
         }
         settle().await;
         let subscribed_kb = rss_kb(pid);
-        let added = (subscribers - half).max(1) as f64;
-        let per_subscription_kb = if half > 0 {
-            (subscribed_kb - half_kb) / added
-        } else {
-            (subscribed_kb - before_kb) / added
-        };
         // Executed a few at a time, as users would start them; all run at once.
         let permits = Arc::new(Semaphore::new(64));
         let mut submissions = Vec::with_capacity(ids.len());
@@ -462,41 +454,70 @@ impl GatewayServer {
         for submission in submissions {
             submission.await??;
         }
-        let mut latencies = Vec::new();
-        let (mut delivered, mut dropped, mut failed) = (0, 0, 0);
-        for follower in followers {
-            let seen = follower.await?;
-            if seen.error.is_some() {
-                failed += 1;
-            }
-            let last = seen.sequences.last().copied().unwrap_or(0);
-            delivered += seen.sequences.len();
-            dropped += usize::try_from(last).unwrap_or(0) - seen.sequences.len();
-            latencies.extend(seen.latencies_ms);
-        }
+        let case = tally(
+            case,
+            subscribers,
+            ids.len(),
+            followers,
+            (before_kb, half_kb, subscribed_kb, half),
+        )
+        .await;
         for socket in &sockets {
             socket.close();
         }
-        let p = percentiles(&latencies);
-        Ok(SubscriberCase {
-            case: case.to_string(),
-            subscribers,
-            executions: ids.len(),
-            events_delivered: delivered,
-            dropped,
-            failed,
-            p50_ms: round(p.p50),
-            p99_ms: round(p.p99),
-            max_ms: round(p.max),
-            server_rss_before_mb: round(before_kb / 1024.0),
-            server_rss_subscribed_mb: round(subscribed_kb / 1024.0),
-            memory_per_subscription_kb: round(per_subscription_kb),
-        })
+        case
     }
 }
 
+/// Gather what each subscriber saw into one case. `memory`: the server's resident memory (KB)
+/// before any, with the first `half` and with all subscribers subscribed.
+pub(crate) async fn tally(
+    case: &str,
+    subscribers: usize,
+    executions: usize,
+    followers: Vec<tokio::task::JoinHandle<Followed>>,
+    memory: (f64, f64, f64, usize),
+) -> anyhow::Result<SubscriberCase> {
+    let (before_kb, half_kb, subscribed_kb, half) = memory;
+    let mut latencies = Vec::new();
+    let (mut delivered, mut dropped, mut failed) = (0, 0, 0);
+    for follower in followers {
+        let seen = follower.await?;
+        if seen.error.is_some() {
+            failed += 1;
+        }
+        let last = seen.sequences.last().copied().unwrap_or(0);
+        delivered += seen.sequences.len();
+        dropped += usize::try_from(last).unwrap_or(0) - seen.sequences.len();
+        latencies.extend(seen.latencies_ms);
+    }
+    // The slope between half and all of them subscribed is the cost of a subscription,
+    // whatever the allocator was still handing back.
+    let added = (subscribers - half).max(1) as f64;
+    let per_subscription_kb = if half > 0 {
+        (subscribed_kb - half_kb) / added
+    } else {
+        (subscribed_kb - before_kb) / added
+    };
+    let p = percentiles(&latencies);
+    Ok(SubscriberCase {
+        case: case.to_string(),
+        subscribers,
+        executions,
+        events_delivered: delivered,
+        dropped,
+        failed,
+        p50_ms: round(p.p50),
+        p99_ms: round(p.p99),
+        max_ms: round(p.max),
+        server_rss_before_mb: round(before_kb / 1024.0),
+        server_rss_subscribed_mb: round(subscribed_kb / 1024.0),
+        memory_per_subscription_kb: round(per_subscription_kb),
+    })
+}
+
 /// Let the server finish what it was doing (and the allocator settle) before a memory reading.
-async fn settle() {
+pub(crate) async fn settle() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 

@@ -3,6 +3,7 @@
 
 mod deployment;
 mod embedded;
+mod fanout;
 mod floor;
 mod gateway;
 mod peers;
@@ -194,6 +195,18 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
                             .await?,
                     );
                 }
+                // The floor: the first case's fan-out (the paced workflow's 42 events, about
+                // 10 ms apart) from a bare WebSocket broadcaster.
+                if !quiet {
+                    eprintln!(
+                        "{} subscribers on the bare fan-out floor: running",
+                        work.size
+                    );
+                }
+                let events = report.subscribers[0].events_delivered / work.size.max(1);
+                report
+                    .subscribers
+                    .push(fanout::measure(work.size, events, 10).await?);
             }
             let workflow_id = server.import(&workflow).await?;
             server
@@ -444,6 +457,13 @@ fn stop_started_on_signal() {
 }
 
 fn main() -> std::process::ExitCode {
+    // The fan-out floor's server is this binary again.
+    if let Ok(setting) = std::env::var(fanout::FANOUT_ENV) {
+        return match fanout::serve(&setting) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(_) => std::process::ExitCode::FAILURE,
+        };
+    }
     // The floor's answering process is this binary again.
     if let Ok(setting) = std::env::var(floor::PONG_ENV) {
         return match floor::pong(&setting) {

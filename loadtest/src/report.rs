@@ -168,6 +168,17 @@ pub fn markdown(reports: &[Report]) -> String {
                 ));
             }
             out.push_str("\nLatency: from an event's commit (its `at`) to its arrival at the subscriber's socket.\n");
+            let floor = r.subscribers.iter().find(|c| c.case.contains("floor"));
+            if let (Some(one), Some(floor)) = (r.subscribers.first(), floor) {
+                if floor.p99_ms > 0.0 {
+                    out.push_str(&format!(
+                        "\nwalkoff / floor (the same fan-out from a bare WebSocket broadcaster, \
+                         same client): p99 **{:.1}×**, p50 {:.1}×.\n",
+                        one.p99_ms / floor.p99_ms,
+                        one.p50_ms / floor.p50_ms.max(0.001)
+                    ));
+                }
+            }
         }
         if !r.rss_after_each_run_mb.is_empty() {
             out.push_str(&format!(

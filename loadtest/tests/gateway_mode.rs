@@ -32,8 +32,10 @@ fn the_subscribers_scenario_reports_throughput_latency_drops_and_memory() {
     assert_eq!(walkoff["processes"][0]["name"], "walkoff serve");
 
     let cases = doc["subscribers"].as_array().unwrap();
-    assert_eq!(cases.len(), 2, "{cases:?}");
-    for (case, executions) in cases.iter().zip([1, 20]) {
+    assert_eq!(cases.len(), 3, "{cases:?}");
+    // The floor: the same fan-out from a bare WebSocket broadcaster.
+    assert!(cases[2]["case"].as_str().unwrap().contains("floor"));
+    for (case, executions) in cases.iter().zip([1, 20, 1]) {
         assert_eq!(case["subscribers"], 20, "{case}");
         assert_eq!(case["executions"], executions, "{case}");
         assert_eq!(case["dropped"], 0, "{case}");
