@@ -720,36 +720,29 @@ async fn a_subscription_over_plain_http_comes_as_multipart_parts() {
     server.stop();
 }
 
-/// Install a Node package of `tests/` as its lock file pins it (scripts/test installs Node.js
-/// and npm).
-fn npm_ci(package: &Path) {
-    let installed = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
-        .current_dir(package)
-        .stdout(Stdio::null())
-        .status()
-        .expect("npm runs");
-    assert!(
-        installed.success(),
-        "npm ci in {} failed",
-        package.display()
-    );
-}
-
-#[tokio::test]
-async fn graphiql_logs_in_and_runs_a_query_in_headless_chromium() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), None);
-    let package = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let base = server.url("");
+/// Run `script` of the Node package `tests/{package}` with `env`, after installing the package
+/// as its lock file pins it (scripts/test installs Node.js, npm and Chromium); its stdout.
+async fn node(package: &str, script: &str, env: Vec<(&'static str, String)>) -> String {
+    let package = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(package);
+    let script = script.to_string();
     let output = tokio::task::spawn_blocking(move || {
-        npm_ci(&package);
-        // Debian's chromium, which scripts/test installs.
-        Command::new("node")
-            .arg("graphiql.mjs")
+        let installed = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
             .current_dir(&package)
-            .env("WALKOFF", base)
-            .env("PASSWORD", PASSWORD)
+            .stdout(Stdio::null())
+            .status()
+            .expect("npm runs");
+        assert!(
+            installed.success(),
+            "npm ci in {} failed",
+            package.display()
+        );
+        Command::new("node")
+            .arg(&script)
+            .current_dir(&package)
+            .envs(env)
             .output()
             .expect("node runs")
     })
@@ -757,10 +750,23 @@ async fn graphiql_logs_in_and_runs_a_query_in_headless_chromium() {
     .unwrap();
     assert!(
         output.status.success(),
-        "graphiql.mjs: {}",
+        "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let result = String::from_utf8_lossy(&output.stdout);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn graphiql_logs_in_and_runs_a_query_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    // GraphiQL in Debian's chromium, driven by playwright-core.
+    let result = node(
+        "browser",
+        "graphiql.mjs",
+        vec![("WALKOFF", server.url("")), ("PASSWORD", PASSWORD.into())],
+    )
+    .await;
     assert!(result.contains("\"roles\""), "{result}");
     server.stop();
 }
@@ -771,29 +777,19 @@ async fn the_graphql_ws_reference_client_follows_a_run() {
     let server = Server::start(dir.path(), None);
     let token = server.login().await;
     let workflow_id = import_the_example(&server, &token).await;
-    let package = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/graphql-ws");
-    let base = server.url("");
-    let output = tokio::task::spawn_blocking(move || {
-        npm_ci(&package);
-        Command::new("node")
-            .arg("follow.mjs")
-            .current_dir(&package)
-            .env("WALKOFF", base)
-            .env("TOKEN", token)
-            .env("WORKFLOW_ID", workflow_id)
-            .env("TRIGGER", "approval")
-            .env("TRIGGER_DATA", r#"{"approved": true}"#)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "follow.mjs: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let events: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let output = node(
+        "graphql-ws",
+        "follow.mjs",
+        vec![
+            ("WALKOFF", server.url("")),
+            ("TOKEN", token),
+            ("WORKFLOW_ID", workflow_id),
+            ("TRIGGER", "approval".into()),
+            ("TRIGGER_DATA", r#"{"approved": true}"#.into()),
+        ],
+    )
+    .await;
+    let events: Vec<Value> = serde_json::from_str(&output).unwrap();
     let sequences: Vec<i64> = events
         .iter()
         .map(|e| e["sequence"].as_i64().unwrap())

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::Utc;
 use futures::StreamExt;
 use moka::future::Cache;
 use serde_json::Value;
@@ -29,7 +28,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use walkoff_dataflow::bus::{ExecutionRecord, RedisBus, Wake};
 use walkoff_dataflow::{Bus, BusError, Client, ControlError, Plan, SubmitError};
-use walkoff_schema::{AppApi, AppCatalog, Event, EventKind, ExecutionId, WorkflowStatus};
+use walkoff_schema::{AppApi, AppCatalog, Event, EventKind, ExecutionId};
 
 use crate::engine::Engine;
 use crate::hub::Hub;
@@ -384,19 +383,9 @@ async fn resume(bus: &RedisBus, store: &Store, following: &Arc<Following>) -> an
         match record {
             // Nothing recorded and nothing in Redis: its start may still wait in a control
             // stream, so it is followed (and dropped if nothing ever shows).
-            ExecutionRecord::Absent if row.last_seq > 0 => lost.push(Event {
-                execution_id: row.id.clone(),
-                seq: row.last_seq as u64 + 1,
-                at: Utc::now(),
-                kind: EventKind::Workflow {
-                    workflow_id: row.workflow_id.clone(),
-                    status: WorkflowStatus::Aborted,
-                    error: Some(
-                        "the deployment no longer holds this execution (Redis lost it, or its retention passed)"
-                            .into(),
-                    ),
-                },
-            }),
+            ExecutionRecord::Absent if row.last_seq > 0 => lost.push(row.aborted_event(
+                "the deployment no longer holds this execution (Redis lost it, or its retention passed)",
+            )),
             _ => following.follow(&row.id, Some(row.last_seq as u64 + 1), row.last_seq > 0),
         }
     }

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use walkoff_dataflow::bus::{RedisBus, RedisBusConfig};
 use walkoff_executors::Registry;
-use walkoff_schema::{AppCatalog, Event, EventKind, WorkflowStatus};
+use walkoff_schema::{AppCatalog, Event};
 
 use crate::distributed::RedisRecorder;
 use crate::engine::{EmbeddedEngine, Engine};
@@ -233,16 +232,7 @@ async fn end_interrupted(store: &Store) -> anyhow::Result<()> {
     }
     let events: Vec<Event> = interrupted
         .iter()
-        .map(|row| Event {
-            execution_id: row.id.clone(),
-            seq: row.last_seq as u64 + 1,
-            at: Utc::now(),
-            kind: EventKind::Workflow {
-                workflow_id: row.workflow_id.clone(),
-                status: WorkflowStatus::Aborted,
-                error: Some("the server stopped while this execution ran".into()),
-            },
-        })
+        .map(|row| row.aborted_event("the server stopped while this execution ran"))
         .collect();
     store.record_events(&events).await?;
     println!(

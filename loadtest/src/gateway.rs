@@ -226,6 +226,7 @@ pub struct SubscriberCase {
     pub memory_per_subscription_kb: f64,
 }
 
+/// Resident memory now (not the peak) of a process, in KB (0 when it is gone).
 pub(crate) fn rss_kb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

@@ -118,17 +118,7 @@ fn progress(total: usize, label: String, quiet: bool) -> ProgressBar {
 
 /// Resident memory now (not the peak) of these processes, in MB.
 fn rss_now_mb(pids: &[u32]) -> f64 {
-    let kb: f64 = pids
-        .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .filter_map(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .sum();
+    let kb: f64 = pids.iter().map(|&pid| gateway::rss_kb(pid)).sum();
     stats::round(kb / 1024.0)
 }
 

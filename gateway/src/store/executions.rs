@@ -41,6 +41,23 @@ fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+impl ExecutionRow {
+    /// The event that ends this unfinished execution ABORTED, saying why: the one after its
+    /// last recorded.
+    pub fn aborted_event(&self, why: &str) -> walkoff_schema::Event {
+        Event {
+            execution_id: self.id.clone(),
+            seq: u64::try_from(self.last_seq).unwrap_or(0) + 1,
+            at: Utc::now(),
+            kind: EventKind::Workflow {
+                workflow_id: self.workflow_id.clone(),
+                status: WorkflowStatus::Aborted,
+                error: Some(why.to_string()),
+            },
+        }
+    }
+}
+
 /// What recording a batch did.
 #[derive(Debug, Default)]
 pub struct Recorded {

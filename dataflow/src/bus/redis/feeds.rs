@@ -31,7 +31,7 @@ pub struct Wake {
 
 /// Decode `m` of each entry; an entry that does not decode is skipped with a warning (the events
 /// stream is written by workers only, so it means a bug or a foreign writer, not a reason to stop).
-fn decode_events(stream: &str, entries: Vec<StreamId>) -> Vec<Event> {
+pub(super) fn decode_events(stream: &str, entries: Vec<StreamId>) -> Vec<Event> {
     let mut events = Vec::with_capacity(entries.len());
     for entry in entries {
         let raw: String = entry.get("m").unwrap_or_default();

@@ -1564,17 +1564,7 @@ impl Bus for RedisBus {
         } else {
             entries
         };
-        let mut events = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let raw: String = entry.get("m").unwrap_or_default();
-            match serde_json::from_str::<Event>(&raw) {
-                Ok(event) => events.push(event),
-                Err(e) => {
-                    tracing::warn!(%stream, id = %entry.id, error = %e, "undecodable event skipped")
-                }
-            }
-        }
-        Ok(events)
+        Ok(feeds::decode_events(&stream, entries))
     }
 
     async fn pending(&self) -> Result<usize, BusError> {
