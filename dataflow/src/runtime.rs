@@ -355,9 +355,12 @@ impl Runtime {
 
     /// Stop the control loop after its current batch, or after `SHUTDOWN_GRACE` when the batch
     /// cannot finish (its bus is unreachable): stopping then is a crash, which a durable bus
-    /// recovers from (the batch stays pending and another worker takes it).
-    pub async fn shutdown(&self) {
+    /// recovers from (the batch stays pending and another worker takes it). True when the loop
+    /// stopped by itself, false when it was abandoned.
+    pub async fn shutdown(&self) -> bool {
         self.inner.stopping.store(true, Ordering::Release);
+        // The control loop sees `stopping` as soon as its receive ends: end it now.
+        self.inner.bus.interrupt_control_receive();
         if let Some(maintenance) = &self.maintenance {
             maintenance.abort();
         }
@@ -370,8 +373,10 @@ impl Runtime {
                 tracing::warn!("the control loop did not stop in time; abandoning its batch");
                 handle.abort();
                 let _ = handle.await;
+                return false;
             }
         }
+        true
     }
 }
 

@@ -895,6 +895,40 @@ async fn a_trigger_takes_data_once() {
     assert!(delivered && refused);
 }
 
+/// Stopping does not wait out the control loop's receive: however long it may wait for
+/// messages (a minute here, beyond the grace after which the loop would be abandoned), the loop
+/// ends by itself at once. (`walkoff run` exits as soon as its result is known.)
+#[tokio::test]
+async fn stopping_ends_the_control_loops_wait_at_once() {
+    use walkoff_dataflow::{BusDispatch, MemoryBus, Runtime, RuntimeConfig};
+
+    let bus: Arc<dyn Bus> = MemoryBus::new();
+    let runtime = Runtime::start(
+        Arc::clone(&bus),
+        Arc::new(BusDispatch(Arc::clone(&bus))),
+        Arc::new(catalog()),
+        RuntimeConfig {
+            block: std::time::Duration::from_secs(60),
+            ..RuntimeConfig::default()
+        },
+    );
+    let wf = workflow(json!({
+        "start": "t",
+        "nodes": [{"label": "t", "kind": "transform", "code": "result = 1"}],
+        "branches": [],
+    }));
+    let id = runtime
+        .submit(Arc::new(wf), BTreeMap::new(), &BTreeMap::new())
+        .await
+        .unwrap();
+    let mut events = Box::pin(runtime.events(&id, 1));
+    while let Some(event) = events.next().await {
+        event.unwrap();
+    }
+    // The loop is now waiting for the next message.
+    assert!(runtime.shutdown().await, "the control loop was abandoned");
+}
+
 /// An executor may answer several requests in one message; each result is applied as if it had
 /// come alone.
 #[tokio::test]

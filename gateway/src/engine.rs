@@ -187,6 +187,10 @@ impl Bus for TappedBus {
         self.inner.durable()
     }
 
+    fn interrupt_control_receive(&self) {
+        self.inner.interrupt_control_receive()
+    }
+
     fn partitions(&self) -> u32 {
         self.inner.partitions()
     }

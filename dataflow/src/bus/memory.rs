@@ -27,6 +27,8 @@ pub struct MemoryBus {
     events_ready: Notify,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// A control receive is to end now, empty (a runtime is stopping).
+    control_interrupted: AtomicBool,
     /// Workers told they own the one partition.
     owners: Mutex<HashSet<String>>,
 }
@@ -214,6 +216,9 @@ impl Bus for MemoryBus {
         }
         let taken = self
             .wait_for(&self.control_ready, wait, || {
+                if self.control_interrupted.swap(false, AtomicOrdering::AcqRel) {
+                    return Some(Vec::new());
+                }
                 let mut control = lock(&self.control);
                 if control.is_empty() {
                     return None;
@@ -241,6 +246,12 @@ impl Bus for MemoryBus {
 
     fn durable(&self) -> bool {
         false
+    }
+
+    fn interrupt_control_receive(&self) {
+        self.control_interrupted
+            .store(true, AtomicOrdering::Release);
+        self.control_ready.notify_waiters();
     }
 
     fn partitions(&self) -> u32 {

@@ -216,4 +216,9 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Stop: pending and future receives return [`BusError::Closed`].
     async fn close(&self);
+
+    /// End a control receive that is waiting now (or the next one) with an empty batch: a
+    /// runtime stopping need not wait out its receive's `wait`. Buses whose receives end soon
+    /// enough by themselves may ignore it.
+    fn interrupt_control_receive(&self) {}
 }
