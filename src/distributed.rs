@@ -14,7 +14,7 @@ use walkoff_dataflow::{
     RuntimeConfig, SubmitError,
 };
 use walkoff_executors::{serve, ExecutorConfig};
-use walkoff_schema::{load_workflow_file, AppApi, AppCatalog};
+use walkoff_schema::{load_workflow_file, AppApi, AppCatalog, Version};
 
 use crate::run::{
     check_workflow, exit_code, invalid, parse_inputs, print_event, InputArgs, Interrupt,
@@ -223,7 +223,7 @@ pub async fn executor(args: ExecutorArgs) -> ExitCode {
     let app = registry
         .apps()
         .filter(|a| a.app_ref().name == name && version.is_none_or(|v| a.app_ref().version == v))
-        .max_by(|a, b| a.app_ref().version.cmp(&b.app_ref().version))
+        .max_by_key(|a| Version::parse(&a.app_ref().version))
         .cloned();
     let Some(app) = app else {
         let known: Vec<String> = registry.apps().map(|a| a.app_ref().to_string()).collect();

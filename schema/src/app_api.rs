@@ -97,17 +97,14 @@ pub struct AppCatalog {
     apps: BTreeMap<String, BTreeMap<Version, AppApi>>,
 }
 
-/// A version ordered numerically where it is `x.y.z`, textually otherwise.
+/// An app version, ordered as semantic versions are (`1.9.0` < `1.10.0`, `1.0.0-rc.1` <
+/// `1.0.0`); versions that are not semantic sort before those that are, by their text.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Version(Vec<u64>, String);
+pub struct Version(Option<semver::Version>, String);
 
 impl Version {
-    fn parse(text: &str) -> Version {
-        let numbers = text
-            .split('.')
-            .map(|part| part.parse::<u64>().unwrap_or(0))
-            .collect();
-        Version(numbers, text.to_string())
+    pub fn parse(text: &str) -> Version {
+        Version(semver::Version::parse(text).ok(), text.to_string())
     }
 }
 

@@ -9,7 +9,7 @@ pub mod validate;
 pub mod walkoff1;
 pub mod wire;
 
-pub use app_api::{ActionApi, AppApi, AppCatalog, ParameterApi};
+pub use app_api::{ActionApi, AppApi, AppCatalog, ParameterApi, Version};
 pub use model::*;
 pub use validate::{
     validate, Problem, ProblemCode, Problems, ScriptChecker, ScriptSyntaxError, ValidationContext,

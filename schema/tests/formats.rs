@@ -3,7 +3,8 @@
 
 use serde_json::{json, Value};
 use walkoff_schema::{
-    dump_workflow, load_workflow, walkoff1, AppApi, Format, LoadError, NodeKind, Variant,
+    dump_workflow, load_workflow, walkoff1, AppApi, AppCatalog, Format, LoadError, NodeKind,
+    Variant,
 };
 
 fn example(path: &str) -> String {
@@ -188,4 +189,24 @@ fn an_invalid_api_yaml_says_where() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn app_versions_are_ordered_as_semantic_versions() {
+    let api = |version: &str| {
+        AppApi::from_yaml(&format!(
+            "name: scanner\napp_version: {version}\nactions:\n  - name: scan\n"
+        ))
+        .unwrap()
+    };
+    let mut catalog = AppCatalog::new();
+    for version in ["1.10.0", "1.9.0", "nightly", "1.10.0-rc.1", "1.2.0"] {
+        catalog.insert(api(version));
+    }
+    // Not by text, where 1.9.0 sorts after 1.10.0; a version that is not semantic comes first.
+    assert_eq!(
+        catalog.versions("scanner"),
+        ["nightly", "1.2.0", "1.9.0", "1.10.0-rc.1", "1.10.0"]
+    );
+    assert_eq!(catalog.get("scanner", "").unwrap().app_version, "1.10.0");
 }

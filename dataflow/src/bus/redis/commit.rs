@@ -526,11 +526,11 @@ impl RedisBus {
                 }
                 Ok(())
             }
-            Err(e) if e.to_string().contains("FENCED") => {
-                let text = e.to_string();
-                let partition = text
-                    .rsplit("lease:")
-                    .next()
+            // The script's own error reply, `FENCED <lease key>`: code, then detail.
+            Err(e) if e.code() == Some("FENCED") => {
+                let partition = e
+                    .detail()
+                    .and_then(|key| key.rsplit("lease:").next())
                     .map(|rest| {
                         rest.chars()
                             .take_while(char::is_ascii_digit)

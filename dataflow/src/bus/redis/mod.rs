@@ -329,7 +329,7 @@ impl RedisBus {
     /// A failed command; a missing group (Redis restarted without its data) is created again on
     /// the next call.
     fn failed(&self, e: redis::RedisError) -> BusError {
-        if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") {
+        if e.code() == Some("NOGROUP") {
             lock(&self.groups).clear();
         }
         unavailable(e)
