@@ -33,6 +33,31 @@ fn param<'a>(parameters: &'a Map<String, Value>, name: &str) -> Result<&'a Value
         .ok_or_else(|| ActionError::permanent(format!("missing parameter '{name}'")))
 }
 
+/// The longest `pause`: a day (an action's own timeout usually ends it far sooner).
+const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `number + 1`, exact for every integer JSON carries (`i64::MAX + 1` is a `u64`).
+fn plus_one(number: &Value) -> Result<Value, ActionError> {
+    if let Some(i) = number.as_i64() {
+        return Ok(match i.checked_add(1) {
+            Some(n) => json!(n),
+            None => json!(i as u64 + 1),
+        });
+    }
+    if let Some(u) = number.as_u64() {
+        return u.checked_add(1).map(|n| json!(n)).ok_or_else(|| {
+            ActionError::permanent(format!("'number' + 1 is beyond 64 bits ({u})"))
+        });
+    }
+    match number.as_f64() {
+        Some(f) if (f + 1.0).is_finite() => Ok(json!(f + 1.0)),
+        Some(f) => Err(ActionError::permanent(format!(
+            "'number' + 1 is not finite ({f})"
+        ))),
+        None => Err(ActionError::permanent("'number' is not a number")),
+    }
+}
+
 #[async_trait]
 impl App for Basics {
     fn api(&self) -> &AppApi {
@@ -56,18 +81,22 @@ impl App for Basics {
                 let call = param(&parameters, "call")?.as_str().unwrap_or_default();
                 Ok(json!(format!("ECHOING: {call}")))
             }
-            "return_plus_one" => {
-                let number = param(&parameters, "number")?;
-                Ok(match (number.as_i64(), number.as_f64()) {
-                    (Some(i), _) => json!(i + 1),
-                    (None, Some(f)) => json!(f + 1.0),
-                    _ => return Err(ActionError::permanent("'number' is not a number")),
-                })
-            }
+            "return_plus_one" => plus_one(param(&parameters, "number")?),
             "pause" => {
-                let seconds = param(&parameters, "seconds")?.as_f64().unwrap_or(0.0);
-                tokio::time::sleep(std::time::Duration::from_secs_f64(seconds.max(0.0))).await;
-                Ok(parameters["seconds"].clone())
+                let seconds = param(&parameters, "seconds")?;
+                let wait = seconds
+                    .as_f64()
+                    .filter(|s| *s >= 0.0)
+                    .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+                    .filter(|wait| *wait <= MAX_PAUSE)
+                    .ok_or_else(|| {
+                        ActionError::permanent(format!(
+                            "'seconds' must be between 0 and {} (a day), not {seconds}",
+                            MAX_PAUSE.as_secs()
+                        ))
+                    })?;
+                tokio::time::sleep(wait).await;
+                Ok(seconds.clone())
             }
             "echo_array" | "echo_json" => Ok(param(&parameters, "data")?.clone()),
             "sample_report_data" => Ok(json!(SAMPLE_REPORT)),

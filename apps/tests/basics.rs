@@ -83,3 +83,26 @@ async fn basics_rejects_bad_input_clearly() {
         .await
         .contains("missing required parameter 'number'"));
 }
+
+#[tokio::test]
+async fn numbers_at_the_edges_are_answered_or_refused_never_a_panic() {
+    // An overflow was a panic, reported as a retryable failure.
+    assert_eq!(
+        ok("return_plus_one", json!({"number": i64::MAX})).await,
+        json!(i64::MAX as u64 + 1)
+    );
+    assert!(err("return_plus_one", json!({"number": u64::MAX}))
+        .await
+        .contains("beyond 64 bits"));
+    // `Duration::from_secs_f64(1e300)` panicked.
+    for seconds in [json!(1e300), json!(86401)] {
+        let refused = call("pause", json!({"seconds": seconds})).await;
+        match refused {
+            Outcome::Failure { error, retryable } => {
+                assert!(error.contains("must be between 0 and 86400"), "{error}");
+                assert!(!retryable);
+            }
+            other => panic!("pause {seconds}: {other:?}"),
+        }
+    }
+}

@@ -166,8 +166,10 @@ impl PreparedApp {
             self.check(&request.action, &request.parameters)
         }))
         .unwrap_or_else(|panic| {
-            Err(ActionError::new(format!(
-                "checking the parameters panicked: {}",
+            Err(ActionError::permanent(format!(
+                "checking the parameters of action '{}' of app {} panicked: {}",
+                request.action,
+                self.app_ref,
                 panic_message(&panic)
             )))
         });
@@ -190,9 +192,15 @@ impl PreparedApp {
                         error: format!("timed out after {} ms", timeout.as_millis()),
                         retryable: true,
                     },
+                    // A bug, not a passing fault: another attempt would panic again.
                     Ok(Err(panic)) => Outcome::Failure {
-                        error: format!("the action panicked: {}", panic_message(&panic)),
-                        retryable: true,
+                        error: format!(
+                            "action '{}' of app {} panicked: {}",
+                            request.action,
+                            self.app_ref,
+                            panic_message(&panic)
+                        ),
+                        retryable: false,
                     },
                     Ok(Ok(Ok(result))) => Outcome::Success { result },
                     Ok(Ok(Err(e))) => Outcome::Failure {

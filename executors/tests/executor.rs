@@ -117,13 +117,18 @@ async fn parameters_are_checked_against_their_schemas_before_the_action_runs() {
         .contains("has no action 'teleport'"));
 }
 
+/// A panic is a bug, not a passing fault: the node fails at once (no retry that would panic
+/// again), naming the action.
 #[tokio::test]
 async fn a_panicking_action_fails_instead_of_losing_its_result() {
     let app = PreparedApp::new(TestApp::new());
     let result = app.run(request("explode", json!({}), 1000)).await;
     assert_eq!(
         failure(&result.outcome),
-        ("the action panicked: kaboom", true)
+        (
+            "action 'explode' of app conformance@1.0.0 panicked: kaboom",
+            false
+        )
     );
     let result = app.run(request("refuse", json!({}), 1000)).await;
     assert_eq!(failure(&result.outcome), ("refused", false));
