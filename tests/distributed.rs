@@ -432,7 +432,8 @@ async fn submit_logging_to(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_a_worker_and_an_executor_mid_run_loses_and_repeats_nothing() {
+async fn killing_a_worker_and_an_executor_mid_run_loses_nothing_commits_once_and_reruns_only_what_was_held(
+) {
     let mut deployment = Deployment::new();
     let worker = deployment.worker(&[]);
     deployment.worker(&[]);

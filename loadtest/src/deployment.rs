@@ -465,8 +465,9 @@ pub struct ChaosReport {
     pub killed: Vec<String>,
     pub killed_at_ms: f64,
     pub lost: usize,
-    /// Nodes (or shards) that ended more than once.
-    pub duplicated: usize,
+    /// Nodes (or shards) whose end was committed more than once: must be 0. (Actions an executor
+    /// held when it was killed run again elsewhere — at-least-once delivery — and are not this.)
+    pub duplicate_final_events: usize,
     /// The longest pause in completions after the kills: how long the survivors took to take over.
     pub recovery_ms: f64,
 }
@@ -546,7 +547,7 @@ impl Chaos {
                     }
                 }
             }
-            self.report.duplicated += finals.values().filter(|&&n| n > 1).count();
+            self.report.duplicate_final_events += finals.values().filter(|&&n| n > 1).count();
         }
         Ok(())
     }

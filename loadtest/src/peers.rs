@@ -18,7 +18,6 @@ use crate::stats::{process_tree, process_usage, ProcessUsage, Run};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Peer {
     Celery,
-    Temporal,
     /// Not an engine: the bare two-hop round trip through Redis Streams, the platform's floor for
     /// a chain step on this machine (chain only).
     Floor,
@@ -31,7 +30,6 @@ impl Peer {
     pub fn name(self) -> &'static str {
         match self {
             Peer::Celery => "celery",
-            Peer::Temporal => "temporal",
             Peer::Floor => "floor",
             Peer::DurableFloor => "durable-floor",
         }
@@ -103,10 +101,6 @@ pub fn run(
         Peer::Floor | Peer::DurableFloor => {
             bail!("the floor is a chain's: compare it with the chain scenario")
         }
-        Peer::Temporal => bail!(
-            "the Temporal peer is not part of this harness yet (its dev server and SDK worker are \
-             documented in docs/benchmarks.md); compare with celery"
-        ),
     }
 }
 

@@ -139,11 +139,11 @@ pub fn markdown(reports: &[Report]) -> String {
         }
         if let Some(chaos) = &r.chaos {
             out.push_str(&format!(
-                "\nChaos: killed {} at {:.0} ms; lost {}, duplicated {}, longest pause in completions after the kill {:.0} ms.\n",
+                "\nChaos: killed {} at {:.0} ms; lost {}, duplicate final events {} (actions the killed executor held ran again: expected), longest pause in completions after the kill {:.0} ms.\n",
                 chaos.killed.join(" and "),
                 chaos.killed_at_ms,
                 chaos.lost,
-                chaos.duplicated,
+                chaos.duplicate_final_events,
                 chaos.recovery_ms
             ));
         }
