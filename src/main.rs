@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use walkoff_schema::{dump_workflow, load_workflow_file, Format};
+use walkoff_schema::{dump_workflow, load_workflow_file, load_workflow_file_with_warnings, Format};
 
 // Orchestration allocates many small, short-lived values; mimalloc serves them faster than glibc.
 #[global_allocator]
@@ -142,7 +142,7 @@ fn run_on(
 }
 
 fn validate(file: &std::path::Path, globals: Vec<String>, json: bool) -> ExitCode {
-    let (workflow, format) = match load_workflow_file(file) {
+    let (workflow, format, warnings) = match load_workflow_file_with_warnings(file) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{}: {e}", file.display());
@@ -154,35 +154,37 @@ fn validate(file: &std::path::Path, globals: Vec<String>, json: bool) -> ExitCod
     let known_globals = (!globals.is_empty()).then_some(&globals);
     let nodes = workflow.nodes.len();
     let branches = workflow.branches.len();
-    match walkoff_dataflow::compile(std::sync::Arc::new(workflow), &catalog, known_globals) {
-        Ok(_) => {
-            if json {
-                println!("{}", serde_json::json!({"valid": true, "problems": []}));
-            } else {
-                let format = match format {
-                    Format::Canonical => "walkoff",
-                    Format::Walkoff1 => "WALKOFF 1.0",
-                };
-                println!(
-                    "{}: valid {format} workflow ({nodes} nodes, {branches} branches)",
-                    file.display()
-                );
-            }
-            ExitCode::SUCCESS
+    let compiled =
+        walkoff_dataflow::compile(std::sync::Arc::new(workflow), &catalog, known_globals);
+    let problems = compiled.err().map(|p| p.0).unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"valid": problems.is_empty(), "problems": problems, "warnings": warnings})
+        );
+    } else {
+        for warning in &warnings {
+            println!("{}: warning: {warning}", file.display());
         }
-        Err(problems) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"valid": false, "problems": problems.0})
-                );
-            } else {
-                for problem in &problems.0 {
-                    println!("{}: {problem}", file.display());
-                }
-                println!("{}: {} problem(s)", file.display(), problems.0.len());
-            }
-            ExitCode::from(EXIT_INVALID)
+        for problem in &problems {
+            println!("{}: {problem}", file.display());
         }
+        if problems.is_empty() {
+            let format = match format {
+                Format::Canonical => "walkoff",
+                Format::Walkoff1 => "WALKOFF 1.0",
+            };
+            println!(
+                "{}: valid {format} workflow ({nodes} nodes, {branches} branches)",
+                file.display()
+            );
+        } else {
+            println!("{}: {} problem(s)", file.display(), problems.len());
+        }
+    }
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_INVALID)
     }
 }

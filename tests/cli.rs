@@ -207,6 +207,36 @@ fn valid_workflows_in_both_formats_validate() {
     }
 }
 
+/// A WALKOFF 1.0 export carries bookkeeping (validation results, the run's ids, an `id_` on
+/// each position): accepted, and named as ignored — warnings, never errors.
+#[test]
+fn a_walkoff1_export_with_its_bookkeeping_validates_with_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut doc: Value = serde_json::from_str(
+        &std::fs::read_to_string("examples/walkoff1/semantics-mix.json").unwrap(),
+    )
+    .unwrap();
+    doc["execution_id"] = json!("5f1c9a62-0000-4000-8000-000000000000");
+    doc["actions"][0]["position"]["id_"] = json!("0c0c0c0c-0000-4000-8000-000000000000");
+    doc["branches"][0]["errors"] = json!([]);
+    let path = dir.path().join("export.json");
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let path = path.to_str().unwrap();
+    let out = walkoff(&["validate", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    for warning in [
+        "warning: workflow.execution_id: ignored",
+        "warning: actions[0].position.id_: ignored",
+        "warning: branches[0].errors: ignored",
+    ] {
+        assert!(text.contains(warning), "missing {warning} in\n{text}");
+    }
+    let doc = json_out(&walkoff(&["validate", path, "--json"]));
+    assert_eq!(doc["valid"], true);
+    assert!(doc["warnings"].as_array().unwrap().len() >= 3, "{doc}");
+}
+
 #[test]
 fn bad_arguments_exit_two_and_name_the_problem() {
     let cases: [(&[&str], &str); 5] = [

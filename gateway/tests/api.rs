@@ -309,6 +309,34 @@ async fn a_walkoff_workflow_runs_to_the_end_through_the_api() {
         .await;
     assert_eq!(again["importWorkflow"]["name"], "Semantics mix (2)");
 
+    // A WALKOFF 1.0 export as it comes, bookkeeping and all (positions with an id_, the run's
+    // execution_id): imported, with what was ignored as warnings.
+    let mut export = semantics_mix();
+    export["execution_id"] = json!("5f1c9a62-0000-4000-8000-000000000000");
+    export["actions"][0]["position"]["id_"] = json!("0c0c0c0c-0000-4000-8000-000000000000");
+    let imported = api
+        .ok(
+            &token,
+            "mutation($json: JSON!) { importWorkflow(json: $json) { id warnings } }",
+            json!({"json": export}),
+        )
+        .await;
+    let warnings = imported["importWorkflow"]["warnings"].to_string();
+    for field in ["workflow.execution_id", "actions[0].position.id_"] {
+        assert!(warnings.contains(field), "{field} in {warnings}");
+    }
+    let checked = api
+        .ok(
+            &token,
+            "query($json: JSON!) { validateWorkflow(json: $json) { valid warnings } }",
+            json!({"json": export}),
+        )
+        .await;
+    assert_eq!(checked["validateWorkflow"]["valid"], true);
+    assert!(checked["validateWorkflow"]["warnings"]
+        .to_string()
+        .contains("actions[0].position.id_"));
+
     // Subscribe before the execution exists, with the id the client picked.
     let execution_id = uuid::Uuid::new_v4().to_string();
     let mut events = api

@@ -54,13 +54,22 @@ pub enum Format {
 
 /// Parse a workflow document in either format, detected from its content.
 pub fn load_workflow(text: &str) -> Result<(Workflow, Format), LoadError> {
+    load_workflow_with_warnings(text).map(|(workflow, format, _)| (workflow, format))
+}
+
+/// As [`load_workflow`], with what the document holds that import accepts without using (a
+/// WALKOFF 1.0 export's validation results, run ids, permissions): warnings, never errors.
+pub fn load_workflow_with_warnings(
+    text: &str,
+) -> Result<(Workflow, Format, Vec<String>), LoadError> {
     let value: Value = serde_json::from_str(text).map_err(|e| LoadError::Json {
         line: e.line(),
         column: e.column(),
         message: e.to_string(),
     })?;
     if walkoff1::is_walkoff1(&value) {
-        return Ok((walkoff1::import(&value)?, Format::Walkoff1));
+        let workflow = walkoff1::import(&value)?;
+        return Ok((workflow, Format::Walkoff1, walkoff1::ignored_fields(&value)));
     }
     if !value.get("nodes").is_some_and(Value::is_array) {
         return Err(LoadError::UnknownFormat);
@@ -72,16 +81,23 @@ pub fn load_workflow(text: &str) -> Result<(Workflow, Format), LoadError> {
         message: e.to_string(),
     })?;
     workflow.fill_default_ids();
-    Ok((workflow, Format::Canonical))
+    Ok((workflow, Format::Canonical, Vec::new()))
 }
 
 /// Read and parse a workflow file in either format.
 pub fn load_workflow_file(path: &std::path::Path) -> Result<(Workflow, Format), LoadError> {
+    load_workflow_file_with_warnings(path).map(|(workflow, format, _)| (workflow, format))
+}
+
+/// As [`load_workflow_file`], with the warnings of [`load_workflow_with_warnings`].
+pub fn load_workflow_file_with_warnings(
+    path: &std::path::Path,
+) -> Result<(Workflow, Format, Vec<String>), LoadError> {
     let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io {
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
-    load_workflow(&text)
+    load_workflow_with_warnings(&text)
 }
 
 /// Serialise a workflow in the given format.

@@ -159,6 +159,7 @@ pub fn import(value: &Value) -> Result<Workflow, LoadError> {
             to: b.required_string("destination_id")?,
         };
         drop_walkoff_type(&mut b, "branch");
+        drop_bookkeeping(&mut b, &[]);
         reject_unknown(&b)?;
         branches.push(branch);
     }
@@ -172,6 +173,7 @@ pub fn import(value: &Value) -> Result<Workflow, LoadError> {
             description: v.optional_string("description")?,
         };
         drop_walkoff_type(&mut v, "workflow_variable");
+        drop_bookkeeping(&mut v, &[]);
         reject_unknown(&v)?;
         variables.push(variable);
     }
@@ -196,6 +198,90 @@ fn reject_unknown(fields: &Fields) -> Result<(), LoadError> {
     }
 }
 
+/// What WALKOFF 1.0's API computes or sets per run on its objects (validation results, the run's
+/// ids): written by its exporter, with no meaning here.
+const BOOKKEEPING: [&str; 4] = ["errors", "is_valid", "execution_id", "workflow_id"];
+
+/// Drop WALKOFF 1.0's bookkeeping (and `also`) from a sub-object whose unknown fields are
+/// refused; [`ignored_fields`] lists what was dropped or has no effect.
+fn drop_bookkeeping(fields: &mut Fields, also: &[&str]) {
+    for key in BOOKKEEPING.iter().chain(also) {
+        fields.rest.remove(*key);
+    }
+}
+
+/// (kind of object, field) → (how many objects have it, the first one's path).
+type Ignored = ((&'static str, &'static str), (usize, String));
+
+/// The fields of a WALKOFF 1.0 document that import accepts without using them: warnings for
+/// whoever imports it, never errors. One line per field and kind of object (`is_valid on 9
+/// nodes (first actions[0])`), so an export full of bookkeeping stays readable.
+pub fn ignored_fields(value: &Value) -> Vec<String> {
+    let mut seen: Vec<Ignored> = Vec::new();
+    let mut note = |kind: &'static str, path: &str, object: &Value, keys: &[&'static str]| {
+        let Some(object) = object.as_object() else {
+            return;
+        };
+        for &key in keys
+            .iter()
+            .filter(|k| object.get(**k).is_some_and(|v| !v.is_null()))
+        {
+            match seen.iter_mut().find(|(k, _)| *k == (kind, key)) {
+                Some((_, (count, _))) => *count += 1,
+                None => seen.push(((kind, key), (1, path.to_string()))),
+            }
+        }
+    };
+    note("workflow", "workflow", value, &BOOKKEEPING);
+    note("workflow", "workflow", value, &["permissions"]);
+    let items = |list: &str| {
+        value
+            .get(list)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (list, _) in NODE_LISTS {
+        for (i, node) in items(list).iter().enumerate() {
+            let path = format!("{list}[{i}]");
+            note("node", &path, node, &BOOKKEEPING);
+            if let Some(position) = node.get("position") {
+                let mut keys = vec!["id_"];
+                keys.extend(BOOKKEEPING);
+                note("position", &format!("{path}.position"), position, &keys);
+            }
+            if let Some(parameters) = node.get("parameters").and_then(Value::as_array) {
+                for (j, parameter) in parameters.iter().enumerate() {
+                    let path = format!("{path}.parameters[{j}]");
+                    note("parameter", &path, parameter, &BOOKKEEPING);
+                }
+            }
+        }
+    }
+    for (list, kind) in [
+        ("branches", "branch"),
+        ("workflow_variables", "workflow variable"),
+    ] {
+        for (i, item) in items(list).iter().enumerate() {
+            note(kind, &format!("{list}[{i}]"), item, &BOOKKEEPING);
+        }
+    }
+    seen.into_iter()
+        .map(|((kind, key), (count, first))| {
+            let why = if key == "permissions" {
+                "not applied (walkoff's own permissions decide who may do what)"
+            } else {
+                "ignored (WALKOFF 1.0 bookkeeping, no meaning here)"
+            };
+            if count == 1 {
+                format!("{first}.{key}: {why}")
+            } else {
+                format!("{key} on {count} {kind}s (first {first}): {why}")
+            }
+        })
+        .collect()
+}
+
 /// `walkoff_type_` on sub-objects is implied by their place; it is regenerated on export.
 fn drop_walkoff_type(fields: &mut Fields, expected: &str) {
     if fields.rest.get("walkoff_type_").and_then(Value::as_str) == Some(expected) {
@@ -214,6 +300,7 @@ fn import_node(path: String, kind: &str, value: &Value) -> Result<Node, LoadErro
             let x = take_number(&mut pf, "x")?;
             let y = take_number(&mut pf, "y")?;
             drop_walkoff_type(&mut pf, "position");
+            drop_bookkeeping(&mut pf, &["id_"]);
             reject_unknown(&pf)?;
             Some(Position { x, y })
         }
@@ -310,6 +397,7 @@ fn import_parameter(path: String, value: &Value) -> Result<Parameter, LoadError>
         id: f.optional_string("id_")?,
     };
     drop_walkoff_type(&mut f, "parameter");
+    drop_bookkeeping(&mut f, &[]);
     reject_unknown(&f)?;
     Ok(parameter)
 }

@@ -8,7 +8,7 @@ use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use walkoff_dataflow::{compile, BusError, Plan};
-use walkoff_schema::{dump_workflow, load_workflow, Format, Problem, Workflow};
+use walkoff_schema::{dump_workflow, load_workflow_with_warnings, Format, Problem, Workflow};
 
 use super::json::Json;
 use super::{allowed, decode_cursor, encode_cursor, gateway, page_size};
@@ -19,7 +19,9 @@ use crate::Gateway;
 use async_graphql::Result as GqlResult;
 
 /// A stored workflow.
-pub struct WorkflowObject(pub WorkflowRow);
+/// A stored workflow, with what importing its document accepted without using (only on
+/// `importWorkflow`'s answer).
+pub struct WorkflowObject(pub WorkflowRow, pub Vec<String>);
 
 #[Object(name = "Workflow")]
 impl WorkflowObject {
@@ -55,6 +57,12 @@ impl WorkflowObject {
 
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+
+    /// What importing this document accepted without using (a WALKOFF 1.0 export's validation
+    /// results, run ids, permissions); only on `importWorkflow`'s answer, empty elsewhere.
+    async fn warnings(&self) -> &[String] {
+        &self.1
     }
 
     /// The workflow in walkoff's JSON.
@@ -123,6 +131,9 @@ pub struct Validation {
     pub format: WorkflowFormat,
     /// Every problem found, at once.
     pub problems: Vec<ProblemObject>,
+    /// What the document holds that import accepts without using (a WALKOFF 1.0 export's
+    /// validation results, run ids, permissions).
+    pub warnings: Vec<String>,
 }
 
 #[derive(InputObject, Default)]
@@ -133,12 +144,12 @@ pub struct WorkflowFilterInput {
 
 /// Read a workflow document given as JSON, or as a string holding the file's text (then
 /// problems with the text carry its line and column).
-fn parse(json: &Json) -> ApiResult<(Workflow, Format)> {
+fn parse(json: &Json) -> ApiResult<(Workflow, Format, Vec<String>)> {
     let text = match &json.0 {
         Value::String(text) => text.clone(),
         other => serde_json::to_string_pretty(other).unwrap_or_default(),
     };
-    load_workflow(&text).map_err(|e| ApiError::BadUserInput(e.to_string()))
+    load_workflow_with_warnings(&text).map_err(|e| ApiError::BadUserInput(e.to_string()))
 }
 
 /// Compile `workflow` against the apps the engine knows; when that fails and the catalogue
@@ -227,20 +238,20 @@ impl WorkflowQuery {
         let mut page = Connection::new(after.is_some(), more);
         page.edges.extend(
             rows.into_iter()
-                .map(|row| Edge::new(encode_cursor(&row.name), WorkflowObject(row))),
+                .map(|row| Edge::new(encode_cursor(&row.name), WorkflowObject(row, Vec::new()))),
         );
         Ok(page)
     }
 
     async fn workflow(&self, ctx: &Context<'_>, id: ID) -> GqlResult<WorkflowObject> {
         allowed(ctx, Resource::Workflows, Operation::Read)?;
-        Ok(WorkflowObject(stored(gateway(ctx), &id).await?))
+        Ok(WorkflowObject(stored(gateway(ctx), &id).await?, Vec::new()))
     }
 
     /// Every problem of a workflow document (either format), without storing anything.
     async fn validate_workflow(&self, ctx: &Context<'_>, json: Json) -> GqlResult<Validation> {
         allowed(ctx, Resource::Workflows, Operation::Read)?;
-        let (workflow, format) = parse(&json)?;
+        let (workflow, format, warnings) = parse(&json)?;
         let problems = match plan(gateway(ctx), &workflow).await? {
             Ok(_) => Vec::new(),
             Err(problems) => problems.into_iter().map(ProblemObject::from).collect(),
@@ -249,6 +260,7 @@ impl WorkflowQuery {
             valid: problems.is_empty(),
             format: format.into(),
             problems,
+            warnings,
         })
     }
 
@@ -279,13 +291,13 @@ impl WorkflowMutation {
     async fn create_workflow(&self, ctx: &Context<'_>, json: Json) -> GqlResult<WorkflowObject> {
         let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
         let gateway = gateway(ctx);
-        let (workflow, _) = parse(&json)?;
+        let (workflow, _, _) = parse(&json)?;
         valid(gateway, &workflow).await?;
         let row = gateway
             .store
             .insert_workflow(&workflow, Some(&caller.username))
             .await?;
-        Ok(WorkflowObject(row))
+        Ok(WorkflowObject(row, Vec::new()))
     }
 
     /// Replace a workflow's document. With `expectedVersion`, a save based on an older version
@@ -299,7 +311,7 @@ impl WorkflowMutation {
     ) -> GqlResult<WorkflowObject> {
         allowed(ctx, Resource::Workflows, Operation::Update)?;
         let gateway = gateway(ctx);
-        let (mut workflow, _) = parse(&json)?;
+        let (mut workflow, _, _) = parse(&json)?;
         workflow.id = id.to_string();
         valid(gateway, &workflow).await?;
         match gateway.store.update_workflow(&workflow, expected_version).await? {
@@ -308,7 +320,7 @@ impl WorkflowMutation {
                     .plans
                     .invalidate(&(row.id.clone(), row.version - 1))
                     .await;
-                Ok(WorkflowObject(*row))
+                Ok(WorkflowObject(*row, Vec::new()))
             }
             crate::store::Updated::NotFound => Err(ApiError::not_found("workflow", &id).into()),
             crate::store::Updated::Stale(version) => Err(ApiError::Conflict(format!(
@@ -350,7 +362,7 @@ impl WorkflowMutation {
             .store
             .insert_workflow(&copy, Some(&caller.username))
             .await?;
-        Ok(WorkflowObject(row))
+        Ok(WorkflowObject(row, Vec::new()))
     }
 
     /// Store a workflow file (either format) as a new workflow: ids are regenerated and
@@ -358,7 +370,7 @@ impl WorkflowMutation {
     async fn import_workflow(&self, ctx: &Context<'_>, json: Json) -> GqlResult<WorkflowObject> {
         let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
         let gateway = gateway(ctx);
-        let (workflow, _) = parse(&json)?;
+        let (workflow, _, warnings) = parse(&json)?;
         valid(gateway, &workflow).await?;
         let mut imported = workflow.with_new_ids(fresh_id);
         imported.name = free_name(gateway, &workflow.name).await?;
@@ -366,6 +378,6 @@ impl WorkflowMutation {
             .store
             .insert_workflow(&imported, Some(&caller.username))
             .await?;
-        Ok(WorkflowObject(row))
+        Ok(WorkflowObject(row, warnings))
     }
 }
