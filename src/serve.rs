@@ -97,7 +97,9 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     for name in &args.apps {
         registry = match name.as_str() {
             "basics" => registry.with(Arc::new(walkoff_apps::basics::Basics::new())),
-            "diagnostics" => registry.with(Arc::new(walkoff_apps::diagnostics::Diagnostics::new())),
+            "diagnostics" => {
+                registry.with(Arc::new(walkoff_apps::diagnostics::Diagnostics::from_env()))
+            }
             other => {
                 eprintln!("error: --apps: there is no built-in app '{other}' (there are basics and diagnostics)");
                 return ExitCode::from(2);

@@ -50,7 +50,11 @@ impl Deployment {
     /// Start `walkoff ARGS` with its log in the deployment's directory; returns its index.
     fn spawn(&mut self, name: &str, args: &[&str]) -> usize {
         let mut command = Command::new(env!("CARGO_BIN_EXE_walkoff"));
-        command.args(args).env("WALKOFF_LOG", "info");
+        // The diagnostics app's `record` writes in the deployment's directory.
+        command
+            .args(args)
+            .env("WALKOFF_LOG", "info")
+            .env("WALKOFF_RECORD_DIR", self.dir.path());
         self.spawn_command(name, command)
     }
 
@@ -417,7 +421,9 @@ async fn submit_logging_to(
     log: PathBuf,
     gate: Option<(String, Value, tokio::sync::watch::Receiver<bool>)>,
 ) -> LoggedRun {
-    let vars = BTreeMap::from([("log".to_string(), json!(log.display().to_string()))]);
+    // `record` takes a path inside the executors' record directory: the deployment's.
+    let name = log.file_name().unwrap().to_str().unwrap().to_string();
+    let vars = BTreeMap::from([("log".to_string(), json!(name))]);
     let id = client
         .submit(Arc::clone(wf), vars, &BTreeMap::new(), BTreeMap::new())
         .await
