@@ -836,3 +836,73 @@ async fn action_streams_are_trimmed_to_what_executors_still_hold() {
     assert_eq!(rest, ["n8", "n9"]);
     assert_eq!(bus.pending().await.unwrap(), 3);
 }
+
+/// Action streams are never trimmed by length — neither when requests are sent, nor in a
+/// commit, nor when housekeeping hands a dead executor's request out again — so a request no
+/// executor has read yet cannot be lost to a backlog; housekeeping's `XTRIM MINID` removes only
+/// what executors are done with. (They were written with `MAXLEN ~ 1000000`.)
+#[tokio::test]
+async fn action_requests_are_never_trimmed_by_length() {
+    use futures::StreamExt;
+    use walkoff_dataflow::bus::{conformance, Commit};
+
+    let server = RedisServer::start();
+    // MONITOR: every command Redis runs, as it runs it.
+    let monitor = redis::Client::open(server.url())
+        .unwrap()
+        .get_async_monitor()
+        .await
+        .unwrap();
+    let mut commands = monitor.into_on_message::<String>();
+    let bus = bus(&server).await;
+    let app = conformance::app();
+    // Sent directly.
+    bus.send_actions(vec![conformance::request("e", "sent", 3)])
+        .await
+        .unwrap();
+    // In a commit (the worker owns partition 0 and every other as the only worker).
+    bus.send_control(vec![ControlMessage::Abort {
+        execution_id: "e".into(),
+    }])
+    .await
+    .unwrap();
+    let delivered = receive(&bus, 1).await;
+    bus.commit(
+        "w1",
+        Commit {
+            acks: vec![delivered[0].id.clone()],
+            logs: vec![("e".into(), vec![delivered[0].message.clone()])],
+            started: vec!["e".into()],
+            actions: vec![conformance::request("e", "committed", 3)],
+            ..Commit::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Handed out again: its executor takes it, then stops beating and is presumed dead.
+    bus.executor_heartbeat(&app, "doomed").await.unwrap();
+    let taken = bus
+        .recv_actions(&app, "doomed", 10, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 2);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    bus.maintain("w1", Duration::from_secs(30)).await.unwrap();
+    // Every XADD to an action stream, as Redis saw it (from scripts too).
+    let mut adds = Vec::new();
+    while let Ok(Some(line)) =
+        tokio::time::timeout(Duration::from_millis(500), commands.next()).await
+    {
+        if line.contains("\"XADD\"") && line.contains("walkoff:actions:") {
+            adds.push(line);
+        }
+    }
+    // Sent, committed, and both handed out again.
+    assert!(adds.len() >= 4, "{adds:#?}");
+    for add in &adds {
+        assert!(
+            !add.to_uppercase().contains("MAXLEN"),
+            "trimmed by length: {add}"
+        );
+    }
+}

@@ -12,12 +12,13 @@ use walkoff_schema::{AppRef, Event};
 
 use super::{
     encode, lock, partition_of, split_delivery, unavailable, BusError, Commit, Partition, RedisBus,
-    ACTION_STREAM_MAXLEN, WORKERS,
+    WORKERS,
 };
 
 /// ARGV: lease count, (lease key, token) pairs, then sections, each a tag and its fields:
 /// `list key n v…` (RPUSH), `events key n (id json)…` (XADD with explicit ids), `queue key maxlen n
-/// json…` (XADD … MAXLEN ~), `ack key group n id…` (XACK), `cmd argc arg…` (anything else).
+/// json…` (XADD, with MAXLEN ~ unless maxlen is 0), `ack key group n id…` (XACK), `cmd argc arg…`
+/// (anything else).
 /// Sections spare the per-command tables a generic runner builds. Returns the errors of commands
 /// that failed (none in normal operation).
 const COMMIT: &str = r#"
@@ -66,7 +67,11 @@ while i <= #ARGV do
   elseif tag == 'queue' then
     local key, maxlen, n = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
     for j = i + 4, i + 3 + n do
-      check(redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, '*', 'm', ARGV[j]), 'XADD ' .. key)
+      if maxlen == '0' then
+        check(redis.pcall('XADD', key, '*', 'm', ARGV[j]), 'XADD ' .. key)
+      else
+        check(redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, '*', 'm', ARGV[j]), 'XADD ' .. key)
+      end
     end
     i = i + 4 + n
   elseif tag == 'ack' then
@@ -109,7 +114,8 @@ enum Section {
         key: String,
         entries: Vec<(String, String)>,
     },
-    /// `XADD key MAXLEN ~ maxlen * m json` per message.
+    /// `XADD key MAXLEN ~ maxlen * m json` per message; with `maxlen` 0, no `MAXLEN`: a queue
+    /// whose unread entries must never be trimmed.
     Queue {
         key: String,
         maxlen: usize,
@@ -253,7 +259,10 @@ impl PreparedCommit {
                 } => {
                     for json in messages {
                         let mut cmd = redis::cmd("XADD");
-                        cmd.arg(key).arg("MAXLEN").arg("~").arg(maxlen);
+                        cmd.arg(key);
+                        if *maxlen > 0 {
+                            cmd.arg("MAXLEN").arg("~").arg(maxlen);
+                        }
                         cmd.arg("*").arg("m").arg(json);
                         commands.push(CommitCommand::new(cmd, "XADD", key));
                     }
@@ -483,7 +492,9 @@ impl RedisBus {
         for ((app, priority), requests) in by_stream {
             sections.push(Section::Queue {
                 key: self.action_stream(app, priority),
-                maxlen: ACTION_STREAM_MAXLEN,
+                // Never trimmed by length: requests no executor has read yet stay. Housekeeping
+                // trims what executors are done with (`XTRIM MINID`).
+                maxlen: 0,
                 messages: requests,
             });
         }

@@ -15,8 +15,8 @@ use redis::streams::{StreamClaimReply, StreamId, StreamRangeReply, StreamReadRep
 use walkoff_schema::{ActionRequest, AppRef, ControlMessage, NodeResult, Outcome};
 
 use super::{
-    add_message, decode_entry, encode, entry_millis, parse_app, BusError, RedisBus,
-    ACTION_STREAM_MAXLEN, EXECUTORS, PRIORITIES,
+    add_message, decode_entry, encode, entry_millis, parse_app, BusError, RedisBus, EXECUTORS,
+    PRIORITIES,
 };
 
 /// Entries taken from one dead consumer per pass.
@@ -76,7 +76,7 @@ impl RedisBus {
                         .await?;
                 }
             }
-            // What the executors are done with leaves the streams; MAXLEN stays as a cap.
+            // What the executors are done with leaves the streams; nothing else ever does.
             let streams: Vec<(String, &str)> = PRIORITIES
                 .iter()
                 .map(|&p| (self.action_stream(&app, p), EXECUTORS))
@@ -234,9 +234,6 @@ impl RedisBus {
                         request.delivery = request.delivery.max(1) + 1;
                         pipe.cmd("XADD")
                             .arg(stream)
-                            .arg("MAXLEN")
-                            .arg("~")
-                            .arg(ACTION_STREAM_MAXLEN)
                             .arg("*")
                             .arg("m")
                             .arg(encode(&request))

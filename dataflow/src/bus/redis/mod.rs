@@ -57,8 +57,6 @@ const DEAD_MAXLEN: usize = 100_000;
 
 /// How long `close` waits for Redis to take its goodbye (leases released, readers unblocked).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Action streams are trimmed approximately to this many entries, far above any pending backlog.
-const ACTION_STREAM_MAXLEN: usize = 1_000_000;
 
 /// Appends events whose sequence number is above the stream's last one, in order.
 const PUBLISH_EVENTS: &str = r#"
@@ -726,9 +724,6 @@ impl RedisBus {
             request.reply_to = Some(self.control_stream_of(&request.execution_id));
             pipe.cmd("XADD")
                 .arg(self.action_stream(&request.app, request.priority))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(ACTION_STREAM_MAXLEN)
                 .arg("*")
                 .arg("m")
                 .arg(encode(&request))
