@@ -906,3 +906,28 @@ async fn action_requests_are_never_trimmed_by_length() {
         );
     }
 }
+
+/// A blocking read whose server stops answering (frozen here; a half-open connection looks the
+/// same) fails once its `BLOCK` and a margin have passed, instead of hanging its reader forever.
+#[tokio::test]
+async fn a_blocking_read_on_a_server_that_stops_answering_fails_instead_of_hanging() {
+    let server = RedisServer::start();
+    let bus = bus(&server).await;
+    let reader = Arc::clone(&bus);
+    // Nothing to read: the read goes on to `XREAD … BLOCK 1000`.
+    let read = tokio::spawn(async move {
+        reader
+            .read_events("nothing", 1, 10, Duration::from_secs(1))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("STOP");
+    // Far beyond the block and its margin: a read that hangs would still be waiting.
+    let outcome = tokio::time::timeout(Duration::from_secs(30), read).await;
+    server.signal("CONT");
+    let outcome = outcome.expect("the read ended").unwrap();
+    assert!(
+        matches!(outcome, Err(walkoff_dataflow::BusError::Unavailable(_))),
+        "{outcome:?}"
+    );
+}

@@ -114,7 +114,7 @@ impl RedisBus {
         let reply: Option<StreamReadReply> = if wait.is_zero() {
             self.query(&cmd).await?
         } else {
-            self.blocking(&cmd).await?
+            self.blocking(&cmd, wait).await?
         };
         let mut events = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
@@ -176,6 +176,7 @@ impl RedisBus {
                         .arg("STREAMS")
                         .arg(&feed)
                         .arg(">"),
+                    wait,
                 )
                 .await?;
             entries = reply

@@ -55,6 +55,10 @@ const PRIORITIES: [u8; 5] = [5, 4, 3, 2, 1];
 /// The dead-letter stream keeps about this many of the latest entries for operators.
 const DEAD_MAXLEN: usize = 100_000;
 
+/// How much longer than its `BLOCK` a blocking read may take to answer before it counts as
+/// failed (a frozen server, a half-open connection); the reader then opens a fresh connection.
+const RESPONSE_MARGIN: Duration = Duration::from_secs(5);
+
 /// How long `close` waits for Redis to take its goodbye (leases released, readers unblocked).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -400,9 +404,12 @@ impl RedisBus {
         Ok(true)
     }
 
-    /// Run a blocking command on a dedicated connection, which `close` can unblock.
-    async fn blocking<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, BusError> {
+    /// Run a blocking command (which blocks up to `block`) on a dedicated connection, which
+    /// `close` can unblock. An answer later than `block` + [`RESPONSE_MARGIN`] is an error: a
+    /// frozen server or a half-open connection cannot hang the reader.
+    async fn blocking<T: FromRedisValue>(&self, cmd: &Cmd, block: Duration) -> Result<T, BusError> {
         let (mut conn, id) = self.reader().await?;
+        conn.set_response_timeout(block + RESPONSE_MARGIN);
         let result = cmd.query_async(&mut conn).await;
         self.return_reader(conn, id, result.map_err(|e| self.failed(e)))
     }
@@ -412,8 +419,10 @@ impl RedisBus {
     async fn blocking_pipe(
         &self,
         pipe: &Pipeline,
+        block: Duration,
     ) -> Result<Vec<redis::RedisResult<redis::Value>>, BusError> {
         let (mut conn, id) = self.reader().await?;
+        conn.set_response_timeout(block + RESPONSE_MARGIN);
         let result = pipe.query_async(&mut conn).await;
         self.return_reader(conn, id, result.map_err(|e| self.failed(e)))
     }
@@ -424,7 +433,7 @@ impl RedisBus {
         let (conn, id) = match pooled {
             Some(reader) => reader,
             None => {
-                // No response timeout: the command's own BLOCK bounds the wait.
+                // Each read sets its response timeout: its BLOCK plus a margin.
                 let config = AsyncConnectionConfig::new()
                     .set_response_timeout(None)
                     .set_connection_timeout(Some(Duration::from_secs(5)));
@@ -554,7 +563,7 @@ impl RedisBus {
     ) -> Result<Vec<Delivery<ActionRequest>>, BusError> {
         let cmd = self.read_actions_cmd(app, consumer, priorities, count, block);
         let reply: Option<StreamReadReply> = match block {
-            Some(_) => self.blocking(&cmd).await?,
+            Some(block) => self.blocking(&cmd, block).await?,
             None => self.query(&cmd).await?,
         };
         Ok(self.action_deliveries(reply).await)
@@ -990,7 +999,7 @@ impl RedisBus {
         let reply: Option<StreamReadReply> = if wait.is_zero() {
             self.query(&cmd).await?
         } else {
-            self.blocking(&cmd).await?
+            self.blocking(&cmd, wait).await?
         };
         Ok(self.control_deliveries(reply).await)
     }
@@ -1058,6 +1067,7 @@ impl RedisBus {
             Ok(reader) => reader,
             Err(e) => return (Err(e), None),
         };
+        conn.set_response_timeout(wait + RESPONSE_MARGIN);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let as_transaction = prepared.fenced_by(&watched);
@@ -1275,7 +1285,7 @@ impl Bus for RedisBus {
         self.add_completions(&mut pipe, app, done);
         let writes = pipe.len();
         pipe.add_command(self.read_actions_cmd(app, consumer, &PRIORITIES, max.max(1), Some(wait)));
-        let replies = match self.blocking_pipe(&pipe).await {
+        let replies = match self.blocking_pipe(&pipe, wait).await {
             Ok(replies) => replies,
             Err(e) => return (Err(e.clone()), Err(e)),
         };
@@ -1552,7 +1562,7 @@ impl Bus for RedisBus {
                 .arg("STREAMS")
                 .arg(&stream)
                 .arg(format!("0-{}", from_seq - 1));
-            let reply: Option<StreamReadReply> = self.blocking(&cmd).await?;
+            let reply: Option<StreamReadReply> = self.blocking(&cmd, wait).await?;
             reply
                 .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
                 .unwrap_or_default()
