@@ -14,7 +14,7 @@ use walkoff_dataflow::{
     RuntimeConfig, SubmitError,
 };
 use walkoff_executors::{serve, ExecutorConfig};
-use walkoff_schema::{load_workflow_file, AppApi, AppCatalog, Version};
+use walkoff_schema::{load_workflow_file, AppCatalog, Version};
 
 use crate::run::{
     check_workflow, exit_code, invalid, parse_inputs, print_event, InputArgs, Interrupt,
@@ -160,14 +160,9 @@ struct RedisCatalog(Arc<RedisBus>);
 #[async_trait::async_trait]
 impl CatalogSource for RedisCatalog {
     async fn load(&self) -> Result<AppCatalog, BusError> {
-        let mut catalog = walkoff_apps::builtin_registry().catalog();
-        for text in self.0.registered_apps().await? {
-            match AppApi::from_yaml(&text) {
-                Ok(api) => catalog.insert(api),
-                Err(e) => tracing::warn!(error = %e, "a registered app API does not parse"),
-            }
-        }
-        Ok(catalog)
+        self.0
+            .app_catalog(&walkoff_apps::builtin_registry().catalog())
+            .await
     }
 }
 

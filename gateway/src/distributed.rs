@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use walkoff_dataflow::bus::{ExecutionRecord, RedisBus, Wake};
 use walkoff_dataflow::{Bus, BusError, Client, ControlError, Plan, SubmitError};
-use walkoff_schema::{AppApi, AppCatalog, Event, EventKind, ExecutionId};
+use walkoff_schema::{AppCatalog, Event, EventKind, ExecutionId};
 
 use crate::engine::Engine;
 use crate::hub::Hub;
@@ -73,19 +73,15 @@ pub struct RedisEngine {
     builtin: Arc<AppCatalog>,
     /// The catalogue by registration version.
     catalog: Cache<u64, Arc<AppCatalog>>,
+    /// Sends starts of compiled plans (`Client::submit_plan` reads no catalogue, so submitting
+    /// costs no catalogue lookup).
+    submitter: Client,
     following: Arc<Following>,
 }
 
 impl RedisEngine {
     async fn load_catalog(&self) -> Result<Arc<AppCatalog>, BusError> {
-        let mut catalog = (*self.builtin).clone();
-        for text in self.bus.registered_apps().await? {
-            match AppApi::from_yaml(&text) {
-                Ok(api) => catalog.insert(api),
-                Err(e) => tracing::warn!(error = %e, "a registered app API does not parse"),
-            }
-        }
-        Ok(Arc::new(catalog))
+        Ok(Arc::new(self.bus.app_catalog(&self.builtin).await?))
     }
 
     /// A client validating against the catalogue of now.
@@ -124,8 +120,8 @@ impl Engine for RedisEngine {
         // Globals arrive with the security work; until then a workflow using one is refused
         // before it gets here.
         let globals: BTreeMap<String, Value> = BTreeMap::new();
-        let client = self.client().await?;
-        let id = client
+        let id = self
+            .submitter
             .submit_plan(&plan, execution_id, variables, &globals)
             .await?;
         self.following.follow(&id, Some(1), true);
@@ -316,13 +312,15 @@ impl RedisRecorder {
             stale_after,
         });
         resume(&bus, &store, &following).await?;
+        let builtin = Arc::new(builtin);
         let engine = Arc::new(RedisEngine {
             bus: Arc::clone(&bus),
-            builtin: Arc::new(builtin),
+            builtin: Arc::clone(&builtin),
             catalog: Cache::builder()
                 .max_capacity(2)
                 .time_to_live(CATALOG_TTL)
                 .build(),
+            submitter: Client::new(Arc::clone(&bus) as Arc<dyn Bus>, builtin),
             following: Arc::clone(&following),
         });
         let (stop, stopping) = watch::channel(false);

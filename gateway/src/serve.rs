@@ -56,12 +56,7 @@ pub async fn serve_embedded(
         .database
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", options.data_dir.join("walkoff.db").display()));
-    let store = Store::connect(&database).await.with_context(|| {
-        format!(
-            "cannot open the database {}",
-            crate::store::redact(&database)
-        )
-    })?;
+    let store = open_store(&database).await?;
     let embedded = Embedded::start(store, &options.registry, options.config.clone()).await?;
     let gateway = Arc::clone(&embedded.gateway);
     let served = async {
@@ -95,12 +90,7 @@ pub async fn serve_distributed(
     on_ready: impl FnOnce(std::net::SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&options.database).await.with_context(|| {
-        format!(
-            "cannot open the database {}",
-            crate::store::redact(&options.database)
-        )
-    })?;
+    let store = open_store(&options.database).await?;
     let bus = RedisBus::connect_with(
         &options.redis,
         RedisBusConfig {
@@ -129,6 +119,13 @@ pub async fn serve_distributed(
     recorder.stop().await;
     gateway.store.close().await;
     served
+}
+
+/// Connect to the database at `url`, saying which (without its password) when it fails.
+async fn open_store(url: &str) -> anyhow::Result<Store> {
+    Store::connect(url)
+        .await
+        .with_context(|| format!("cannot open the database {}", crate::store::redact(url)))
 }
 
 /// The first start of a store creates `admin`, with the given password or a generated one

@@ -160,14 +160,29 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
     let peer_redis;
     // Kept alive for the peers: they use the same Redis server.
     let mut redis_for_peers = None;
+    // Combinations that cannot run are refused before anything starts.
     if work.kind == ScenarioKind::Subscribers && args.mode != Mode::Gateway {
         bail!("the subscribers scenario measures the GraphQL gateway: run it with --mode gateway");
     }
+    if work.kind == ScenarioKind::Chaos && args.mode != Mode::Redis {
+        bail!("the chaos scenario kills processes: run it with --mode redis");
+    }
+    if args.mode == Mode::Gateway && !args.compare.is_empty() {
+        bail!("--compare runs peers on Redis: use --mode embedded or --mode redis");
+    }
+    // A summary of this workload's runs.
+    let summary = |runs: &[Run], usage: Vec<stats::ProcessUsage>, redis_mb: Option<f64>| {
+        summarize(
+            runs,
+            work.executions,
+            work.steps,
+            work.executions * work.actions_per_execution,
+            usage,
+            redis_mb,
+        )
+    };
     match args.mode {
         Mode::Gateway => {
-            if work.kind == ScenarioKind::Chaos {
-                bail!("the chaos scenario kills processes: run it with --mode redis");
-            }
             let server = Arc::new(gateway::GatewayServer::start().await?);
             let pid = server.pid().unwrap_or_default();
             // The subscriber cases first, on a server whose allocator has nothing of the
@@ -213,29 +228,15 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
                 report.rss_after_each_run_mb.push(rss_now_mb(&[pid]));
             }
             let usage = process_usage(pid, "walkoff serve").into_iter().collect();
-            report.results.insert(
-                "walkoff".into(),
-                summarize(
-                    &runs,
-                    work.executions,
-                    work.steps,
-                    work.executions * work.actions_per_execution,
-                    usage,
-                    None,
-                ),
-            );
+            report
+                .results
+                .insert("walkoff".into(), summary(&runs, usage, None));
             if let Ok(server) = Arc::try_unwrap(server) {
                 server.stop();
-            }
-            if !args.compare.is_empty() {
-                bail!("--compare runs peers on Redis: use --mode embedded or --mode redis");
             }
             peer_redis = None;
         }
         Mode::Embedded => {
-            if work.kind == ScenarioKind::Chaos {
-                bail!("the chaos scenario kills processes: run it with --mode redis");
-            }
             let engine = embedded::Embedded::start();
             engine.run(&workflow, work.executions, &bar).await?; // warm-up
             for _ in 0..args.repeat {
@@ -248,17 +249,9 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
             let usage = process_usage(std::process::id(), "walkoff-loadtest (embedded walkoff)")
                 .into_iter()
                 .collect();
-            report.results.insert(
-                "walkoff".into(),
-                summarize(
-                    &runs,
-                    work.executions,
-                    work.steps,
-                    work.executions * work.actions_per_execution,
-                    usage,
-                    None,
-                ),
-            );
+            report
+                .results
+                .insert("walkoff".into(), summary(&runs, usage, None));
             if !args.compare.is_empty() {
                 let dir = tempfile::tempdir()?;
                 let (server, port) = deployment::start_redis(dir.path(), Persistence::Aof)?;
@@ -310,17 +303,9 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
             }
             let usage = deployment.usage();
             let redis_mb = deployment.redis_memory_mb().await.ok();
-            report.results.insert(
-                "walkoff".into(),
-                summarize(
-                    &runs,
-                    work.executions,
-                    work.steps,
-                    work.executions * work.actions_per_execution,
-                    usage,
-                    redis_mb,
-                ),
-            );
+            report
+                .results
+                .insert("walkoff".into(), summary(&runs, usage, redis_mb));
             peer_redis = Some(deployment.url());
             // Stop walkoff's processes so the peers have the machine; Redis stays for them.
             let (redis, dir) = deployment.stop_engine().await;
@@ -354,17 +339,9 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
                 continue;
             }
         };
-        report.results.insert(
-            peer.name().into(),
-            summarize(
-                &peer_runs,
-                work.executions,
-                work.steps,
-                work.executions * work.actions_per_execution,
-                usage,
-                None,
-            ),
-        );
+        report
+            .results
+            .insert(peer.name().into(), summary(&peer_runs, usage, None));
         report.runs.insert(peer.name().into(), peer_runs);
     }
     if let Some((mut redis, _dir)) = redis_for_peers {

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
 use sqlx::Row;
 use walkoff_schema::{Event, EventKind, Workflow, WorkflowStatus};
 
@@ -56,6 +57,29 @@ impl ExecutionRow {
             },
         }
     }
+}
+
+/// `columns` of the executions among `ids` that exist, a few hundred ids per statement.
+async fn executions_by_id(
+    conn: &mut AnyConnection,
+    columns: &str,
+    ids: &[&str],
+) -> StoreResult<Vec<AnyRow>> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT {columns} FROM executions WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        // Only column names of this module and numbered placeholders are formatted in; the
+        // ids are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        rows.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(rows)
 }
 
 /// What recording a batch did.
@@ -295,20 +319,9 @@ impl Store {
         let mut changed = Vec::new();
         let ids: Vec<&str> = newest.keys().copied().collect();
         let mut unknown: std::collections::HashSet<&str> = ids.iter().copied().collect();
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT id FROM executions WHERE id IN ({})",
-                placeholders(1, chunk.len())
-            );
-            // Only numbered placeholders are formatted in; the ids are bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(&mut *tx).await? {
-                let id: String = row.try_get("id")?;
-                unknown.remove(id.as_str());
-            }
+        for row in executions_by_id(&mut tx, "id", &ids).await? {
+            let id: String = row.try_get("id")?;
+            unknown.remove(id.as_str());
         }
         let mut ordered: Vec<&Event> = events
             .iter()
@@ -403,29 +416,19 @@ impl Store {
     /// How far the store has recorded each of `ids` it knows.
     pub async fn progress(&self, ids: &[&str]) -> StoreResult<HashMap<String, Progress>> {
         let mut progress = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT id, last_seq, status FROM executions WHERE id IN ({})",
-                placeholders(1, chunk.len())
+        let mut conn = self.pool.acquire().await?;
+        for row in executions_by_id(&mut conn, "id, last_seq, status", ids).await? {
+            let id: String = row.try_get("id")?;
+            let last_seq: i64 = row.try_get("last_seq")?;
+            let status: String = row.try_get("status")?;
+            let finished = status_of(&status)?.is_terminal();
+            progress.insert(
+                id,
+                Progress {
+                    last_seq: u64::try_from(last_seq).unwrap_or(0),
+                    finished,
+                },
             );
-            // Only numbered placeholders are formatted in; the ids are bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                let id: String = row.try_get("id")?;
-                let last_seq: i64 = row.try_get("last_seq")?;
-                let status: String = row.try_get("status")?;
-                let finished = status_of(&status)?.is_terminal();
-                progress.insert(
-                    id,
-                    Progress {
-                        last_seq: u64::try_from(last_seq).unwrap_or(0),
-                        finished,
-                    },
-                );
-            }
         }
         Ok(progress)
     }

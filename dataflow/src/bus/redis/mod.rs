@@ -39,7 +39,9 @@ use redis::streams::{StreamId, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, Pipeline};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use walkoff_schema::{ActionRequest, AppRef, ControlMessage, Event, ExecutionId, NodeResult};
+use walkoff_schema::{
+    ActionRequest, AppApi, AppCatalog, AppRef, ControlMessage, Event, ExecutionId, NodeResult,
+};
 
 use super::{
     partition_of, Bus, BusError, Commit, ControlBatch, Delivery, DeliveryId, ExecutionRecord,
@@ -769,6 +771,19 @@ impl RedisBus {
     pub async fn registered_apps(&self) -> Result<Vec<String>, BusError> {
         self.query(redis::cmd("HVALS").arg(self.key(format_args!("app-apis"))))
             .await
+    }
+
+    /// `base` (the built-in apps) with every registered app version's API added; one that does
+    /// not parse is skipped with a warning.
+    pub async fn app_catalog(&self, base: &AppCatalog) -> Result<AppCatalog, BusError> {
+        let mut catalog = base.clone();
+        for text in self.registered_apps().await? {
+            match AppApi::from_yaml(&text) {
+                Ok(api) => catalog.insert(api),
+                Err(e) => tracing::warn!(error = %e, "a registered app API does not parse"),
+            }
+        }
+        Ok(catalog)
     }
 
     /// Read every entry of `partition` still pending (with any consumer) into `consumer`.
