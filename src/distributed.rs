@@ -14,6 +14,7 @@ use walkoff_dataflow::{
     RuntimeConfig, SubmitError,
 };
 use walkoff_executors::{serve, ExecutorConfig};
+use walkoff_gateway::store::redact;
 use walkoff_schema::{load_workflow_file, AppCatalog, Version};
 
 use crate::run::{
@@ -133,7 +134,7 @@ async fn connect_patiently(
             Ok(bus) => return Some(bus),
             Err(e) => {
                 tracing::warn!(error = %e, ?wait, "Redis is not reachable yet");
-                eprintln!("waiting for Redis at {url}: {e}");
+                eprintln!("waiting for Redis at {}: {e}", redact(url));
             }
         }
         tokio::select! {
@@ -149,7 +150,7 @@ async fn connect(args: &RedisArgs) -> Result<Arc<RedisBus>, ExitCode> {
     RedisBus::connect_with(&args.redis, bus_config(args))
         .await
         .map_err(|e| {
-            eprintln!("error: cannot reach Redis at {}: {e}", args.redis);
+            eprintln!("error: cannot reach Redis at {}: {e}", redact(&args.redis));
             ExitCode::FAILURE
         })
 }
@@ -187,7 +188,7 @@ pub async fn worker(args: WorkerArgs) -> ExitCode {
     let consumer = consumer_name("worker");
     eprintln!(
         "worker {consumer} serving {} ({} partitions)",
-        args.redis.redis,
+        redact(&args.redis.redis),
         bus.partitions()
     );
     let dyn_bus: Arc<dyn Bus> = bus.clone();

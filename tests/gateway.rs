@@ -509,6 +509,36 @@ async fn the_example_runs_on_a_deployment_with_two_gateway_replicas() {
     c.stop();
 }
 
+/// A Redis password in the URL never reaches a message, also when Redis cannot be reached.
+#[test]
+fn a_gateway_that_cannot_reach_redis_says_so_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = redis_server::free_port();
+    let output = Command::new(env!("CARGO_BIN_EXE_walkoff"))
+        .args(["gateway", "--listen", "127.0.0.1:0", "--redis"])
+        .arg(format!("redis://:hunter2@127.0.0.1:{port}"))
+        .arg("--database")
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("walkoff.db").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            "cannot reach Redis at redis://:***@127.0.0.1:{port}"
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("hunter2"), "{said}");
+}
+
 #[tokio::test]
 async fn sockets_without_a_valid_token_are_closed_with_4401_or_4403() {
     let dir = tempfile::tempdir().unwrap();

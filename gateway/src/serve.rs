@@ -99,7 +99,12 @@ pub async fn serve_distributed(
         },
     )
     .await
-    .with_context(|| format!("cannot reach Redis at {}", options.redis))?;
+    .with_context(|| {
+        format!(
+            "cannot reach Redis at {}",
+            crate::store::redact(&options.redis)
+        )
+    })?;
     let hub = Hub::new(options.config.limits.subscriber_buffer);
     let (recorder, engine) = RedisRecorder::start(
         bus,

@@ -148,7 +148,7 @@ impl Store {
     }
 }
 
-/// A database URL fit for a message: the password replaced.
+/// A database or Redis URL fit for a message: the password replaced.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
