@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -338,15 +338,32 @@ async fn serve_socket(state: AppState, socket: WebSocket, protocol: WebSocketPro
     futures::pin_mut!(messages);
     let close = loop {
         tokio::select! {
-            message = messages.next() => match message {
-                Some(WsMessage::Text(text)) => {
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        return;
+            message = messages.next() => {
+                // Events come in bursts (a step's end and the next one's start): what is
+                // ready goes out in one write instead of one system call per message.
+                let mut message = message;
+                let ended = loop {
+                    match message {
+                        Some(WsMessage::Text(text)) => {
+                            if sink.feed(Message::Text(text.into())).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(WsMessage::Close(code, reason)) => break Some(close_frame(code, reason)),
+                        None => break Some(CloseFrame { code: 1000, reason: "".into() }),
                     }
+                    match messages.next().now_or_never() {
+                        Some(next) => message = next,
+                        None => break None,
+                    }
+                };
+                if sink.flush().await.is_err() {
+                    return;
                 }
-                Some(WsMessage::Close(code, reason)) => break close_frame(code, reason),
-                None => break CloseFrame { code: 1000, reason: "".into() },
-            },
+                if let Some(close) = ended {
+                    break close;
+                }
+            }
             _ = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
                 break CloseFrame { code: 1001, reason: "the server is shutting down".into() };
             }

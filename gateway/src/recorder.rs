@@ -17,13 +17,38 @@ const BATCH: usize = 4096;
 
 /// Record what arrives on `events` until it closes, or until `stopping` turns true and what
 /// was already sent is stored.
+///
+/// The recorder runs on a thread of its own: each batch waits on the store several times, and
+/// on the server's scheduler every wait would queue behind the tasks of every subscriber it
+/// just woke (with a thousand subscribers on one execution, events reached them ~100 ms late).
 pub fn spawn(
+    store: Store,
+    hub: Arc<Hub>,
+    events: mpsc::Receiver<Vec<Event>>,
+    stopping: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(run(store, hub, events, stopping)),
+            // No thread for it: record on the server's scheduler, slower but no less sure.
+            Err(e) => {
+                tracing::warn!(error = %e, "the recorder runs on the server's scheduler");
+                tokio::runtime::Handle::current().block_on(run(store, hub, events, stopping))
+            }
+        }
+    })
+}
+
+async fn run(
     store: Store,
     hub: Arc<Hub>,
     mut events: mpsc::Receiver<Vec<Event>>,
     mut stopping: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+) {
+    {
         let mut batch: Vec<Event> = Vec::new();
         loop {
             if batch.is_empty() {
@@ -47,7 +72,7 @@ pub fn spawn(
             record(&store, &hub, &batch).await;
             batch.clear();
         }
-    })
+    }
 }
 
 /// Store a batch, retrying until the store takes it (an event is never dropped, and while the

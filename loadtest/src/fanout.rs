@@ -1,9 +1,11 @@
 //! The subscribers' floor: the same fan-out with no engine, no store and no GraphQL — a bare
 //! WebSocket server (tokio-tungstenite, as axum uses) in a process of its own, with one task per
 //! connection fed by one broadcast channel as the gateway's hub feeds its subscribers, sending
-//! each event already serialized. The client side is the harness's own, as for walkoff. What it
-//! measures is what this machine's sockets, scheduler and client cost; walkoff's latency is
-//! reported beside it.
+//! each event already serialized. It replays the events walkoff's one-execution case delivered:
+//! as many, at the same moments after the first, in messages of the same size, written as
+//! walkoff writes them (what is ready in one write). The client side is the harness's own, as
+//! for walkoff. What it measures is what this machine's sockets, scheduler and client cost;
+//! walkoff's latency is reported beside it.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -18,21 +20,24 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::deployment::Started;
 use crate::gateway::{rss_kb, settle, tally, Incoming, SubscriberCase};
 
-/// Set to `SUBSCRIBERS|EVENTS|INTERVAL_MS` in the child: serve the fan-out.
+/// Set to `SUBSCRIBERS|MESSAGE_BYTES|OFFSET_MS,OFFSET_MS,…` in the child: serve the fan-out.
 pub const FANOUT_ENV: &str = "WALKOFF_LOADTEST_FANOUT";
 
 /// The child process: listen on a free port (printed on stdout), wait for `subscribers`
-/// connections and a line on stdin, then send `events` events `interval_ms` apart to every
-/// connection and close them.
+/// connections and a line on stdin, then send an event of `MESSAGE_BYTES` at each offset (ms
+/// after the first) to every connection and close them.
 pub fn serve(setting: &str) -> anyhow::Result<()> {
-    let parts: Vec<u64> = setting
-        .split('|')
+    let usage = || format!("{FANOUT_ENV} is SUBSCRIBERS|MESSAGE_BYTES|OFFSET_MS,…: {setting}");
+    let [subscribers, message_bytes, offsets] = setting.split('|').collect::<Vec<_>>()[..] else {
+        bail!(usage());
+    };
+    let subscribers: usize = subscribers.parse().with_context(usage)?;
+    let message_bytes: usize = message_bytes.parse().with_context(usage)?;
+    let offsets: Vec<f64> = offsets
+        .split(',')
         .map(str::parse)
         .collect::<Result<_, _>>()
-        .with_context(|| format!("{FANOUT_ENV} is SUBSCRIBERS|EVENTS|INTERVAL_MS: {setting}"))?;
-    let [subscribers, events, interval_ms] = parts[..] else {
-        bail!("{FANOUT_ENV} is SUBSCRIBERS|EVENTS|INTERVAL_MS: {setting}");
-    };
+        .with_context(usage)?;
     // As `walkoff serve` runs: a scheduler thread per core.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,7 +58,11 @@ pub fn serve(setting: &str) -> anyhow::Result<()> {
                     tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
                 let (mut sink, _read) = socket.split();
                 while let Ok(text) = receiver.recv().await {
-                    sink.send(Message::Text(text.as_str().into())).await?;
+                    sink.feed(Message::Text(text.as_str().into())).await?;
+                    while let Ok(text) = receiver.try_recv() {
+                        sink.feed(Message::Text(text.as_str().into())).await?;
+                    }
+                    sink.flush().await?;
                 }
                 sink.close().await?;
                 anyhow::Ok(())
@@ -65,11 +74,14 @@ pub fn serve(setting: &str) -> anyhow::Result<()> {
             std::io::stdin().read_line(&mut line).map(|_| ())
         })
         .await??;
-        for sequence in 1..=events {
-            let event = json!({"sequence": sequence, "status": "SUCCESS", "label": "s",
-                               "at": Utc::now().to_rfc3339()});
+        let start = tokio::time::Instant::now();
+        for (sequence, offset_ms) in (1..).zip(offsets) {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(offset_ms / 1000.0)).await;
+            let mut event = json!({"sequence": sequence, "status": "SUCCESS", "label": "s",
+                                   "at": Utc::now().to_rfc3339(), "padding": ""});
+            let padding = message_bytes.saturating_sub(event.to_string().len());
+            event["padding"] = json!("x".repeat(padding));
             let _ = events_tx.send(std::sync::Arc::new(event.to_string()));
-            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
         }
         drop(events_tx);
         for connection in connections {
@@ -79,15 +91,30 @@ pub fn serve(setting: &str) -> anyhow::Result<()> {
     })
 }
 
-/// Run the floor with `subscribers` connections and `events` events `interval_ms` apart.
+/// Run the floor with `subscribers` connections, replaying `replayed`'s events (their moments
+/// and message size).
 pub async fn measure(
     subscribers: usize,
-    events: usize,
-    interval_ms: u64,
+    replayed: &SubscriberCase,
 ) -> anyhow::Result<SubscriberCase> {
+    if replayed.event_offsets_ms.is_empty() {
+        bail!("the floor replays an execution's events, and no event was delivered");
+    }
+    let offsets: Vec<String> = replayed
+        .event_offsets_ms
+        .iter()
+        .map(f64::to_string)
+        .collect();
     let me = std::env::current_exe()?;
     let mut child = Command::new(me)
-        .env(FANOUT_ENV, format!("{subscribers}|{events}|{interval_ms}"))
+        .env(
+            FANOUT_ENV,
+            format!(
+                "{subscribers}|{}|{}",
+                replayed.message_bytes,
+                offsets.join(",")
+            ),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -123,7 +150,7 @@ pub async fn measure(
                     Message::Text(text) => {
                         let arrived = Utc::now();
                         if let Ok(event) = serde_json::from_str(&text) {
-                            let _ = route.send(Incoming::Next(event, arrived));
+                            let _ = route.send(Incoming::Next(event, arrived, text.len()));
                         }
                     }
                     Message::Close(_) => break,
@@ -136,6 +163,7 @@ pub async fn measure(
     }
     settle().await;
     let subscribed_kb = rss_kb(pid);
+    let cpu = crate::gateway::CpuMeter::start(pid);
     std::io::Write::write_all(&mut stdin, b"go\n")?;
     let case = tally(
         "one stream, bare WebSocket broadcaster (floor)",
@@ -144,7 +172,8 @@ pub async fn measure(
         followers,
         (before_kb, half_kb, subscribed_kb, half),
     )
-    .await?;
+    .await
+    .map(|case| cpu.stop(case))?;
     drop(process);
     Ok(case)
 }

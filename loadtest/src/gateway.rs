@@ -5,7 +5,7 @@
 //! event's commit to its arrival at the client, what was dropped, and the server's memory per
 //! subscription.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,7 +43,8 @@ pub struct GatewayServer {
 
 /// What a subscription receives: an event (with when it arrived), or its end.
 pub(crate) enum Incoming {
-    Next(Value, DateTime<Utc>),
+    /// An event, when it arrived, and the size of the message that carried it.
+    Next(Value, DateTime<Utc>, usize),
     Done(Result<(), String>),
 }
 
@@ -109,7 +110,7 @@ impl Socket {
                         let incoming = if event.is_null() {
                             Incoming::Done(Err(message["payload"]["errors"].to_string()))
                         } else {
-                            Incoming::Next(event, arrived)
+                            Incoming::Next(event, arrived, text.len())
                         };
                         if let Some(route) = routes().get(&id) {
                             let _ = route.send(incoming);
@@ -172,6 +173,9 @@ pub(crate) struct Followed {
     /// Commit-to-arrival of each event, in ms.
     latencies_ms: Vec<f64>,
     sequences: BTreeSet<i64>,
+    /// When each event was committed (its `at`), by sequence.
+    commits: BTreeMap<i64, DateTime<Utc>>,
+    message_bytes: usize,
     last_status: String,
     error: Option<String>,
 }
@@ -180,17 +184,22 @@ pub(crate) async fn follow(mut events: mpsc::UnboundedReceiver<Incoming>) -> Fol
     let mut seen = Followed::default();
     while let Some(incoming) = events.recv().await {
         match incoming {
-            Incoming::Next(event, arrived) => {
-                if let Some(at) = event["at"]
+            Incoming::Next(event, arrived, bytes) => {
+                seen.message_bytes += bytes;
+                let at = event["at"]
                     .as_str()
                     .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
-                {
-                    let lag = arrived.signed_duration_since(at.with_timezone(&Utc));
+                    .map(|at| at.with_timezone(&Utc));
+                if let Some(at) = at {
+                    let lag = arrived.signed_duration_since(at);
                     seen.latencies_ms
                         .push(lag.num_microseconds().unwrap_or(0).max(0) as f64 / 1000.0);
                 }
                 if let Some(sequence) = event["sequence"].as_i64() {
                     seen.sequences.insert(sequence);
+                    if let Some(at) = at {
+                        seen.commits.insert(sequence, at);
+                    }
                 }
                 if event["label"].is_null() {
                     seen.last_status = event["status"].as_str().unwrap_or_default().to_string();
@@ -208,6 +217,8 @@ pub(crate) async fn follow(mut events: mpsc::UnboundedReceiver<Incoming>) -> Fol
 /// One case of the subscribers scenario.
 #[derive(Debug, Clone, Serialize)]
 pub struct SubscriberCase {
+    /// Which of the `--repeat` runs measured it (from 1).
+    pub run: usize,
     pub case: String,
     pub subscribers: usize,
     pub executions: usize,
@@ -221,9 +232,45 @@ pub struct SubscriberCase {
     pub max_ms: f64,
     pub server_rss_before_mb: f64,
     pub server_rss_subscribed_mb: f64,
+    /// CPU the server (its every thread) and the harness's clients spent from the first
+    /// execution to the last event delivered, in ms.
+    pub server_cpu_ms: f64,
+    pub client_cpu_ms: f64,
+    /// The mean size of a message carrying an event, in bytes.
+    pub message_bytes: usize,
+    /// When an execution's events were committed, in ms from its first (the floor replays
+    /// them at the same moments, with messages of the same size).
+    pub event_offsets_ms: Vec<f64>,
     /// The server's resident memory per subscription (a WebSocket and its subscription), from
     /// the growth between half and all of them subscribed.
     pub memory_per_subscription_kb: f64,
+}
+
+/// The CPU a server and this harness spend on a case.
+pub(crate) struct CpuMeter {
+    pid: u32,
+    server_s: f64,
+    client_s: f64,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(pid: u32) -> CpuMeter {
+        CpuMeter {
+            pid,
+            server_s: cpu_s(pid),
+            client_s: cpu_s(std::process::id()),
+        }
+    }
+
+    pub(crate) fn stop(self, mut case: SubscriberCase) -> SubscriberCase {
+        case.server_cpu_ms = round((cpu_s(self.pid) - self.server_s) * 1000.0);
+        case.client_cpu_ms = round((cpu_s(std::process::id()) - self.client_s) * 1000.0);
+        case
+    }
+}
+
+fn cpu_s(pid: u32) -> f64 {
+    crate::stats::process_usage(pid, "").map_or(0.0, |usage| usage.cpu_s)
 }
 
 /// Resident memory now (not the peak) of a process, in KB (0 when it is gone).
@@ -439,6 +486,7 @@ impl GatewayServer {
         }
         settle().await;
         let subscribed_kb = rss_kb(pid);
+        let cpu = CpuMeter::start(pid);
         // Executed a few at a time, as users would start them; all run at once.
         let permits = Arc::new(Semaphore::new(64));
         let mut submissions = Vec::with_capacity(ids.len());
@@ -462,7 +510,8 @@ impl GatewayServer {
             followers,
             (before_kb, half_kb, subscribed_kb, half),
         )
-        .await;
+        .await
+        .map(|case| cpu.stop(case));
         for socket in &sockets {
             socket.close();
         }
@@ -482,10 +531,16 @@ pub(crate) async fn tally(
     let (before_kb, half_kb, subscribed_kb, half) = memory;
     let mut latencies = Vec::new();
     let (mut delivered, mut dropped, mut failed) = (0, 0, 0);
+    let mut message_bytes = 0;
+    let mut commits = BTreeMap::new();
     for follower in followers {
         let seen = follower.await?;
         if seen.error.is_some() {
             failed += 1;
+        }
+        message_bytes += seen.message_bytes;
+        if seen.commits.len() > commits.len() {
+            commits = seen.commits;
         }
         let last = seen.sequences.last().copied().unwrap_or(0);
         delivered += seen.sequences.len();
@@ -502,6 +557,7 @@ pub(crate) async fn tally(
     };
     let p = percentiles(&latencies);
     Ok(SubscriberCase {
+        run: 1,
         case: case.to_string(),
         subscribers,
         executions,
@@ -513,6 +569,21 @@ pub(crate) async fn tally(
         max_ms: round(p.max),
         server_rss_before_mb: round(before_kb / 1024.0),
         server_rss_subscribed_mb: round(subscribed_kb / 1024.0),
+        server_cpu_ms: 0.0,
+        client_cpu_ms: 0.0,
+        message_bytes: message_bytes / delivered.max(1),
+        event_offsets_ms: commits
+            .values()
+            .map(|at| {
+                let first = commits.values().next().copied().unwrap_or(*at);
+                round(
+                    at.signed_duration_since(first)
+                        .num_microseconds()
+                        .unwrap_or(0) as f64
+                        / 1000.0,
+                )
+            })
+            .collect(),
         memory_per_subscription_kb: round(per_subscription_kb),
     })
 }

@@ -189,29 +189,40 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
             // throughput runs to hand back while memory is read.
             if work.kind == ScenarioKind::Subscribers {
                 let paced = server.import(&gateway::paced_workflow()).await?;
-                for (case, executions) in [("one execution", 1), ("one execution each", work.size)]
-                {
-                    if !quiet {
-                        eprintln!("{} subscribers on {case}: running", work.size);
-                    }
-                    report.subscribers.push(
-                        server
+                // Fan-out latency on two cores shared with the clients varies from run to
+                // run: every run measures the floor right after walkoff, with the same events.
+                for run in 1..=args.repeat {
+                    for (case, executions) in
+                        [("one execution", 1), ("one execution each", work.size)]
+                    {
+                        if !quiet {
+                            eprintln!("run {run}: {} subscribers on {case}: running", work.size);
+                        }
+                        let mut measured = server
                             .subscribers(case, &paced, work.size, executions)
-                            .await?,
-                    );
+                            .await?;
+                        measured.run = run;
+                        report.subscribers.push(measured);
+                    }
+                    // The floor: this run's one-execution fan-out (the paced workflow's
+                    // events at the moments they were committed) from a bare WebSocket
+                    // broadcaster.
+                    if !quiet {
+                        eprintln!(
+                            "run {run}: {} subscribers on the bare fan-out floor: running",
+                            work.size
+                        );
+                    }
+                    let replayed = report
+                        .subscribers
+                        .iter()
+                        .rev()
+                        .find(|c| c.executions == 1)
+                        .context("the one-execution case")?;
+                    let mut floor = fanout::measure(work.size, replayed).await?;
+                    floor.run = run;
+                    report.subscribers.push(floor);
                 }
-                // The floor: the first case's fan-out (the paced workflow's 42 events, about
-                // 10 ms apart) from a bare WebSocket broadcaster.
-                if !quiet {
-                    eprintln!(
-                        "{} subscribers on the bare fan-out floor: running",
-                        work.size
-                    );
-                }
-                let events = report.subscribers[0].events_delivered / work.size.max(1);
-                report
-                    .subscribers
-                    .push(fanout::measure(work.size, events, 10).await?);
             }
             let workflow_id = server.import(&workflow).await?;
             server

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::deployment::ChaosReport;
 use crate::gateway::SubscriberCase;
-use crate::stats::{throughput_over_time, Run, Summary};
+use crate::stats::{median, throughput_over_time, Run, Summary};
 use crate::yardstick::{MachineSpeed, REFERENCE_XADD_PER_S, REFERENCE_XADD_PIPELINED_PER_S};
 
 /// The results of one scenario at one size.
@@ -148,11 +148,12 @@ pub fn markdown(reports: &[Report]) -> String {
             ));
         }
         if !r.subscribers.is_empty() {
-            out.push_str("\n| subscribers on | subscribers | executions | events delivered | dropped | failed | p50 ms | p99 ms | max ms | server RSS before / subscribed MB | per subscription KB |\n");
-            out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            out.push_str("\n| run | subscribers on | subscribers | executions | events delivered | dropped | failed | p50 ms | p99 ms | max ms | server RSS before / subscribed MB | per subscription KB | server / client CPU µs per event delivered |\n");
+            out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             for c in &r.subscribers {
                 out.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {:.1} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} / {:.1} | {:.1} | {:.1} / {:.1} |\n",
+                    c.run,
                     c.case,
                     c.subscribers,
                     c.executions,
@@ -164,20 +165,49 @@ pub fn markdown(reports: &[Report]) -> String {
                     c.max_ms,
                     c.server_rss_before_mb,
                     c.server_rss_subscribed_mb,
-                    c.memory_per_subscription_kb
+                    c.memory_per_subscription_kb,
+                    c.server_cpu_ms * 1000.0 / c.events_delivered.max(1) as f64,
+                    c.client_cpu_ms * 1000.0 / c.events_delivered.max(1) as f64
                 ));
             }
             out.push_str("\nLatency: from an event's commit (its `at`) to its arrival at the subscriber's socket.\n");
-            let floor = r.subscribers.iter().find(|c| c.case.contains("floor"));
-            if let (Some(one), Some(floor)) = (r.subscribers.first(), floor) {
-                if floor.p99_ms > 0.0 {
-                    out.push_str(&format!(
-                        "\nwalkoff / floor (the same fan-out from a bare WebSocket broadcaster, \
-                         same client): p99 **{:.1}×**, p50 {:.1}×.\n",
-                        one.p99_ms / floor.p99_ms,
-                        one.p50_ms / floor.p50_ms.max(0.001)
-                    ));
-                }
+            // Each run's one-execution case beside the floor measured right after it.
+            let pairs: Vec<(&SubscriberCase, &SubscriberCase)> = r
+                .subscribers
+                .iter()
+                .filter(|c| c.executions == 1 && !c.case.contains("floor"))
+                .filter_map(|one| {
+                    r.subscribers
+                        .iter()
+                        .find(|c| c.run == one.run && c.case.contains("floor"))
+                        .map(|floor| (one, floor))
+                })
+                .collect();
+            if !pairs.is_empty() {
+                let ratio = |f: fn(&SubscriberCase) -> f64| -> Vec<f64> {
+                    pairs
+                        .iter()
+                        .map(|(one, floor)| f(one) / f(floor).max(0.001))
+                        .collect()
+                };
+                let p99 = ratio(|c| c.p99_ms);
+                let p50 = ratio(|c| c.p50_ms);
+                let walkoff_p99: Vec<f64> = pairs.iter().map(|(one, _)| one.p99_ms).collect();
+                let floor_p99: Vec<f64> = pairs.iter().map(|(_, floor)| floor.p99_ms).collect();
+                out.push_str(&format!(
+                    "\nOne execution, median of {} runs: p99 {:.1} ms, floor {:.1} ms; walkoff / \
+                     floor (the same fan-out from a bare WebSocket broadcaster, same client) p99 \
+                     **{:.1}×**, p50 {:.1}× (each run: {}).\n",
+                    pairs.len(),
+                    median(&walkoff_p99),
+                    median(&floor_p99),
+                    median(&p99),
+                    median(&p50),
+                    p99.iter()
+                        .map(|r| format!("{r:.1}×"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
         }
         if !r.rss_after_each_run_mb.is_empty() {

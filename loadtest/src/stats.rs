@@ -139,6 +139,17 @@ pub fn throughput_over_time(completions_ms: &[f64], bucket_ms: f64) -> Vec<(f64,
         .collect()
 }
 
+/// The middle value (the mean of the two middle ones for an even count); 0 for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 /// Three significant decimals are plenty for milliseconds.
 pub fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
@@ -216,6 +227,9 @@ mod tests {
         assert!((p.max - 1000.0).abs() <= 1.0, "{p:?}");
         assert_eq!(percentiles(&[]).p99, 0.0);
         let sub_ms = percentiles(&[0.25, 0.25, 0.5]);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
         assert!((sub_ms.p50 - 0.25).abs() < 0.001, "{sub_ms:?}");
     }
 

@@ -191,7 +191,10 @@ impl ExecutionObject {
             .store
             .events(&self.0.id, from, i64::from(limit))
             .await?;
-        Ok(events.iter().map(ExecutionEvent::from).collect())
+        Ok(events
+            .into_iter()
+            .map(|event| ExecutionEvent(Arc::new(event)))
+            .collect())
     }
 }
 
@@ -217,61 +220,84 @@ pub enum EventSubject {
 }
 
 /// A status change of an execution or of one of its nodes.
-#[derive(SimpleObject, Clone, Debug)]
-pub struct ExecutionEvent {
-    /// 1, 2, 3 … without gaps within an execution.
-    pub sequence: i64,
-    pub execution_id: ID,
-    pub subject: EventSubject,
-    pub status: Status,
-    /// The node's label; null for the execution's own events.
-    pub label: Option<String>,
-    pub node_id: Option<String>,
-    pub attempt: Option<i32>,
-    /// The shard of a parallel action this event is about.
-    pub shard: Option<i32>,
-    /// The parameters an action ran with.
-    pub parameters: Option<Json>,
-    pub result: Option<Json>,
-    pub error: Option<String>,
-    pub at: DateTime<Utc>,
+///
+/// The stored event itself, shared by every subscriber it goes to: each field is read from it
+/// only when a query selects it.
+#[derive(Clone, Debug)]
+pub struct ExecutionEvent(Arc<Event>);
+
+impl ExecutionEvent {
+    fn node(&self) -> Option<&walkoff_schema::NodeEvent> {
+        match &self.0.kind {
+            EventKind::Node(node) => Some(node),
+            EventKind::Workflow { .. } => None,
+        }
+    }
 }
 
-impl From<&Event> for ExecutionEvent {
-    fn from(event: &Event) -> Self {
-        let base = ExecutionEvent {
-            sequence: event.seq as i64,
-            execution_id: ID(event.execution_id.clone()),
-            subject: EventSubject::Workflow,
-            status: Status::Pending,
-            label: None,
-            node_id: None,
-            attempt: None,
-            shard: None,
-            parameters: None,
-            result: None,
-            error: None,
-            at: event.at,
-        };
-        match &event.kind {
-            EventKind::Workflow { status, error, .. } => ExecutionEvent {
-                status: (*status).into(),
-                error: error.clone(),
-                ..base
-            },
-            EventKind::Node(node) => ExecutionEvent {
-                subject: EventSubject::Node,
-                status: node.status.into(),
-                label: Some(node.label.clone()),
-                node_id: Some(node.node_id.clone()),
-                attempt: Some(node.attempt as i32),
-                shard: node.shard.map(|s| s as i32),
-                parameters: node.parameters.clone().map(|p| Json(Value::Object(p))),
-                result: node.result.clone().map(Json),
-                error: node.error.clone(),
-                ..base
-            },
+#[Object]
+impl ExecutionEvent {
+    /// 1, 2, 3 … without gaps within an execution.
+    async fn sequence(&self) -> i64 {
+        self.0.seq as i64
+    }
+
+    async fn execution_id(&self) -> ID {
+        ID(self.0.execution_id.clone())
+    }
+
+    async fn subject(&self) -> EventSubject {
+        match self.0.kind {
+            EventKind::Workflow { .. } => EventSubject::Workflow,
+            EventKind::Node(_) => EventSubject::Node,
         }
+    }
+
+    async fn status(&self) -> Status {
+        match &self.0.kind {
+            EventKind::Workflow { status, .. } => (*status).into(),
+            EventKind::Node(node) => node.status.into(),
+        }
+    }
+
+    /// The node's label; null for the execution's own events.
+    async fn label(&self) -> Option<&str> {
+        self.node().map(|node| node.label.as_str())
+    }
+
+    async fn node_id(&self) -> Option<&str> {
+        self.node().map(|node| node.node_id.as_str())
+    }
+
+    async fn attempt(&self) -> Option<i32> {
+        self.node().map(|node| node.attempt as i32)
+    }
+
+    /// The shard of a parallel action this event is about.
+    async fn shard(&self) -> Option<i32> {
+        self.node().and_then(|node| node.shard).map(|s| s as i32)
+    }
+
+    /// The parameters an action ran with.
+    async fn parameters(&self) -> Option<Json> {
+        self.node()
+            .and_then(|node| node.parameters.clone())
+            .map(|p| Json(Value::Object(p)))
+    }
+
+    async fn result(&self) -> Option<Json> {
+        self.node().and_then(|node| node.result.clone()).map(Json)
+    }
+
+    async fn error(&self) -> Option<&str> {
+        match &self.0.kind {
+            EventKind::Workflow { error, .. } => error.as_deref(),
+            EventKind::Node(node) => node.error.as_deref(),
+        }
+    }
+
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
     }
 }
 
@@ -812,7 +838,7 @@ struct Follower {
     live: LiveEvents,
     /// The sequence number the subscriber gets next.
     next: u64,
-    backlog: VecDeque<Event>,
+    backlog: VecDeque<Arc<Event>>,
     read_store: bool,
     /// Whether the execution is known to exist.
     known: bool,
@@ -837,7 +863,7 @@ impl Follower {
                 }
                 self.next = event.seq + 1;
                 self.done = event.is_final();
-                return Some(Ok(ExecutionEvent::from(&event)));
+                return Some(Ok(ExecutionEvent(event)));
             }
             if !self.known {
                 // How far it is recorded (a cheap read): nothing to read while it has not
@@ -875,7 +901,7 @@ impl Follower {
                         self.read_store = events.len() as i64 == STORE_PAGE;
                         if !events.is_empty() {
                             self.known = true;
-                            self.backlog = events.into();
+                            self.backlog = events.into_iter().map(Arc::new).collect();
                             continue;
                         }
                     }
@@ -899,7 +925,7 @@ impl Follower {
                 Ok(Ok(event)) => {
                     self.known = true;
                     if event.seq == self.next {
-                        self.backlog.push_back((*event).clone());
+                        self.backlog.push_back(event);
                     } else if event.seq > self.next {
                         // Something came before this subscriber listened: it is stored.
                         self.read_store = true;

@@ -9,10 +9,10 @@ mod workflows;
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
+use async_graphql::{
+    BatchRequest, BatchResponse, Context, Data, Executor, MergedObject, MergedSubscription,
+    Request, Response, Schema,
 };
-use async_graphql::{Context, MergedObject, MergedSubscription, Response, Schema};
 use base64::Engine as _;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -41,34 +41,70 @@ pub struct Mutation(
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(executions::ExecutionSubscription);
 
-pub type WalkoffSchema = Schema<Query, Mutation, Subscription>;
+/// The schema, every response of which has a code on each error (see [`with_codes`]): what
+/// the transport and the tests run requests through.
+///
+/// Not an async-graphql extension: with any extension registered, async-graphql resolves every
+/// field through the extension chain (a `ResolveInfo` and a boxed future per field), which
+/// halved the throughput of a subscription fanned out to many subscribers.
+#[derive(Clone)]
+pub struct WalkoffSchema(Schema<Query, Mutation, Subscription>);
+
+impl WalkoffSchema {
+    pub async fn execute(&self, request: impl Into<Request>) -> Response {
+        with_codes(self.0.execute(request).await)
+    }
+
+    pub async fn execute_batch(&self, batch: BatchRequest) -> BatchResponse {
+        match self.0.execute_batch(batch).await {
+            BatchResponse::Single(response) => BatchResponse::Single(with_codes(response)),
+            BatchResponse::Batch(responses) => {
+                BatchResponse::Batch(responses.into_iter().map(with_codes).collect())
+            }
+        }
+    }
+
+    pub fn execute_stream(&self, request: impl Into<Request>) -> BoxStream<'static, Response> {
+        self.0.execute_stream(request).map(with_codes).boxed()
+    }
+}
+
+impl Executor for WalkoffSchema {
+    async fn execute(&self, request: Request) -> Response {
+        WalkoffSchema::execute(self, request).await
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        self.0
+            .execute_stream_with_session_data(request, session_data.unwrap_or_default())
+            .map(with_codes)
+            .boxed()
+    }
+}
 
 /// The schema serving `gateway`, with its limits.
 pub fn build_schema(gateway: Arc<Gateway>) -> WalkoffSchema {
     let limits = gateway.config.limits.clone();
-    Schema::build(
-        Query::default(),
-        Mutation::default(),
-        Subscription::default(),
+    WalkoffSchema(
+        Schema::build(
+            Query::default(),
+            Mutation::default(),
+            Subscription::default(),
+        )
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .data(gateway)
+        .finish(),
     )
-    .limit_depth(limits.max_depth)
-    .limit_complexity(limits.max_complexity)
-    .extension(ErrorCodes)
-    .data(gateway)
-    .finish()
 }
 
 /// Gives every error a code: the resolvers' carry theirs; what async-graphql refuses before a
 /// resolver runs (a syntax error, an unknown field, a query too deep or too complex, an argument
 /// of the wrong type) is the caller's doing, BAD_USER_INPUT.
-struct ErrorCodes;
-
-impl ExtensionFactory for ErrorCodes {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ErrorCodes)
-    }
-}
-
 fn with_codes(mut response: Response) -> Response {
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
@@ -77,22 +113,6 @@ fn with_codes(mut response: Response) -> Response {
         }
     }
     response
-}
-
-#[async_trait::async_trait]
-impl Extension for ErrorCodes {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        with_codes(next.run(ctx).await)
-    }
-
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        next.run(ctx, stream).map(with_codes).boxed()
-    }
 }
 
 /// The schema's SDL, as checked in at `schema/walkoff.graphql`.
