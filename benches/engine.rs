@@ -173,3 +173,44 @@ fn runtime_parallel_10000_shards(bencher: Bencher, concurrency: usize) {
     let workflow = Arc::new(fan_out(10_000, concurrency));
     bencher.bench(|| run_to_end(engine, &workflow));
 }
+
+/// One condition, start to result, evaluated where the `walkoff` binary evaluates it (a script
+/// host: a line of JSON each way through a pipe) and, for comparison, in this process.
+#[divan::bench(args = ["in-process", "script-host"], sample_count = 200, sample_size = 10)]
+fn condition(bencher: Bencher, isolation: &str) {
+    use walkoff_dataflow::execution::ScriptKind;
+    use walkoff_dataflow::{ScriptHostConfig, ScriptIsolation, ScriptJob, ScriptLimits};
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let isolation = match isolation {
+        "in-process" => ScriptIsolation::InProcess,
+        _ => ScriptIsolation::Hosts(Arc::new(walkoff_dataflow::script_host::ScriptHosts::new(
+            ScriptHostConfig {
+                program: env!("CARGO_BIN_EXE_walkoff").into(),
+                args: vec!["script-host".into()],
+                hosts: 1,
+                memory_limit_mib: walkoff_dataflow::script_host::DEFAULT_HOST_MEMORY_MIB,
+            },
+        ))),
+    };
+    let job = ScriptJob {
+        execution_id: "bench".into(),
+        node_id: "severity".into(),
+        attempt: 1,
+        kind: ScriptKind::Condition,
+        code: Arc::from(
+            "if alert.result[\"score\"] >= 5:\n    selected_node = escalate\nelse:\n    selected_node = close",
+        ),
+        parents: vec![("alert".into(), json!({"score": 7, "host": "10.0.0.1"}))],
+        children: vec![
+            ("escalate".into(), "escalate".into()),
+            ("close".into(), "close".into()),
+        ],
+    };
+    let limits = ScriptLimits::default();
+    // The host starts with the first evaluation, not inside the measurement.
+    tokio.block_on(isolation.run(job.clone(), limits));
+    bencher.bench_local(|| tokio.block_on(isolation.run(job.clone(), limits)));
+}

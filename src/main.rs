@@ -67,6 +67,35 @@ enum Command {
         #[arg(long, value_enum)]
         to: FormatArg,
     },
+    /// Evaluate conditions and transforms for a worker, one JSON request per line of stdin (the
+    /// worker starts these itself).
+    #[command(hide = true)]
+    ScriptHost {
+        #[arg(long, default_value_t = walkoff_dataflow::script_host::DEFAULT_HOST_MEMORY_MIB)]
+        memory_mib: u64,
+    },
+}
+
+/// Each script host's memory limit, in MiB, when not the default.
+const SCRIPT_MEMORY_ENV: &str = "WALKOFF_SCRIPT_MEMORY_MIB";
+
+/// Conditions and transforms of this process run in script hosts: this binary, as
+/// `walkoff script-host`.
+fn isolate_scripts() -> Result<(), String> {
+    let memory_mib = match std::env::var(SCRIPT_MEMORY_ENV) {
+        Ok(value) => value
+            .parse::<u64>()
+            .ok()
+            .filter(|mib| *mib >= 16)
+            .ok_or_else(|| {
+                format!("{SCRIPT_MEMORY_ENV} is a number of MiB (16 or more), not '{value}'")
+            })?,
+        Err(_) => walkoff_dataflow::script_host::DEFAULT_HOST_MEMORY_MIB,
+    };
+    let config = walkoff_dataflow::ScriptHostConfig::this_binary(memory_mib)
+        .map_err(|e| format!("cannot find this program to start script hosts: {e}"))?;
+    walkoff_dataflow::isolate_scripts(config);
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,6 +113,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Serve(_) | Command::Worker(_)
+    ) {
+        if let Err(e) = isolate_scripts() {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    }
     match cli.command {
         Command::Validate {
             file,
@@ -102,6 +140,15 @@ fn main() -> ExitCode {
         Command::Trigger(args) => block_on(distributed::trigger(args)),
         Command::Abort(args) => block_on(distributed::abort(args)),
         Command::Watch(args) => block_on(distributed::watch(args)),
+        Command::ScriptHost { memory_mib } => {
+            match walkoff_dataflow::script_host::serve_host(memory_mib) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("script host: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Convert { file, to } => match load_workflow_file(&file) {
             Ok((workflow, _)) => {
                 let format = match to {

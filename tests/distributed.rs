@@ -702,6 +702,63 @@ async fn an_app_without_executors_fails_its_node_naming_the_app() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_past_its_memory_limit_fails_its_node_and_no_worker_dies() {
+    // In WALKOFF 1.0 and before script hosts, this one allocation aborted the worker, and the
+    // takeover replayed it on the next worker until none was left.
+    let mut deployment = Deployment::new();
+    let workers = [deployment.worker(&[]), deployment.worker(&[])];
+    deployment.executor("basics", 2);
+    let client = deployment.client().await;
+    let wf = workflow(json!({
+        "id": "bomb", "name": "bomb", "start": "hello",
+        "nodes": [
+            {"label": "hello", "kind": "action", "app": "basics", "action": "hello_world"},
+            {"label": "bomb", "kind": "transform",
+             "code": "s = \"a\" * 2000000000\nresult = len(s * 2000000000)"},
+            {"label": "fine", "kind": "transform", "code": "result = len(hello.result)"}
+        ],
+        "branches": [{"from": "hello", "to": "bomb"}, {"from": "hello", "to": "fine"}]
+    }));
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            client
+                .submit(
+                    Arc::clone(&wf),
+                    BTreeMap::new(),
+                    &BTreeMap::new(),
+                    BTreeMap::new(),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    for id in ids {
+        let (summary, _) = follow(Arc::clone(&client), id, None, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
+        assert_eq!(summary.status, WorkflowStatus::Failed);
+        assert_eq!(
+            summary.nodes["bomb"].error.as_deref(),
+            Some("script exceeded its memory limit of 256 MiB")
+        );
+        assert_eq!(summary.nodes["fine"].status, NodeStatus::Success);
+        assert_eq!(summary.nodes["fine"].result, Some(json!(11)));
+    }
+    for worker in workers {
+        let exited = deployment.processes[worker]
+            .1
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        assert!(
+            exited.is_none(),
+            "a worker died: {exited:?}\n{}",
+            deployment.logs()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_dead_lettered_and_stop_nothing() {
     let mut deployment = Deployment::new();
     deployment.worker(&[]);

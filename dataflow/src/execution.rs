@@ -43,7 +43,7 @@ impl Effects {
 }
 
 /// A condition or transform to evaluate off the control loop.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ScriptJob {
     pub execution_id: ExecutionId,
     pub node_id: String,
@@ -56,7 +56,7 @@ pub struct ScriptJob {
     pub children: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ScriptKind {
     Condition,
     Transform,

@@ -15,6 +15,7 @@ pub mod execution;
 mod parallel;
 pub mod runtime;
 pub mod script;
+pub mod script_host;
 mod transform;
 pub mod trigger;
 
@@ -29,3 +30,4 @@ pub use runtime::{
     SubmitError,
 };
 pub use script::{ScriptLimits, StarlarkChecker};
+pub use script_host::{isolate_scripts, ScriptHostConfig, ScriptIsolation};

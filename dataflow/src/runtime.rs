@@ -13,8 +13,8 @@ use futures::Stream;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use walkoff_schema::{
-    AppCatalog, ControlMessage, Event, EventKind, ExecutionId, NodeResult, Outcome, Problems,
-    StartExecution, Workflow, WorkflowStatus,
+    AppCatalog, ControlMessage, Event, EventKind, ExecutionId, Problems, StartExecution, Workflow,
+    WorkflowStatus,
 };
 
 use crate::bus::{partition_of, Bus, BusError, Commit, ControlBatch, ExecutionRecord, Partition};
@@ -23,6 +23,7 @@ use crate::dispatch::ActionExecutor;
 use crate::events::follow;
 use crate::execution::{Effects, Execution, ScriptJob};
 use crate::script::ScriptLimits;
+use crate::script_host::ScriptIsolation;
 
 /// Where the values of `GLOBAL` parameters come from.
 pub trait GlobalProvider: Send + Sync {
@@ -49,6 +50,8 @@ pub struct RuntimeConfig {
     /// Longest a receive waits before the loop checks for shutdown.
     pub block: Duration,
     pub script_limits: ScriptLimits,
+    /// Where conditions and transforms run (the `walkoff` binary: in script hosts).
+    pub scripts: ScriptIsolation,
     /// How long an action request waits for an executor of its app to appear before its node
     /// fails (distributed mode).
     pub executor_wait: Duration,
@@ -63,6 +66,7 @@ impl Default for RuntimeConfig {
             batch_size: 512,
             block: Duration::from_millis(500),
             script_limits: ScriptLimits::default(),
+            scripts: ScriptIsolation::process_default(),
             executor_wait: Duration::from_secs(30),
             maintenance_every: Duration::from_secs(1),
         }
@@ -903,34 +907,9 @@ async fn carry_out(inner: &Arc<Inner>, fx: Effects) -> Result<(), BusError> {
     for job in scripts {
         let bus = Arc::clone(&inner.bus);
         let limits = inner.config.script_limits;
+        let isolation = inner.config.scripts.clone();
         tokio::spawn(async move {
-            let (execution_id, node_id, attempt) =
-                (job.execution_id.clone(), job.node_id.clone(), job.attempt);
-            let started_at = Utc::now();
-            // Starlark checks its limits every thousand ticks; one huge operation between checks
-            // could overrun them, so a watchdog fails the node on time whatever the script does.
-            let watchdog = limits.max_duration * 2 + std::time::Duration::from_millis(250);
-            let evaluation = tokio::task::spawn_blocking(move || job.run(&limits));
-            let failed = |error: String| NodeResult {
-                execution_id: execution_id.clone(),
-                node_id: node_id.clone(),
-                shard: None,
-                attempt,
-                outcome: Outcome::Failure {
-                    error,
-                    retryable: false,
-                },
-                started_at,
-                finished_at: Utc::now(),
-            };
-            let result = match tokio::time::timeout(watchdog, evaluation).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(e)) => failed(format!("the script evaluation crashed: {e}")),
-                Err(_) => failed(format!(
-                    "script stopped: it exceeded the time limit of {} ms",
-                    limits.max_duration.as_millis()
-                )),
-            };
+            let result = isolation.run(job, limits).await;
             if let Err(e) = bus.send_control(vec![ControlMessage::Result(result)]).await {
                 tracing::warn!(error = %e, "could not report a script result");
             }

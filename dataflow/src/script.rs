@@ -15,7 +15,7 @@ use starlark::values::structs::AllocStruct;
 use walkoff_schema::{ScriptChecker, ScriptSyntaxError};
 
 /// Resource limits applied to every evaluation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct ScriptLimits {
     /// Function calls plus loop iterations.
     pub max_ticks: u64,

@@ -812,7 +812,7 @@ async fn a_script_stuck_in_one_long_operation_is_failed_by_the_watchdog_on_time(
     assert_eq!(status(&summary, "slow"), NodeStatus::Failure);
     assert_eq!(
         error(&summary, "slow"),
-        "script stopped: it exceeded the time limit of 1 ms"
+        "script exceeded its time limit of 1 ms"
     );
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use walkoff_dataflow::{Bus, MemoryBus, Runtime, RuntimeConfig};
+use walkoff_dataflow::{Bus, MemoryBus, Runtime, RuntimeConfig, ScriptIsolation};
 use walkoff_executors::{ExecutorConfig, LocalExecutor};
 use walkoff_schema::{Workflow, WorkflowStatus};
 
@@ -17,7 +17,7 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    pub fn start() -> Embedded {
+    pub fn start(scripts: ScriptIsolation) -> Embedded {
         let registry = walkoff_apps::builtin_registry();
         let bus = MemoryBus::new();
         let dyn_bus: Arc<dyn Bus> = bus.clone();
@@ -30,7 +30,10 @@ impl Embedded {
             dyn_bus,
             Arc::new(executor),
             Arc::new(registry.catalog()),
-            RuntimeConfig::default(),
+            RuntimeConfig {
+                scripts,
+                ..RuntimeConfig::default()
+            },
         );
         Embedded { bus, runtime }
     }

@@ -28,6 +28,12 @@ use scenario::{workload, ScenarioKind, Workload};
 use stats::{process_usage, summarize, Run};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scripts {
+    Hosts,
+    InProcess,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// The in-process runtime on the in-memory bus (no servers).
     Embedded,
@@ -87,6 +93,10 @@ struct Args {
     /// its end, then the next one starts.
     #[arg(long, default_value_t = 256)]
     in_flight: usize,
+    /// Where the embedded mode runs conditions and transforms: in script hosts, as `walkoff run`
+    /// does, or on this process's threads (what the hosts cost, by difference).
+    #[arg(long, value_enum, default_value_t = Scripts::Hosts)]
+    scripts: Scripts,
     /// Longest one run may take, in seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -248,7 +258,21 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
             peer_redis = None;
         }
         Mode::Embedded => {
-            let engine = embedded::Embedded::start();
+            let scripts = match args.scripts {
+                Scripts::Hosts => walkoff_dataflow::ScriptIsolation::Hosts(Arc::new(
+                    walkoff_dataflow::script_host::ScriptHosts::new(
+                        walkoff_dataflow::ScriptHostConfig {
+                            program: deployment::walkoff_binary()?,
+                            args: vec!["script-host".into()],
+                            hosts: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                            memory_limit_mib:
+                                walkoff_dataflow::script_host::DEFAULT_HOST_MEMORY_MIB,
+                        },
+                    ),
+                )),
+                Scripts::InProcess => walkoff_dataflow::ScriptIsolation::InProcess,
+            };
+            let engine = embedded::Embedded::start(scripts);
             engine.run(&workflow, work.executions, &bar).await?; // warm-up
             for _ in 0..args.repeat {
                 runs.push(engine.run(&workflow, work.executions, &bar).await?);

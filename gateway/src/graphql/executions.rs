@@ -219,8 +219,6 @@ pub enum EventSubject {
     Node,
 }
 
-/// A status change of an execution or of one of its nodes.
-///
 /// The stored event itself, shared by every subscriber it goes to: each field is read from it
 /// only when a query selects it.
 #[derive(Clone, Debug)]
@@ -235,6 +233,7 @@ impl ExecutionEvent {
     }
 }
 
+/// A status change of an execution or of one of its nodes.
 #[Object]
 impl ExecutionEvent {
     /// 1, 2, 3 … without gaps within an execution.
