@@ -931,3 +931,312 @@ async fn a_blocking_read_on_a_server_that_stops_answering_fails_instead_of_hangi
         "{outcome:?}"
     );
 }
+
+/// Everything Redis holds, read back as values (not `DUMP`s, which also carry a stream
+/// consumer's last-seen time): what a refused commit must leave exactly as it was.
+async fn dataset(server: &RedisServer) -> Vec<(String, String)> {
+    let mut conn = server.connection().await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    let mut values = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let read = |name: &str| {
+            let mut cmd = redis::cmd(name);
+            cmd.arg(&key);
+            cmd
+        };
+        let value: redis::Value = match kind.as_str() {
+            "string" => read("GET").query_async(&mut conn).await.unwrap(),
+            "list" => read("LRANGE")
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            "set" => {
+                let mut members: Vec<String> =
+                    read("SMEMBERS").query_async(&mut conn).await.unwrap();
+                members.sort();
+                redis::Value::Array(
+                    members
+                        .into_iter()
+                        .map(|m| redis::Value::BulkString(m.into_bytes()))
+                        .collect(),
+                )
+            }
+            "zset" => read("ZRANGE")
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap(),
+            "hash" => read("HGETALL").query_async(&mut conn).await.unwrap(),
+            "stream" => {
+                let entries: redis::Value = read("XRANGE")
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let groups: redis::Value = redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                redis::Value::Array(vec![entries, groups])
+            }
+            other => panic!("{key} is a {other}"),
+        };
+        let ttl: i64 = read("PTTL").query_async(&mut conn).await.unwrap();
+        values.push((key, format!("{kind} {value:?} expires: {}", ttl > 0)));
+    }
+    values
+}
+
+/// How many kinds of commit [`commit_of_kind`] makes.
+const COMMIT_KINDS: usize = 5;
+
+/// A commit a worker makes, of one kind of write (besides acknowledging a control message), so
+/// each kind of command is in turn the first the commit writes with; and the key it writes.
+fn commit_of_kind(
+    kind: usize,
+    id: &str,
+    partitions: u32,
+) -> (&'static str, walkoff_dataflow::bus::Commit, String) {
+    use walkoff_dataflow::bus::{conformance, Commit};
+    use walkoff_schema::{Event, EventKind, WorkflowStatus};
+    let running = format!("walkoff:running:{}", partition_of(id, partitions));
+    match kind {
+        0 => (
+            "log (RPUSH)",
+            Commit {
+                logs: vec![(
+                    id.into(),
+                    vec![ControlMessage::Abort {
+                        execution_id: id.into(),
+                    }],
+                )],
+                ..Commit::default()
+            },
+            format!("walkoff:exec:{id}"),
+        ),
+        1 => (
+            "running set (SADD)",
+            Commit {
+                started: vec![id.into()],
+                ..Commit::default()
+            },
+            running,
+        ),
+        2 => (
+            "events (XADD)",
+            Commit {
+                events: vec![conformance::node_event(id, 1)],
+                ..Commit::default()
+            },
+            format!("walkoff:events:{id}"),
+        ),
+        3 => {
+            let app = conformance::app();
+            (
+                "action request (XADD)",
+                Commit {
+                    actions: vec![conformance::request(id, "n", 3)],
+                    ..Commit::default()
+                },
+                format!("walkoff:actions:{}@{}:p3", app.name, app.version),
+            )
+        }
+        _ => (
+            "end (SREM, EXPIRE, XADD to the finished feed)",
+            Commit {
+                finished: vec![id.into()],
+                events: vec![Event {
+                    execution_id: id.into(),
+                    seq: 2,
+                    at: chrono::Utc::now(),
+                    kind: EventKind::Workflow {
+                        workflow_id: "w".into(),
+                        status: WorkflowStatus::Completed,
+                        error: None,
+                    },
+                }],
+                ..Commit::default()
+            },
+            "walkoff:finished".into(),
+        ),
+    }
+}
+
+/// A worker that beats once, when it starts: nothing else writes while a test compares what
+/// Redis holds.
+async fn quiet_bus(server: &RedisServer) -> Arc<dyn Bus> {
+    bus_with(
+        server,
+        RedisBusConfig {
+            heartbeat: Duration::from_secs(3600),
+            ..RedisBusConfig::default()
+        },
+    )
+    .await
+}
+
+/// A worker with the action streams of the conformance app in place (a commit's first request
+/// for an app creates them before the commit, outside it).
+async fn quiet_bus_with_action_streams(server: &RedisServer) -> Arc<dyn Bus> {
+    let bus = quiet_bus(server).await;
+    bus.send_actions(vec![walkoff_dataflow::bus::conformance::request(
+        "warm-up", "n", 3,
+    )])
+    .await
+    .unwrap();
+    bus
+}
+
+/// Send a control message and receive it as "w1": what a commit acknowledges.
+async fn delivered_control(bus: &Arc<dyn Bus>, id: &str) -> walkoff_dataflow::DeliveryId {
+    bus.send_control(vec![ControlMessage::Abort {
+        execution_id: id.into(),
+    }])
+    .await
+    .unwrap();
+    receive(bus, 1).await.remove(0).id
+}
+
+/// Under `maxmemory`, a commit is refused whole on both paths (the script and the transaction),
+/// whichever command it would write first: Redis holds exactly what it held, the control message
+/// is still pending, and the same commit goes through once memory is back.
+#[tokio::test]
+async fn commits_out_of_memory_write_nothing_and_acknowledge_nothing() {
+    for as_transaction in [false, true] {
+        let server = RedisServer::start();
+        let bus = quiet_bus_with_action_streams(&server).await;
+        let path = if as_transaction {
+            "transaction"
+        } else {
+            "script"
+        };
+        for kind in 0..COMMIT_KINDS {
+            let id = format!("{path}-{kind}");
+            let (what, mut commit, _) = commit_of_kind(kind, &id, bus.partitions());
+            let what = format!("the {path} commit of a {what}");
+            commit.acks = vec![delivered_control(&bus, &id).await];
+            if as_transaction {
+                // A commit with a read arms the watch; the next one goes as MULTI/EXEC.
+                let (_, arm, _) = commit_of_kind(0, &format!("arm-{kind}"), bus.partitions());
+                let (armed, _) = bus
+                    .commit_and_recv("w1", arm, 10, Duration::from_millis(10))
+                    .await;
+                armed.unwrap();
+            }
+            let scripts = calls(&server, "evalsha").await;
+            let before = dataset(&server).await;
+            set_maxmemory(&server, 1).await;
+            let refused = if as_transaction {
+                bus.commit_and_recv("w1", commit.clone(), 10, Duration::from_millis(10))
+                    .await
+                    .0
+            } else {
+                bus.commit("w1", commit.clone()).await
+            };
+            set_maxmemory(&server, 0).await;
+            assert!(refused.is_err(), "{what} must fail out of memory");
+            if as_transaction {
+                assert_eq!(
+                    calls(&server, "evalsha").await,
+                    scripts,
+                    "{what} ran the script"
+                );
+            }
+            assert_eq!(dataset(&server).await, before, "{what} changed Redis");
+            assert_eq!(
+                bus.pending().await.unwrap(),
+                1,
+                "{what} acknowledged its message"
+            );
+            bus.commit("w1", commit).await.unwrap();
+            assert_eq!(
+                bus.pending().await.unwrap(),
+                0,
+                "{what} did not go through later"
+            );
+            assert_ne!(dataset(&server).await, before, "{what} wrote nothing later");
+        }
+    }
+}
+
+/// Control messages delivered and not acknowledged, on every partition.
+async fn control_pending(server: &RedisServer, partitions: u32) -> usize {
+    let mut conn = server.connection().await;
+    let mut pending = 0;
+    for p in 0..partitions {
+        let summary: redis::Value = redis::cmd("XPENDING")
+            .arg(format!("walkoff:control:{p}"))
+            .arg("workers")
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(redis::Value::Nil);
+        if let redis::Value::Array(fields) = summary {
+            if let Some(redis::Value::Int(n)) = fields.first() {
+                pending += *n as usize;
+            }
+        }
+    }
+    pending
+}
+
+/// A key of the wrong type (something else wrote it) makes the commit script refuse the commit
+/// before its first write, whichever key of the commit it is.
+#[tokio::test]
+async fn a_commit_meeting_a_key_of_the_wrong_type_writes_nothing() {
+    let server = RedisServer::start();
+    let bus = quiet_bus_with_action_streams(&server).await;
+    let mut raw = server.connection().await;
+    for kind in 0..COMMIT_KINDS {
+        let id = format!("x-{kind}");
+        let (what, mut commit, key) = commit_of_kind(kind, &id, bus.partitions());
+        commit.acks = vec![delivered_control(&bus, &id).await];
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("not mine")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let before = dataset(&server).await;
+        let refused = bus.commit("w1", commit.clone()).await.unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains(&format!("{key} holds a string, not a"))
+                && refused.to_string().contains("WRONGTYPE"),
+            "the commit of a {what}: {refused}"
+        );
+        assert_eq!(
+            dataset(&server).await,
+            before,
+            "the commit of a {what} changed Redis"
+        );
+        assert_eq!(
+            control_pending(&server, bus.partitions()).await,
+            1,
+            "the commit of a {what} acknowledged"
+        );
+        let _: () = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        bus.commit("w1", commit).await.unwrap();
+        assert_eq!(control_pending(&server, bus.partitions()).await, 0);
+    }
+}

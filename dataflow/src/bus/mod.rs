@@ -59,7 +59,7 @@ pub struct ControlBatch {
 
 /// Everything one batch of control messages changed, written at once: either all of it becomes
 /// durable and the messages are acknowledged, or none of it and they stay pending.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Commit {
     /// Control messages this commit answers.
     pub acks: Vec<DeliveryId>,

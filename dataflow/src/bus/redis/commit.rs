@@ -19,9 +19,17 @@ use super::{
 /// `list key n v…` (RPUSH), `events key n (id json)…` (XADD with explicit ids), `queue key maxlen n
 /// json…` (XADD, with MAXLEN ~ unless maxlen is 0), `ack key group n id…` (XACK), `cmd argc arg…`
 /// (anything else).
-/// Sections spare the per-command tables a generic runner builds. Returns the errors of commands
-/// that failed (none in normal operation).
-const COMMIT: &str = r#"
+///
+/// All or nothing, in fact: the `#!lua` line makes it a flagged script, which Redis refuses
+/// whole, before it starts, when it is out of memory (an unflagged one was checked only at its
+/// first write command, so under `maxmemory` its RPUSH and XADD failed while its XACK and EXPIRE
+/// went through: a message acknowledged without its effects). Everything else that could fail
+/// is checked before the first write: the fences, every key's type, and which events an earlier
+/// attempt already stored (skipped, not re-added). Then every command goes through
+/// `redis.call`, which stops the script at an error instead of going on. Sections spare the
+/// per-command tables a generic runner builds. Returns an empty list (what failed single
+/// commands once returned).
+const COMMIT: &str = r#"#!lua
 local leases = tonumber(ARGV[1])
 local i = 2
 for _ = 1, leases do
@@ -30,10 +38,36 @@ for _ = 1, leases do
   end
   i = i + 2
 end
-local failures = {}
-local function check(reply, what)
-  if type(reply) == 'table' and reply.err then
-    table.insert(failures, what .. ': ' .. reply.err)
+-- Before the first write: every key holds what the commit writes to it, or nothing.
+local function mismatch(key, want)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= want then
+    return 'WRONGTYPE ' .. key .. ' holds a ' .. kind .. ', not a ' .. want
+  end
+end
+local j = i
+while j <= #ARGV do
+  local tag, problem = ARGV[j], nil
+  if tag == 'list' then
+    problem = mismatch(ARGV[j + 1], 'list')
+    j = j + 3 + tonumber(ARGV[j + 2])
+  elseif tag == 'events' then
+    problem = mismatch(ARGV[j + 1], 'stream')
+    j = j + 3 + 2 * tonumber(ARGV[j + 2])
+  elseif tag == 'queue' or tag == 'ack' then
+    problem = mismatch(ARGV[j + 1], 'stream')
+    j = j + 4 + tonumber(ARGV[j + 3])
+  elseif tag == 'cmd' then
+    local command = ARGV[j + 2]
+    if command == 'SADD' or command == 'SREM' then
+      problem = mismatch(ARGV[j + 3], 'set')
+    end
+    j = j + 2 + tonumber(ARGV[j + 1])
+  else
+    return redis.error_reply('unknown commit section ' .. tostring(tag))
+  end
+  if problem then
+    return redis.error_reply(problem)
   end
 end
 -- Commands taking a key, fixed arguments and values, in chunks Lua's unpack can hold.
@@ -41,10 +75,14 @@ local function chunked(command, head, from, to)
   while from <= to do
     local last = math.min(from + 999, to)
     local args = {unpack(head)}
-    for j = from, last do args[#args + 1] = ARGV[j] end
-    check(redis.pcall(command, unpack(args)), command .. ' ' .. head[1])
+    for k = from, last do args[#args + 1] = ARGV[k] end
+    redis.call(command, unpack(args))
     from = last + 1
   end
+end
+-- The sequence number of an event entry id (`0-<seq>`).
+local function sequence(id)
+  return tonumber(string.match(id, '%-(%d+)$'))
 end
 while i <= #ARGV do
   local tag = ARGV[i]
@@ -54,23 +92,27 @@ while i <= #ARGV do
     i = i + 3 + n
   elseif tag == 'events' then
     local key, n = ARGV[i + 1], tonumber(ARGV[i + 2])
-    local j = i + 3
+    -- Events stored by an earlier attempt (an entry's id is its sequence number) are skipped.
+    local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+    local stored = 0
+    if #newest > 0 then stored = sequence(newest[1][1]) end
+    local k = i + 3
     for _ = 1, n do
-      local reply = redis.pcall('XADD', key, ARGV[j], 'm', ARGV[j + 1])
-      -- An event stored by an earlier attempt (its entry id is its sequence number) is no error.
-      if type(reply) == 'table' and reply.err and not string.find(reply.err, 'equal or smaller') then
-        table.insert(failures, 'XADD ' .. key .. ': ' .. reply.err)
+      local seq = sequence(ARGV[k])
+      if seq > stored then
+        redis.call('XADD', key, ARGV[k], 'm', ARGV[k + 1])
+        stored = seq
       end
-      j = j + 2
+      k = k + 2
     end
-    i = j
+    i = k
   elseif tag == 'queue' then
     local key, maxlen, n = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-    for j = i + 4, i + 3 + n do
+    for k = i + 4, i + 3 + n do
       if maxlen == '0' then
-        check(redis.pcall('XADD', key, '*', 'm', ARGV[j]), 'XADD ' .. key)
+        redis.call('XADD', key, '*', 'm', ARGV[k])
       else
-        check(redis.pcall('XADD', key, 'MAXLEN', '~', maxlen, '*', 'm', ARGV[j]), 'XADD ' .. key)
+        redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'm', ARGV[k])
       end
     end
     i = i + 4 + n
@@ -78,15 +120,13 @@ while i <= #ARGV do
     local n = tonumber(ARGV[i + 3])
     chunked('XACK', {ARGV[i + 1], ARGV[i + 2]}, i + 4, i + 3 + n)
     i = i + 4 + n
-  elseif tag == 'cmd' then
-    local argc = tonumber(ARGV[i + 1])
-    check(redis.pcall(unpack(ARGV, i + 2, i + 1 + argc)), ARGV[i + 2] .. ' ' .. ARGV[i + 3])
-    i = i + 2 + argc
   else
-    return redis.error_reply('unknown commit section ' .. tostring(tag))
+    local argc = tonumber(ARGV[i + 1])
+    redis.call(unpack(ARGV, i + 2, i + 1 + argc))
+    i = i + 2 + argc
   end
 end
-return failures
+return {}
 "#;
 
 /// The feed of finished executions keeps about this many.
@@ -442,6 +482,9 @@ impl RedisBus {
                 .push(event);
         }
         for (execution, events) in by_execution {
+            let mut events = events;
+            // In order: the script skips what is at or below the newest stored entry.
+            events.sort_by_key(|event| event.seq);
             sections.push(Section::Events {
                 key: self.events_stream(execution),
                 entries: events
