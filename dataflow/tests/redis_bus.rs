@@ -1240,3 +1240,225 @@ async fn a_commit_meeting_a_key_of_the_wrong_type_writes_nothing() {
         assert_eq!(control_pending(&server, bus.partitions()).await, 0);
     }
 }
+
+/// A worker whose control loop stops coming for messages (stuck, or its task died) stops
+/// renewing its leases: its partitions move to a live worker within the stall limit plus the
+/// lease TTL, though its process (and its heartbeat task) is alive; when the loop comes back it
+/// learns it lost them.
+#[tokio::test]
+async fn a_stalled_control_loop_gives_its_partitions_up() {
+    let server = RedisServer::start();
+    let config = RedisBusConfig {
+        heartbeat: Duration::from_millis(100),
+        lease_ttl: Duration::from_millis(500),
+        stall_limit: Duration::from_secs(1),
+        ..RedisBusConfig::default()
+    };
+    let stuck = bus_with(&server, config.clone()).await;
+    let owned = stuck
+        .recv_control("stuck", 10, Duration::from_millis(10))
+        .await
+        .unwrap()
+        .gained;
+    assert_eq!(
+        owned.len(),
+        stuck.partitions() as usize,
+        "the first worker owns everything"
+    );
+    // "stuck" never calls again; "live" keeps receiving.
+    let live = bus_with(&server, config).await;
+    let mut gained = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gained.len() < live.partitions() as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the live worker took only {gained:?} from a stalled one"
+        );
+        let batch = live
+            .recv_control("live", 10, Duration::from_millis(100))
+            .await
+            .unwrap();
+        gained.extend(batch.gained);
+        for p in batch.lost {
+            gained.remove(&p);
+        }
+    }
+    // Back, the stalled loop hears it lost what it held.
+    let mut lost = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while lost.len() < owned.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled worker heard of losing only {lost:?}"
+        );
+        let batch = stuck
+            .recv_control("stuck", 10, Duration::from_millis(100))
+            .await
+            .unwrap();
+        lost.extend(batch.lost);
+    }
+}
+
+/// Every connection the bus opens to Redis probes its peer (TCP keepalive), so a peer that
+/// vanished is noticed on a connection nothing is using.
+#[tokio::test]
+async fn the_bus_connections_carry_tcp_keepalive() {
+    let server = RedisServer::start();
+    let bus = bus(&server).await;
+    bus.recv_control("w1", 10, Duration::from_millis(10))
+        .await
+        .unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!("dst 127.0.0.1:{}", server.port))
+        .output()
+        .expect("ss (iproute2) runs");
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    let connections: Vec<&str> = lines.lines().collect();
+    assert!(!connections.is_empty(), "the bus is connected");
+    assert!(
+        connections.iter().all(|c| c.contains("timer:(keepalive")),
+        "every connection to Redis probes its peer:\n{lines}"
+    );
+}
+
+/// A control message that every worker taking it dies on (none commits it) is handed to
+/// `MAX_CONTROL_DELIVERIES` workers, then dead-lettered by the next, which aborts its execution
+/// instead of dying too; a worker's own failed commits do not count against a message.
+#[tokio::test]
+async fn a_control_message_no_worker_commits_is_dead_lettered_and_its_execution_aborted() {
+    use walkoff_dataflow::bus::MAX_CONTROL_DELIVERIES;
+
+    let server = RedisServer::start();
+    let mut raw = server.connection().await;
+    let poison = ControlMessage::Trigger {
+        execution_id: "poison".into(),
+        node: "n".into(),
+        data: serde_json::json!({}),
+    };
+    let sender = quiet_bus(&server).await;
+    sender.send_control(vec![poison.clone()]).await.unwrap();
+    let partitions = sender.partitions();
+    // A worker takes every partition, gets the message, and dies before committing it: its
+    // leases and its beat vanish, its pending messages stay.
+    let takes = |worker: String| {
+        let server = &server;
+        async move {
+            let bus = quiet_bus(server).await;
+            let mut got = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while tokio::time::Instant::now() < deadline && got.is_empty() {
+                let batch = bus
+                    .recv_control(&worker, 10, Duration::from_millis(50))
+                    .await
+                    .unwrap();
+                got.extend(batch.deliveries.into_iter().map(|d| d.message));
+            }
+            let mut raw = server.connection().await;
+            for p in 0..partitions {
+                let _: () = redis::cmd("DEL")
+                    .arg(format!("walkoff:lease:{p}"))
+                    .query_async(&mut raw)
+                    .await
+                    .unwrap();
+            }
+            let _: () = redis::cmd("ZREM")
+                .arg("walkoff:workers")
+                .arg(&worker)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            got
+        }
+    };
+    for i in 0..MAX_CONTROL_DELIVERIES {
+        let got = takes(format!("doomed-{i}")).await;
+        assert_eq!(got, vec![poison.clone()], "worker {i} took the message");
+    }
+    // The next one dead-letters it and gets the abort of its execution instead.
+    let got = takes("survivor".into()).await;
+    assert_eq!(
+        got,
+        vec![ControlMessage::Abort {
+            execution_id: "poison".into()
+        }]
+    );
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("walkoff:dead")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(dead.ids.len(), 1);
+    let reason: String = dead.ids[0].get("reason").unwrap();
+    assert!(
+        reason.contains(&format!("taken by {MAX_CONTROL_DELIVERIES} workers"))
+            && reason.contains("(poison) aborted"),
+        "{reason}"
+    );
+    let stream: String = dead.ids[0].get("stream").unwrap();
+    assert_eq!(
+        stream,
+        format!("walkoff:control:{}", partition_of("poison", partitions))
+    );
+}
+
+/// A worker reading its own pending messages again after failed commits (its `resync`) does not
+/// count deliveries: however often its commits failed, the next worker still gets the message.
+#[tokio::test]
+async fn a_workers_own_retries_do_not_count_towards_dead_lettering() {
+    use walkoff_dataflow::bus::MAX_CONTROL_DELIVERIES;
+
+    let server = RedisServer::start();
+    let message = ControlMessage::Abort {
+        execution_id: "retried".into(),
+    };
+    let flaky = quiet_bus(&server).await;
+    flaky.send_control(vec![message.clone()]).await.unwrap();
+    assert_eq!(receive(&flaky, 1).await[0].message, message);
+    for _ in 0..MAX_CONTROL_DELIVERIES * 2 {
+        flaky.resync("w1").await;
+        let again = receive(&flaky, 1).await;
+        assert_eq!(
+            again[0].message, message,
+            "the message comes again after a resync"
+        );
+    }
+    let mut raw = server.connection().await;
+    for p in 0..flaky.partitions() {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("walkoff:lease:{p}"))
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("ZREM")
+        .arg("walkoff:workers")
+        .arg("w1")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let next = quiet_bus(&server).await;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the next worker got nothing"
+        );
+        got = next
+            .recv_control("w2", 10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .deliveries;
+    }
+    assert_eq!(got[0].message, message);
+    assert_eq!(got[0].deliveries, 2, "taken by two workers");
+    let dead: usize = redis::cmd("XLEN")
+        .arg("walkoff:dead")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(dead, 0);
+}

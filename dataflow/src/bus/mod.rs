@@ -19,7 +19,7 @@ use walkoff_schema::{ActionRequest, AppRef, ControlMessage, Event, ExecutionId, 
 
 pub use memory::MemoryBus;
 pub use priority::PriorityQueue;
-pub use redis::{FinishedEntry, RedisBus, RedisBusConfig, Wake};
+pub use redis::{FinishedEntry, RedisBus, RedisBusConfig, Wake, MAX_CONTROL_DELIVERIES};
 
 /// Identifies one delivered message for acknowledgement.
 pub type DeliveryId = String;

@@ -133,11 +133,29 @@ impl RedisBus {
         let me = self.me.clone();
         let every = self.config.heartbeat;
         let task = tokio::spawn(async move {
+            let mut stalled = false;
             loop {
                 tokio::time::sleep(every).await;
                 let Some(bus) = me.upgrade() else { return };
                 if bus.check_open().is_err() {
                     return;
+                }
+                // A loop that stopped coming for work (stuck, or its task died) must not keep
+                // its partitions alive: no beat, no renewal, and the others take them over.
+                let since = lock(&bus.loop_seen).elapsed();
+                if since > bus.config.stall_limit {
+                    if !stalled {
+                        tracing::error!(
+                            stalled_for = ?since,
+                            "the control loop has stopped coming for messages: not renewing its leases, so its partitions move to other workers"
+                        );
+                    }
+                    stalled = true;
+                    continue;
+                }
+                if stalled {
+                    tracing::warn!("the control loop is back: beating again");
+                    stalled = false;
                 }
                 if let Err(e) = bus.beat().await {
                     tracing::warn!(error = %e, "worker heartbeat failed");
@@ -316,6 +334,11 @@ impl RedisBus {
         if let Err(e) = self.run(&pipe).await {
             tracing::warn!(error = %e, "could not hand partitions back; their leases will expire");
         }
+    }
+
+    /// The worker's control loop came for messages or to commit: it is not stuck.
+    pub(super) fn loop_came_back(&self) {
+        *lock(&self.loop_seen) = std::time::Instant::now();
     }
 
     /// Stop being a worker: hand every partition back and leave the worker set, so others take

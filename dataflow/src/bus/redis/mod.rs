@@ -57,6 +57,11 @@ const PRIORITIES: [u8; 5] = [5, 4, 3, 2, 1];
 /// The dead-letter stream keeps about this many of the latest entries for operators.
 const DEAD_MAXLEN: usize = 100_000;
 
+/// A control message taken by this many workers without being committed by any (each took it
+/// and died, or lost its partition, before committing it) is dead-lettered when one more takes
+/// its partition, rather than handed to the next worker in turn: it may be what kills them.
+pub const MAX_CONTROL_DELIVERIES: usize = 5;
+
 /// How much longer than its `BLOCK` a blocking read may take to answer before it counts as
 /// failed (a frozen server, a half-open connection); the reader then opens a fresh connection.
 const RESPONSE_MARGIN: Duration = Duration::from_secs(5);
@@ -112,6 +117,14 @@ redis.call('ZADD', KEYS[1], now, ARGV[1])
 return now
 "#;
 
+/// A connection idle this long is probed, every interval, and closed after this many
+/// unanswered probes: a dead peer is noticed in about 25 s even on a connection nothing uses.
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const TCP_KEEPALIVE_PROBES: u32 = 3;
+/// Data sent and unacknowledged this long closes the connection (`TCP_USER_TIMEOUT`).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Timings and names of the Redis bus; every process of a deployment should use the same.
 #[derive(Debug, Clone)]
 pub struct RedisBusConfig {
@@ -130,6 +143,11 @@ pub struct RedisBusConfig {
     /// A control message left pending this long under a worker that no longer owns its partition
     /// (it read the message as it lost the partition) is taken over by the owner.
     pub stranded_after: Duration,
+    /// A worker whose control loop has not come back for messages (or to commit) for this long
+    /// is stuck: it stops beating and renewing its leases, so its partitions move to the other
+    /// workers within this plus the lease TTL. Longer than the loop's longest pause (a receive's
+    /// wait, a batch, the back-off after failures).
+    pub stall_limit: Duration,
 }
 
 impl Default for RedisBusConfig {
@@ -142,6 +160,7 @@ impl Default for RedisBusConfig {
             executor_ttl: Duration::from_secs(3),
             retention: Duration::from_secs(24 * 3600),
             stranded_after: Duration::from_secs(5),
+            stall_limit: Duration::from_secs(5),
         }
     }
 }
@@ -167,6 +186,8 @@ pub struct RedisBus {
     leases: leases::Leases,
     /// When owned partitions last had their upkeep (trimming, stranded messages).
     upkept_at: Mutex<Instant>,
+    /// When the worker's control loop last came for messages or to commit.
+    loop_seen: Mutex<Instant>,
 }
 
 /// A reading connection, its Redis client id, and the (partition, token) fences it watches.
@@ -178,6 +199,19 @@ type Overflow = VecDeque<Delivery<ActionRequest>>;
 fn publish_script() -> &'static redis::Script {
     static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| redis::Script::new(PUBLISH_EVENTS))
+}
+
+/// The executions a control message is about (a batch of results may span several).
+fn executions_of(message: &ControlMessage) -> Vec<String> {
+    let mut ids: Vec<String> = match message {
+        ControlMessage::Results { results } => {
+            results.iter().map(|r| r.execution_id.clone()).collect()
+        }
+        other => vec![other.execution_id().to_string()],
+    };
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -210,6 +244,12 @@ fn split_delivery(id: &str) -> (u32, &str) {
     }
 }
 
+/// A stream entry id (`{ms}-{seq}`) as numbers, to sort entries in stream order.
+fn entry_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
 /// The milliseconds part of a stream entry id (`{ms}-{seq}`): when it was added, by Redis's clock.
 fn entry_millis(id: &str) -> u64 {
     id.split('-')
@@ -236,9 +276,21 @@ impl RedisBus {
         config: RedisBusConfig,
     ) -> Result<Arc<RedisBus>, BusError> {
         // Small messages both ways: without TCP_NODELAY, Nagle's algorithm holds writes back.
+        // Keepalive probes and a user timeout close a connection whose peer vanished (a host
+        // gone, a partition) instead of leaving it half-open until a read's own timeout.
         let info = redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(unavailable)?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+            .set_tcp_settings(
+                redis::io::tcp::TcpSettings::default()
+                    .set_nodelay(true)
+                    .set_keepalive(
+                        socket2::TcpKeepalive::new()
+                            .with_time(TCP_KEEPALIVE_IDLE)
+                            .with_interval(TCP_KEEPALIVE_INTERVAL)
+                            .with_retries(TCP_KEEPALIVE_PROBES),
+                    )
+                    .set_user_timeout(TCP_USER_TIMEOUT),
+            );
         let client = Client::open(info).map_err(unavailable)?;
         // Reconnects by itself with exponential back-off when Redis goes away.
         let manager_config = ConnectionManagerConfig::new()
@@ -276,6 +328,7 @@ impl RedisBus {
             closed: AtomicBool::new(false),
             leases: leases::Leases::default(),
             upkept_at: Mutex::new(Instant::now()),
+            loop_seen: Mutex::new(Instant::now()),
         }))
     }
 
@@ -907,6 +960,11 @@ impl RedisBus {
         Ok(deliveries)
     }
 
+    /// Everything pending on a partition just gained (or gained again after a failed commit),
+    /// in stream order. Another worker's messages are claimed, which counts a delivery; this
+    /// worker's own (read before a commit failed) are read again as they are, which does not:
+    /// so the count says how many workers took a message without committing it, and past
+    /// [`MAX_CONTROL_DELIVERIES`] the message is dead-lettered instead of handed on.
     async fn claim_all_pending(
         &self,
         partition: Partition,
@@ -914,36 +972,128 @@ impl RedisBus {
     ) -> Result<Vec<Delivery<ControlMessage>>, BusError> {
         let stream = self.control_stream(partition);
         self.ensure_group(&stream, WORKERS).await?;
-        let mut cursor = "0-0".to_string();
-        let mut deliveries = Vec::new();
-        loop {
-            let reply: redis::streams::StreamAutoClaimReply = self
+        let pending = self.pending_entries(&stream).await?;
+        let (mine, others): (Vec<_>, Vec<_>) =
+            pending.into_iter().partition(|p| p.consumer == consumer);
+        let (overdelivered, others): (Vec<_>, Vec<_>) = others
+            .into_iter()
+            .partition(|p| p.times_delivered >= MAX_CONTROL_DELIVERIES);
+        if !overdelivered.is_empty() {
+            let ids: Vec<String> = overdelivered.into_iter().map(|p| p.id).collect();
+            self.dead_letter_control(&stream, &ids).await?;
+        }
+        let mut entries: Vec<(StreamId, usize)> = Vec::new();
+        for chunk in mine.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for p in chunk {
+                pipe.cmd("XRANGE").arg(&stream).arg(&p.id).arg(&p.id);
+            }
+            let replies: Vec<redis::streams::StreamRangeReply> = pipe
+                .query_async(&mut self.writer.clone())
+                .await
+                .map_err(|e| self.failed(e))?;
+            for (reply, p) in replies.into_iter().zip(chunk) {
+                entries.extend(reply.ids.into_iter().map(|e| (e, p.times_delivered)));
+            }
+        }
+        for chunk in others.chunks(1000) {
+            let claimed: redis::streams::StreamClaimReply = self
                 .query(
-                    redis::cmd("XAUTOCLAIM")
+                    redis::cmd("XCLAIM")
                         .arg(&stream)
                         .arg(WORKERS)
                         .arg(consumer)
                         .arg(0)
-                        .arg(&cursor)
-                        .arg("COUNT")
+                        .arg(chunk.iter().map(|p| p.id.as_str()).collect::<Vec<_>>()),
+                )
+                .await?;
+            for entry in claimed.ids {
+                let times = chunk
+                    .iter()
+                    .find(|p| p.id == entry.id)
+                    .map_or(2, |p| p.times_delivered + 1);
+                entries.push((entry, times));
+            }
+        }
+        entries.sort_by_key(|(entry, _)| entry_order(&entry.id));
+        let times: HashMap<String, usize> = entries
+            .iter()
+            .map(|(entry, times)| (entry.id.clone(), *times))
+            .collect();
+        let entries = entries.into_iter().map(|(entry, _)| entry).collect();
+        Ok(self
+            .decode_entries::<ControlMessage>(&stream, WORKERS, entries)
+            .await
+            .into_iter()
+            .map(|(id, message)| Delivery {
+                deliveries: times.get(&id).copied().unwrap_or(2).max(1) as u32,
+                id: format!("{partition}|{id}"),
+                message,
+            })
+            .collect())
+    }
+
+    /// Every entry pending in `stream`'s worker group: id, holder and delivery count.
+    async fn pending_entries(
+        &self,
+        stream: &str,
+    ) -> Result<Vec<redis::streams::StreamPendingId>, BusError> {
+        let mut pending = Vec::new();
+        let mut start = "-".to_string();
+        loop {
+            let page: redis::streams::StreamPendingCountReply = self
+                .query(
+                    redis::cmd("XPENDING")
+                        .arg(stream)
+                        .arg(WORKERS)
+                        .arg(&start)
+                        .arg("+")
                         .arg(1000),
                 )
                 .await?;
-            for (id, message) in self
-                .decode_entries::<ControlMessage>(&stream, WORKERS, reply.claimed)
-                .await
-            {
-                deliveries.push(Delivery {
-                    id: format!("{partition}|{id}"),
-                    deliveries: 2,
-                    message,
-                });
+            let full = page.ids.len() == 1000;
+            if let Some(last) = page.ids.last() {
+                start = format!("({}", last.id);
             }
-            if reply.next_stream_id == "0-0" {
-                return Ok(deliveries);
+            pending.extend(page.ids);
+            if !full {
+                return Ok(pending);
             }
-            cursor = reply.next_stream_id;
         }
+    }
+
+    /// Dead-letter these control messages of `stream` and abort their executions (an abort
+    /// itself is only dead-lettered): the execution ends instead of taking every worker down in
+    /// turn, or hanging.
+    async fn dead_letter_control(&self, stream: &str, ids: &[String]) -> Result<(), BusError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for id in ids {
+            let entries: redis::streams::StreamRangeReply = self
+                .query(redis::cmd("XRANGE").arg(stream).arg(id).arg(id))
+                .await?;
+            let raw: String = entries
+                .ids
+                .first()
+                .and_then(|entry| entry.get("m"))
+                .unwrap_or_default();
+            let message = serde_json::from_str::<ControlMessage>(&raw).ok();
+            let executions = message.as_ref().map(executions_of).unwrap_or_default();
+            let reason = format!(
+                "taken by {MAX_CONTROL_DELIVERIES} workers and committed by none (each stopped \
+                 before committing it): dead-lettered, and its executions ({}) aborted",
+                executions.join(", ")
+            );
+            tracing::error!(stream, id, executions = ?executions, "a control message no worker could commit is dead-lettered");
+            self.add_dead_letter(&mut pipe, stream, id, &reason, &raw);
+            if !matches!(message, Some(ControlMessage::Abort { .. })) {
+                for execution_id in executions {
+                    add_message(&mut pipe, stream, &ControlMessage::Abort { execution_id });
+                }
+            }
+            pipe.cmd("XACK").arg(stream).arg(WORKERS).arg(id).ignore();
+        }
+        self.run(&pipe).await
     }
 
     /// The blocking (or, with no wait, immediate) read of the worker's partitions.
@@ -1339,6 +1489,7 @@ impl Bus for RedisBus {
         wait: Duration,
     ) -> Result<ControlBatch, BusError> {
         self.check_open()?;
+        self.loop_came_back();
         self.become_worker(consumer).await?;
         let changes = self.take_lease_changes().await;
         if !changes.gained.is_empty() || !changes.lost.is_empty() {
@@ -1423,6 +1574,7 @@ impl Bus for RedisBus {
 
     async fn commit(&self, _consumer: &str, commit: Commit) -> Result<(), BusError> {
         self.check_open()?;
+        self.loop_came_back();
         self.commit_batch(commit).await
     }
 
@@ -1436,6 +1588,7 @@ impl Bus for RedisBus {
         if let Err(e) = self.check_open() {
             return (Err(e), None);
         }
+        self.loop_came_back();
         let owned = self.leases.owned();
         if self.leases.has_changes() || owned.is_empty() || self.upkeep_due() {
             let committed = self.commit_batch(commit).await;
