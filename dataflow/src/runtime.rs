@@ -118,7 +118,7 @@ struct Inner {
     config: RuntimeConfig,
     executions: Mutex<FxHashMap<ExecutionId, Execution>>,
     /// Plans compiled at submission, picked up by the control loop instead of compiling again.
-    prepared: Mutex<HashMap<ExecutionId, Arc<Plan>>>,
+    prepared: Mutex<PreparedPlans>,
     /// Plans of recently submitted workflows, by workflow identity.
     plans: Mutex<Vec<(std::sync::Weak<Workflow>, Arc<Plan>)>>,
     /// Recently finished executions, so a redelivered start does not run one again.
@@ -191,7 +191,7 @@ impl Runtime {
             catalog_source,
             config,
             executions: Mutex::new(FxHashMap::default()),
-            prepared: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(PreparedPlans::default()),
             plans: Mutex::new(Vec::new()),
             finished: Mutex::new(FinishedSet::default()),
             stopping: AtomicBool::new(false),
@@ -296,7 +296,7 @@ impl Runtime {
             let (plan, execution) = match (executions.get(execution_id), prepared.get(execution_id))
             {
                 (Some(e), _) => (Arc::clone(&e.plan), Some(e)),
-                (None, Some(plan)) => (Arc::clone(plan), None),
+                (None, Some(plan)) => (plan, None),
                 (None, None) => {
                     return Err(ControlError::UnknownExecution(execution_id.to_string()))
                 }
@@ -503,6 +503,83 @@ async fn control_loop(inner: Arc<Inner>) {
                 backoff(failures, &e, "a batch could not be committed").await;
             }
         }
+    }
+}
+
+/// How long a plan prepared for a start waits to be picked up: a start that another worker
+/// applied (its partition moved) never is, and must not be kept for ever.
+const PREPARED_FOR: Duration = Duration::from_secs(600);
+
+/// Plans compiled for starts not applied yet, with when they were compiled.
+#[derive(Default)]
+struct PreparedPlans {
+    plans: HashMap<ExecutionId, (Arc<Plan>, std::time::Instant)>,
+    swept_at: Option<std::time::Instant>,
+}
+
+impl PreparedPlans {
+    fn insert(&mut self, execution_id: ExecutionId, plan: Arc<Plan>) {
+        self.insert_at(execution_id, plan, std::time::Instant::now());
+    }
+
+    fn insert_at(&mut self, execution_id: ExecutionId, plan: Arc<Plan>, now: std::time::Instant) {
+        // At most once a minute, drop what waited too long.
+        if self
+            .swept_at
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
+        {
+            self.plans
+                .retain(|_, (_, at)| now.duration_since(*at) < PREPARED_FOR);
+            self.swept_at = Some(now);
+        }
+        self.plans.insert(execution_id, (plan, now));
+    }
+
+    fn remove(&mut self, execution_id: &str) -> Option<Arc<Plan>> {
+        self.plans.remove(execution_id).map(|(plan, _)| plan)
+    }
+
+    fn get(&self, execution_id: &str) -> Option<Arc<Plan>> {
+        self.plans
+            .get(execution_id)
+            .map(|(plan, _)| Arc::clone(plan))
+    }
+
+    fn contains_key(&self, execution_id: &str) -> bool {
+        self.plans.contains_key(execution_id)
+    }
+}
+
+#[cfg(test)]
+mod prepared_tests {
+    use super::*;
+
+    #[test]
+    fn plans_nobody_picks_up_are_dropped_after_their_time() {
+        let workflow = walkoff_schema::Workflow::from_canonical(serde_json::json!({
+            "id": "w", "name": "w", "start": "t",
+            "nodes": [{"label": "t", "kind": "transform", "code": "result = 1"}]
+        }))
+        .unwrap();
+        let plan = Arc::new(compile(Arc::new(workflow), &AppCatalog::default(), None).unwrap());
+        let mut prepared = PreparedPlans::default();
+        let start = std::time::Instant::now();
+        prepared.insert_at("taken elsewhere".into(), Arc::clone(&plan), start);
+        prepared.insert_at(
+            "soon".into(),
+            Arc::clone(&plan),
+            start + Duration::from_secs(30),
+        );
+        assert!(prepared.contains_key("taken elsewhere"));
+        prepared.insert_at(
+            "later".into(),
+            Arc::clone(&plan),
+            start + PREPARED_FOR + Duration::from_secs(1),
+        );
+        assert!(!prepared.contains_key("taken elsewhere"), "left for ever");
+        assert!(prepared.contains_key("soon") && prepared.contains_key("later"));
+        assert!(prepared.remove("soon").is_some());
+        assert!(prepared.get("soon").is_none());
     }
 }
 

@@ -8,3 +8,55 @@ walkoff_dataflow::bus_conformance_tests!(async {
     let bus: Arc<dyn Bus> = MemoryBus::new();
     (bus, ())
 });
+
+/// A process running executions without end stays in bounded memory: the events of the
+/// oldest finished executions are forgotten past `FINISHED_KEPT`; running ones never are.
+#[tokio::test]
+async fn events_of_old_finished_executions_are_forgotten() {
+    use std::time::Duration;
+    use walkoff_dataflow::bus::conformance::node_event;
+    use walkoff_schema::{Event, EventKind, WorkflowStatus};
+
+    let bus = MemoryBus::new();
+    let finished = |id: &str| Event {
+        execution_id: id.into(),
+        seq: 2,
+        at: chrono::Utc::now(),
+        kind: EventKind::Workflow {
+            workflow_id: "w".into(),
+            status: WorkflowStatus::Completed,
+            error: None,
+        },
+    };
+    bus.publish_events(vec![node_event("running", 1)])
+        .await
+        .unwrap();
+    for i in 0..=MemoryBus::FINISHED_KEPT {
+        let id = format!("e{i}");
+        bus.publish_events(vec![node_event(&id, 1), finished(&id)])
+            .await
+            .unwrap();
+    }
+    let read = |id: &str| {
+        let bus = Arc::clone(&bus);
+        let id = id.to_string();
+        async move {
+            bus.read_events(&id, 1, 10, Duration::ZERO)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(
+        read("e0").await,
+        0,
+        "the oldest finished execution is forgotten"
+    );
+    assert_eq!(read("e1").await, 2);
+    assert_eq!(read(&format!("e{}", MemoryBus::FINISHED_KEPT)).await, 2);
+    assert_eq!(
+        read("running").await,
+        1,
+        "a running execution keeps its events"
+    );
+}

@@ -1462,3 +1462,33 @@ async fn a_workers_own_retries_do_not_count_towards_dead_lettering() {
         .unwrap();
     assert_eq!(dead, 0);
 }
+
+/// A burst of blocking reads opens as many connections; afterwards the bus keeps a few, not
+/// all of them.
+#[tokio::test]
+async fn idle_reading_connections_are_capped_after_a_burst() {
+    let server = RedisServer::start();
+    let bus = bus(&server).await;
+    let reads: Vec<_> = (0..48)
+        .map(|i| {
+            let bus = Arc::clone(&bus);
+            tokio::spawn(async move {
+                bus.read_events(&format!("quiet-{i}"), 1, 10, Duration::from_millis(500))
+                    .await
+            })
+        })
+        .collect();
+    for read in reads {
+        assert!(read.await.unwrap().unwrap().is_empty());
+    }
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut server.connection().await)
+        .await
+        .unwrap();
+    let open = clients.lines().count();
+    assert!(
+        open <= 20,
+        "{open} connections stay open after 48 reads:\n{clients}"
+    );
+}

@@ -211,10 +211,12 @@ impl Deployment {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `retention`: seconds the workers keep a finished execution's log and events.
     pub async fn start(
         workers: usize,
         executors: usize,
         concurrency: usize,
+        retention: Option<u64>,
     ) -> anyhow::Result<Deployment> {
         let dir = tempfile::tempdir()?;
         let (redis, port) = start_redis(dir.path(), Persistence::Aof)?;
@@ -235,7 +237,11 @@ impl Deployment {
         for i in 0..workers {
             started_workers.push(spawn(
                 format!("worker-{i}"),
-                vec!["worker".into(), "--redis".into(), url.clone()],
+                ["worker", "--redis", &url]
+                    .into_iter()
+                    .map(String::from)
+                    .chain(retention.map(|s| format!("--retention={s}")))
+                    .collect(),
             )?);
         }
         let mut started_executors = Vec::new();
@@ -427,17 +433,26 @@ impl Deployment {
     }
 
     pub async fn redis_memory_mb(&self) -> anyhow::Result<f64> {
+        self.redis_memory_field_mb("used_memory_peak").await
+    }
+
+    /// Redis's memory in use now (`used_memory`), in MB.
+    pub async fn redis_used_memory_mb(&self) -> anyhow::Result<f64> {
+        self.redis_memory_field_mb("used_memory").await
+    }
+
+    async fn redis_memory_field_mb(&self, field: &str) -> anyhow::Result<f64> {
         let mut conn = self.connection().await?;
         let info: String = redis::cmd("INFO")
             .arg("memory")
             .query_async(&mut conn)
             .await?;
-        let peak = info
+        let bytes = info
             .lines()
-            .find_map(|l| l.strip_prefix("used_memory_peak:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap_or(0.0);
-        Ok(peak / (1024.0 * 1024.0))
+        Ok(crate::stats::round(bytes / (1024.0 * 1024.0)))
     }
 
     /// Stop the workers and executors, keeping Redis (and its directory) for the peers.

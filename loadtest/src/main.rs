@@ -97,10 +97,17 @@ struct Args {
     /// does, or on this process's threads (what the hosts cost, by difference).
     #[arg(long, value_enum, default_value_t = Scripts::Hosts)]
     scripts: Scripts,
+    /// Seconds the workers keep a finished execution's log and events in Redis (redis mode;
+    /// walkoff's default is a day): a soak sets it short to see Redis's memory settle.
+    #[arg(long, value_name = "SECONDS")]
+    retention: Option<u64>,
     /// Longest one run may take, in seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
 }
+
+/// From this many runs on, a measurement is a soak (see `stats::FoldedRuns`).
+const SOAK_RUNS: usize = 10;
 
 fn default_size(kind: ScenarioKind) -> usize {
     match kind {
@@ -153,6 +160,8 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
         chaos: None,
         peer_failures: BTreeMap::new(),
         rss_after_each_run_mb: Vec::new(),
+        redis_mb_after_each_run: Vec::new(),
+        executions_per_run: work.executions,
         in_flight: (args.mode == Mode::Gateway).then_some(args.in_flight),
         subscribers: Vec::new(),
         machine: None,
@@ -167,6 +176,10 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
     let total = work.executions * (args.repeat + 1);
     let bar = progress(total, format!("walkoff {}", report.scenario), quiet);
     let mut runs: Vec<Run> = Vec::new();
+    // A soak (many runs): older runs keep their wall time and fold their latencies into one
+    // histogram, so what the harness keeps does not grow with the runs.
+    let soak = args.repeat >= SOAK_RUNS;
+    let mut folded = stats::FoldedRuns::default();
     let peer_redis;
     // Kept alive for the peers: they use the same Redis server.
     let mut redis_for_peers = None;
@@ -181,9 +194,13 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
         bail!("--compare runs peers on Redis: use --mode embedded or --mode redis");
     }
     // A summary of this workload's runs.
-    let summary = |runs: &[Run], usage: Vec<stats::ProcessUsage>, redis_mb: Option<f64>| {
+    let summary = |runs: &[Run],
+                   folded: Option<&stats::FoldedRuns>,
+                   usage: Vec<stats::ProcessUsage>,
+                   redis_mb: Option<f64>| {
         summarize(
             runs,
+            folded,
             work.executions,
             work.steps,
             work.executions * work.actions_per_execution,
@@ -251,7 +268,7 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
             let usage = process_usage(pid, "walkoff serve").into_iter().collect();
             report
                 .results
-                .insert("walkoff".into(), summary(&runs, usage, None));
+                .insert("walkoff".into(), summary(&runs, Some(&folded), usage, None));
             if let Ok(server) = Arc::try_unwrap(server) {
                 server.stop();
             }
@@ -276,6 +293,9 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
             engine.run(&workflow, work.executions, &bar).await?; // warm-up
             for _ in 0..args.repeat {
                 runs.push(engine.run(&workflow, work.executions, &bar).await?);
+                if soak {
+                    folded.fold(&mut runs);
+                }
                 report
                     .rss_after_each_run_mb
                     .push(rss_now_mb(&[std::process::id()]));
@@ -286,7 +306,7 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
                 .collect();
             report
                 .results
-                .insert("walkoff".into(), summary(&runs, usage, None));
+                .insert("walkoff".into(), summary(&runs, Some(&folded), usage, None));
             if !args.compare.is_empty() {
                 let dir = tempfile::tempdir()?;
                 let (server, port) = deployment::start_redis(dir.path(), Persistence::Aof)?;
@@ -301,9 +321,10 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
                 (2 * std::thread::available_parallelism().map_or(2, |n| n.get())).max(8)
             });
             report.executor_concurrency = Some(concurrency);
-            let mut deployment = Deployment::start(args.workers, args.executors, concurrency)
-                .await
-                .context("start the Redis deployment")?;
+            let mut deployment =
+                Deployment::start(args.workers, args.executors, concurrency, args.retention)
+                    .await
+                    .context("start the Redis deployment")?;
             deployment
                 .run(&workflow, work.executions, &bar, limit, None)
                 .await?; // warm-up
@@ -328,7 +349,13 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
                             .run(&workflow, work.executions, &bar, limit, None)
                             .await?,
                     );
+                    if soak {
+                        folded.fold(&mut runs);
+                    }
                     report.rss_after_each_run_mb.push(rss_now_mb(&pids));
+                    if let Ok(mb) = deployment.redis_used_memory_mb().await {
+                        report.redis_mb_after_each_run.push(mb);
+                    }
                 }
             }
             if let Some(lost) = runs.iter().map(|r| r.lost).find(|&l| l > 0) {
@@ -338,9 +365,10 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
             }
             let usage = deployment.usage();
             let redis_mb = deployment.redis_memory_mb().await.ok();
-            report
-                .results
-                .insert("walkoff".into(), summary(&runs, usage, redis_mb));
+            report.results.insert(
+                "walkoff".into(),
+                summary(&runs, Some(&folded), usage, redis_mb),
+            );
             peer_redis = Some(deployment.url());
             // Stop walkoff's processes so the peers have the machine; Redis stays for them.
             let (redis, dir) = deployment.stop_engine().await;
@@ -376,7 +404,7 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
         };
         report
             .results
-            .insert(peer.name().into(), summary(&peer_runs, usage, None));
+            .insert(peer.name().into(), summary(&peer_runs, None, usage, None));
         report.runs.insert(peer.name().into(), peer_runs);
     }
     if let Some((mut redis, _dir)) = redis_for_peers {

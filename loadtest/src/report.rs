@@ -34,6 +34,11 @@ pub struct Report {
     /// Resident memory of walkoff's processes after each measured run (a soak shows no growth).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rss_after_each_run_mb: Vec<f64>,
+    /// Executions each measured run completes.
+    pub executions_per_run: usize,
+    /// Redis's memory (`used_memory`) after each measured run (redis mode).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redis_mb_after_each_run: Vec<f64>,
     /// Executions in flight at once (gateway mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<usize>,
@@ -210,11 +215,31 @@ pub fn markdown(reports: &[Report]) -> String {
                 ));
             }
         }
-        if !r.rss_after_each_run_mb.is_empty() {
-            out.push_str(&format!(
-                "\nResident memory after each run (MB): {:?}\n",
-                r.rss_after_each_run_mb
-            ));
+        let memory = [
+            (
+                "Resident memory of walkoff's processes",
+                &r.rss_after_each_run_mb,
+            ),
+            ("Redis used_memory", &r.redis_mb_after_each_run),
+        ];
+        for (what, values) in memory {
+            if values.len() >= 10 {
+                // A soak: where it starts, where it is after a tenth of the runs (warm-up), its
+                // highest, and where it ends.
+                let warm = values[values.len() / 10];
+                let max = values.iter().copied().fold(0.0f64, f64::max);
+                out.push_str(&format!(
+                    "\n{what} after each of {} runs of {} executions (MB): first {:.1}, after a tenth {:.1}, highest {:.1}, last {:.1} (every value in report.json).\n",
+                    values.len(),
+                    r.executions_per_run,
+                    values[0],
+                    warm,
+                    max,
+                    values[values.len() - 1]
+                ));
+            } else if !values.is_empty() {
+                out.push_str(&format!("\n{what} after each run (MB): {values:?}\n"));
+            }
         }
         out.push('\n');
     }
@@ -346,6 +371,69 @@ pub fn throughput_chart(report: &Report, path: &Path) -> Chart {
     Ok(())
 }
 
+/// Memory after each run, against executions completed so far: flat after warm-up is a
+/// bounded process (a soak: `--repeat` in the hundreds).
+pub fn memory_chart(report: &Report, path: &Path) -> Chart {
+    let per_run = report.executions_per_run.max(1);
+    let mut series = vec![(
+        "walkoff processes' resident memory (MB)",
+        &report.rss_after_each_run_mb,
+    )];
+    if !report.redis_mb_after_each_run.is_empty() {
+        series.push(("Redis used_memory (MB)", &report.redis_mb_after_each_run));
+    }
+    let points = |values: &Vec<f64>| -> Vec<(f64, f64)> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, mb)| (((i + 1) * per_run) as f64 / 1000.0, *mb))
+            .collect()
+    };
+    let x_max = (report.rss_after_each_run_mb.len() * per_run) as f64 / 1000.0 * 1.05;
+    let y_max = series
+        .iter()
+        .flat_map(|(_, values)| values.iter().copied())
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.2;
+    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "{} {} ({}): memory over {} runs",
+                report.scenario,
+                report.size,
+                report.mode,
+                report.rss_after_each_run_mb.len()
+            ),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max.max(0.001), 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("thousands of executions completed")
+        .y_desc("MB")
+        .draw()?;
+    for (i, (label, values)) in series.into_iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(points(values), color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 /// Per-step cost against size, per engine, on log–log axes.
 pub fn sweep_chart(reports: &[Report], path: &Path) -> Chart {
     let mut engines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
@@ -428,6 +516,13 @@ pub fn write(reports: &[Report], dir: &Path) -> anyhow::Result<Vec<String>> {
         summary.push_str(&format!(
             "![latency]({stem}-latency.svg)\n![throughput]({stem}-throughput.svg)\n\n"
         ));
+        // A soak: enough runs to see whether memory settles.
+        if r.rss_after_each_run_mb.len() >= 10 {
+            let name = format!("{stem}-memory.svg");
+            memory_chart(r, &dir.join(&name))?;
+            summary.push_str(&format!("![memory over runs]({name})\n\n"));
+            written.push(name);
+        }
     }
     if reports.len() > 1 {
         let name = format!(
@@ -460,7 +555,7 @@ mod tests {
         for (engine, wall) in [("walkoff", ours), ("celery", theirs)] {
             results.insert(
                 engine.to_string(),
-                summarize(&[run(wall)], 2, size, size, Vec::new(), None),
+                summarize(&[run(wall)], None, 2, size, size, Vec::new(), None),
             );
             runs.insert(engine.to_string(), vec![run(wall)]);
         }
@@ -476,6 +571,8 @@ mod tests {
             chaos: None,
             peer_failures: BTreeMap::new(),
             rss_after_each_run_mb: Vec::new(),
+            redis_mb_after_each_run: Vec::new(),
+            executions_per_run: 1,
             in_flight: None,
             subscribers: Vec::new(),
             machine: None,

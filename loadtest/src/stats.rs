@@ -56,13 +56,58 @@ pub struct Percentiles {
     pub max: f64,
 }
 
-pub fn percentiles(latencies_ms: &[f64]) -> Percentiles {
-    let mut histogram =
-        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+/// Latencies in µs, 1 µs to an hour, three significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn record(histogram: &mut Histogram<u64>, latencies_ms: &[f64]) {
     for &ms in latencies_ms {
         let us = (ms * 1000.0).round().max(1.0) as u64;
         histogram.saturating_record(us);
     }
+}
+
+/// The latencies of runs a soak has measured, folded into one histogram of fixed size, so the
+/// harness's own memory does not grow with every run it keeps (what a soak measures is the
+/// engine's memory, in this very process in the embedded mode).
+pub struct FoldedRuns {
+    histogram: Histogram<u64>,
+}
+
+impl Default for FoldedRuns {
+    fn default() -> Self {
+        FoldedRuns {
+            histogram: latency_histogram(),
+        }
+    }
+}
+
+impl FoldedRuns {
+    /// Fold every run but the last into the histogram, keeping their wall times.
+    pub fn fold(&mut self, runs: &mut [Run]) {
+        let Some((_, older)) = runs.split_last_mut() else {
+            return;
+        };
+        for run in older {
+            record(&mut self.histogram, &run.latencies_ms);
+            run.latencies_ms = Vec::new();
+            run.completions_ms = Vec::new();
+        }
+    }
+}
+
+pub fn percentiles(latencies_ms: &[f64]) -> Percentiles {
+    percentiles_with(latencies_ms, None)
+}
+
+/// Percentiles of these latencies and of those folded before.
+pub fn percentiles_with(latencies_ms: &[f64], folded: Option<&FoldedRuns>) -> Percentiles {
+    let mut histogram = latency_histogram();
+    if let Some(folded) = folded {
+        let _ = histogram.add(&folded.histogram);
+    }
+    record(&mut histogram, latencies_ms);
     if histogram.is_empty() {
         return Percentiles {
             p50: 0.0,
@@ -84,6 +129,7 @@ pub fn percentiles(latencies_ms: &[f64]) -> Percentiles {
 /// and `actions` actions (in all).
 pub fn summarize(
     runs: &[Run],
+    folded: Option<&FoldedRuns>,
     executions: usize,
     steps: usize,
     actions: usize,
@@ -96,7 +142,7 @@ pub fn summarize(
         .iter()
         .flat_map(|r| r.latencies_ms.iter().copied())
         .collect();
-    let p = percentiles(&all);
+    let p = percentiles_with(&all, folded);
     let per_s = |count: usize| {
         if wall_ms > 0.0 {
             count as f64 / (wall_ms / 1000.0)
@@ -261,7 +307,7 @@ mod tests {
                 peak_rss_mb: 5.0,
             },
         ];
-        let s = summarize(&runs, 2, 200, 400, usage, Some(3.0));
+        let s = summarize(&runs, None, 2, 200, 400, usage, Some(3.0));
         assert_eq!(s.wall_ms, 200.0);
         assert_eq!(s.per_step_ms, 1.0);
         assert_eq!(s.throughput_per_s, 10.0);

@@ -24,6 +24,9 @@ pub struct MemoryBus {
     control_ready: Notify,
     pending_control: Mutex<HashSet<DeliveryId>>,
     events: Mutex<FxHashMap<String, Vec<Event>>>,
+    /// Finished executions whose events are kept, oldest first: beyond
+    /// [`MemoryBus::FINISHED_KEPT`], the oldest one's events are forgotten.
+    finished: Mutex<VecDeque<String>>,
     events_ready: Notify,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -47,6 +50,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl MemoryBus {
+    /// Finished executions whose events stay readable (`read_events`) after their end; a
+    /// process that runs executions without end stays within a bounded memory.
+    pub const FINISHED_KEPT: usize = 10_000;
+
     pub fn new() -> Arc<MemoryBus> {
         Arc::new(MemoryBus::default())
     }
@@ -306,6 +313,7 @@ impl Bus for MemoryBus {
         }
         {
             let mut logs = lock(&self.events);
+            let mut ended = Vec::new();
             for event in events {
                 // Look up before inserting: the key is cloned only for a new execution.
                 let log = match logs.get_mut(&event.execution_id) {
@@ -314,7 +322,19 @@ impl Bus for MemoryBus {
                 };
                 // Sequence numbers only grow; a republished event is not stored twice.
                 if log.last().is_none_or(|last| last.seq < event.seq) {
+                    if event.is_final() {
+                        ended.push(event.execution_id.clone());
+                    }
                     log.push(event);
+                }
+            }
+            if !ended.is_empty() {
+                let mut finished = lock(&self.finished);
+                finished.extend(ended);
+                while finished.len() > Self::FINISHED_KEPT {
+                    if let Some(oldest) = finished.pop_front() {
+                        logs.remove(&oldest);
+                    }
                 }
             }
         }

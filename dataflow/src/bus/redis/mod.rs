@@ -66,6 +66,9 @@ pub const MAX_CONTROL_DELIVERIES: usize = 5;
 /// failed (a frozen server, a half-open connection); the reader then opens a fresh connection.
 const RESPONSE_MARGIN: Duration = Duration::from_secs(5);
 
+/// Reading connections kept open between reads; more are opened for a burst and then closed.
+const MAX_IDLE_READERS: usize = 16;
+
 /// How long `close` waits for Redis to take its goodbye (leases released, readers unblocked).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -545,7 +548,11 @@ impl RedisBus {
         lock(&self.blocked).remove(&id);
         self.check_open()?;
         let value = result?;
-        lock(&self.readers).push((conn, id));
+        let mut readers = lock(&self.readers);
+        // A burst of reads opens as many connections; afterwards only a few are kept.
+        if readers.len() < MAX_IDLE_READERS {
+            readers.push((conn, id));
+        }
         Ok(value)
     }
 
