@@ -756,6 +756,35 @@ async fn a_script_past_its_memory_limit_fails_its_node_and_no_worker_dies() {
             deployment.logs()
         );
     }
+    // Again after a takeover: the survivor takes the killed worker's partitions over, runs the
+    // bomb of the next execution, fails its node and stays up.
+    deployment.kill9(workers[0]);
+    let id = client
+        .submit(
+            Arc::clone(&wf),
+            BTreeMap::new(),
+            &BTreeMap::new(),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    let (summary, _) = follow(Arc::clone(&client), id, None, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
+    assert_eq!(
+        summary.nodes["bomb"].error.as_deref(),
+        Some("script exceeded its memory limit of 256 MiB")
+    );
+    assert_eq!(summary.nodes["fine"].status, NodeStatus::Success);
+    let exited = deployment.processes[workers[1]]
+        .1
+        .as_mut()
+        .and_then(|c| c.try_wait().ok().flatten());
+    assert!(
+        exited.is_none(),
+        "the survivor died: {exited:?}\n{}",
+        deployment.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
