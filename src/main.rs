@@ -61,6 +61,13 @@ enum Command {
     Abort(distributed::AbortArgs),
     /// Print an execution's events, from any sequence number, until it ends.
     Watch(distributed::WatchArgs),
+    /// Show the dataflow plan a workflow compiles to: its operators and edges, or with --dot the
+    /// graph in Graphviz's DOT language (`walkoff plan FILE --dot | dot -Tsvg > plan.svg`).
+    Plan {
+        file: PathBuf,
+        #[arg(long)]
+        dot: bool,
+    },
     /// Convert a workflow between walkoff JSON and WALKOFF 1.0 JSON.
     Convert {
         file: PathBuf,
@@ -140,6 +147,7 @@ fn main() -> ExitCode {
         Command::Trigger(args) => block_on(distributed::trigger(args)),
         Command::Abort(args) => block_on(distributed::abort(args)),
         Command::Watch(args) => block_on(distributed::watch(args)),
+        Command::Plan { file, dot } => plan(&file, dot),
         Command::ScriptHost { memory_mib } => {
             match walkoff_dataflow::script_host::serve_host(memory_mib) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -186,6 +194,58 @@ fn run_on(
             ExitCode::FAILURE
         }
     }
+}
+
+/// `walkoff plan`: compile with the built-in apps and print the plan (problems as `validate`).
+fn plan(file: &std::path::Path, dot: bool) -> ExitCode {
+    let workflow = match load_workflow_file(file) {
+        Ok((workflow, _)) => workflow,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let catalog = walkoff_apps::builtin_registry().catalog();
+    let plan = match walkoff_dataflow::compile(std::sync::Arc::new(workflow), &catalog, None) {
+        Ok(plan) => plan,
+        Err(problems) => {
+            for problem in &problems.0 {
+                eprintln!("{}: {problem}", file.display());
+            }
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    if dot {
+        print!("{}", plan.to_dot());
+        return ExitCode::SUCCESS;
+    }
+    for (i, node) in plan.nodes.iter().enumerate() {
+        let kind = match &node.op {
+            walkoff_dataflow::Operator::Action(a) => {
+                format!("action {}.{} {}", a.app.name, a.action, a.app.version)
+            }
+            walkoff_dataflow::Operator::Parallel(p) => format!(
+                "parallel action {}.{} {} over '{}'",
+                p.action.app.name, p.action.action, p.action.app.version, p.split
+            ),
+            walkoff_dataflow::Operator::Condition(_) => "condition".into(),
+            walkoff_dataflow::Operator::Transform(_) => "transform".into(),
+            walkoff_dataflow::Operator::Trigger(_) => "trigger".into(),
+        };
+        let children: Vec<String> = node
+            .children
+            .iter()
+            .map(|&c| plan.nodes[c].label.clone())
+            .collect();
+        let start = if i == plan.start { " (start)" } else { "" };
+        println!(
+            "{}{start}: {kind}{}{}",
+            node.label,
+            if children.is_empty() { "" } else { " -> " },
+            children.join(", ")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn validate(file: &std::path::Path, globals: Vec<String>, json: bool) -> ExitCode {

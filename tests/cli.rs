@@ -415,3 +415,56 @@ fn trigger_data_may_name_the_trigger_by_id() {
         json!({"by": "id"})
     );
 }
+
+#[test]
+fn plan_shows_the_compiled_graph_as_text_and_as_dot() {
+    let out = walkoff(&["plan", "examples/triage.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("greet (start): action basics.hello_world 1.0.0 -> alert, threshold\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("severity: condition -> escalate, close_ticket\n"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 11);
+
+    let out = walkoff(&["plan", "examples/triage.json", "--dot"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dot = stdout(&out);
+    assert!(dot.starts_with("digraph \"Alert triage\" {\n"), "{dot}");
+    assert!(dot.ends_with("}\n"));
+    let nodes: Vec<&str> = dot.lines().filter(|l| l.contains(" [label=")).collect();
+    assert_eq!(nodes.len(), 11, "{dot}");
+    assert!(
+        nodes
+            .iter()
+            .any(|l| l.contains("\"severity\\ncondition\", shape=diamond")),
+        "{dot}"
+    );
+    assert!(
+        nodes
+            .iter()
+            .any(|l| l.contains("\"greet\\n") && l.contains("style=bold")),
+        "{dot}"
+    );
+    // One DOT edge per branch of the file.
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string("examples/triage.json").unwrap()).unwrap();
+    let edges = dot.lines().filter(|l| l.contains(" -> ")).count();
+    assert_eq!(edges, doc["branches"].as_array().unwrap().len(), "{dot}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.json",
+        &json!({"id": "b", "name": "b", "start": "ghost",
+                "nodes": [{"label": "a", "kind": "action", "app": "basics", "action": "hello_world"}]}),
+    );
+    let out = walkoff(&["plan", bad.to_str().unwrap(), "--dot"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).is_empty());
+    assert!(stderr(&out).contains("ghost"), "{}", stderr(&out));
+}

@@ -102,6 +102,64 @@ pub struct TriggerOp {
 }
 
 impl Plan {
+    /// The compiled graph in Graphviz's DOT language (`walkoff plan FILE --dot | dot -Tsvg`):
+    /// one node per operator, shaped by kind (action: box, parallel action: double box,
+    /// condition: diamond, transform: ellipse, trigger: house), the start in bold, and the
+    /// edges of the plan's graph.
+    pub fn to_dot(&self) -> String {
+        fn quoted(text: &str) -> String {
+            format!(
+                "\"{}\"",
+                text.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        }
+        let mut dot = format!(
+            "digraph {} {{\n  rankdir=LR;\n  node [fontname=\"sans-serif\"];\n",
+            quoted(&self.workflow.name)
+        );
+        for (i, node) in self.nodes.iter().enumerate() {
+            let (what, shape) = match &node.op {
+                Operator::Action(a) => (
+                    format!("{}.{} {}", a.app.name, a.action, a.app.version),
+                    "box",
+                ),
+                Operator::Parallel(p) => (
+                    format!(
+                        "{}.{} {} over '{}', {} at once",
+                        p.action.app.name,
+                        p.action.action,
+                        p.action.app.version,
+                        p.split,
+                        p.concurrency
+                    ),
+                    "box, peripheries=2",
+                ),
+                Operator::Condition(_) => ("condition".to_string(), "diamond"),
+                Operator::Transform(_) => ("transform".to_string(), "ellipse"),
+                Operator::Trigger(_) => ("trigger".to_string(), "house"),
+            };
+            let bold = if i == self.start { ", style=bold" } else { "" };
+            dot.push_str(&format!(
+                "  n{i} [label={}, shape={shape}{bold}];\n",
+                quoted(&format!("{}\n{what}", node.label))
+            ));
+        }
+        let mut edges: Vec<(usize, usize)> = self
+            .graph
+            .edge_indices()
+            .filter_map(|e| self.graph.edge_endpoints(e))
+            .map(|(from, to)| (self.graph[from], self.graph[to]))
+            .collect();
+        edges.sort_unstable();
+        for (from, to) in edges {
+            dot.push_str(&format!("  n{from} -> n{to};\n"));
+        }
+        dot.push_str("}\n");
+        dot
+    }
+
     /// Find a node by id, or else by label.
     pub fn find(&self, id_or_label: &str) -> Option<usize> {
         self.by_id
