@@ -567,6 +567,17 @@ async fn requests_of_dead_executors_are_handed_out_again_then_dead_lettered() {
         (last[0].message.node_id.as_str(), last[0].deliveries),
         ("steady", 4)
     );
+    // What housekeeping did, counted: "steady" three times, "doomed" once, then dead-lettered.
+    let stats: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg("walkoff:stats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        stats[walkoff_dataflow::bus::STAT_ACTIONS_HANDED_OUT_AGAIN],
+        4
+    );
+    assert_eq!(stats[walkoff_dataflow::bus::STAT_ACTIONS_DEAD_LETTERED], 1);
 }
 
 /// A message read by a worker that no longer owns its partition (a read pipelined with a commit
@@ -1402,6 +1413,13 @@ async fn a_control_message_no_worker_commits_is_dead_lettered_and_its_execution_
         stream,
         format!("walkoff:control:{}", partition_of("poison", partitions))
     );
+    let counted: u64 = redis::cmd("HGET")
+        .arg("walkoff:stats")
+        .arg(walkoff_dataflow::bus::STAT_CONTROL_DEAD_LETTERED)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(counted, 1);
 }
 
 /// A worker reading its own pending messages again after failed commits (its `resync`) does not

@@ -483,6 +483,9 @@ pub struct ChaosReport {
     /// Nodes (or shards) whose end was committed more than once: must be 0. (Actions an executor
     /// held when it was killed run again elsewhere — at-least-once delivery — and are not this.)
     pub duplicate_final_events: usize,
+    /// Action requests handed out again because the executor holding them died (Redis's
+    /// `walkoff:stats` counter): actions that ran again, as at-least-once delivery allows.
+    pub actions_handed_out_again: u64,
     /// The longest pause in completions after the kills: how long the survivors took to take over.
     pub recovery_ms: f64,
 }
@@ -564,6 +567,12 @@ impl Chaos {
             }
             self.report.duplicate_final_events += finals.values().filter(|&&n| n > 1).count();
         }
+        let again: Option<u64> = redis::cmd("HGET")
+            .arg("walkoff:stats")
+            .arg(walkoff_dataflow::bus::STAT_ACTIONS_HANDED_OUT_AGAIN)
+            .query_async(&mut conn)
+            .await?;
+        self.report.actions_handed_out_again = again.unwrap_or(0);
         Ok(())
     }
 }

@@ -144,11 +144,12 @@ pub fn markdown(reports: &[Report]) -> String {
         }
         if let Some(chaos) = &r.chaos {
             out.push_str(&format!(
-                "\nChaos: killed {} at {:.0} ms; lost {}, duplicate final events {} (actions the killed executor held ran again: expected), longest pause in completions after the kill {:.0} ms.\n",
+                "\nChaos: killed {} at {:.0} ms; lost {} (must be 0); nodes whose end was committed twice {} (must be 0); actions run again because their executor died {} (expected: delivery is at least once); longest pause in completions after the kill {:.0} ms.\n",
                 chaos.killed.join(" and "),
                 chaos.killed_at_ms,
                 chaos.lost,
                 chaos.duplicate_final_events,
+                chaos.actions_handed_out_again,
                 chaos.recovery_ms
             ));
         }

@@ -19,7 +19,10 @@ use walkoff_schema::{ActionRequest, AppRef, ControlMessage, Event, ExecutionId, 
 
 pub use memory::MemoryBus;
 pub use priority::PriorityQueue;
-pub use redis::{FinishedEntry, RedisBus, RedisBusConfig, Wake, MAX_CONTROL_DELIVERIES};
+pub use redis::{
+    FinishedEntry, RedisBus, RedisBusConfig, Wake, MAX_CONTROL_DELIVERIES,
+    STAT_ACTIONS_DEAD_LETTERED, STAT_ACTIONS_HANDED_OUT_AGAIN, STAT_CONTROL_DEAD_LETTERED,
+};
 
 /// Identifies one delivered message for acknowledgement.
 pub type DeliveryId = String;

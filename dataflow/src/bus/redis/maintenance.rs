@@ -16,7 +16,7 @@ use walkoff_schema::{ActionRequest, AppRef, ControlMessage, NodeResult, Outcome}
 
 use super::{
     add_message, decode_entry, encode, entry_millis, parse_app, BusError, RedisBus, EXECUTORS,
-    PRIORITIES,
+    PRIORITIES, STAT_ACTIONS_DEAD_LETTERED, STAT_ACTIONS_HANDED_OUT_AGAIN,
 };
 
 /// Entries taken from one dead consumer per pass.
@@ -223,6 +223,7 @@ impl RedisBus {
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
+        let (mut again, mut dead) = (0u64, 0u64);
         for entry in entries {
             match decode_entry::<ActionRequest>(&entry) {
                 Err(reason) => {
@@ -231,6 +232,7 @@ impl RedisBus {
                 }
                 Ok(mut request) => match verdict(entry_millis(&entry.id), &request) {
                     None => {
+                        again += 1;
                         request.delivery = request.delivery.max(1) + 1;
                         pipe.cmd("XADD")
                             .arg(stream)
@@ -241,6 +243,7 @@ impl RedisBus {
                     }
                     Some(Failed { error, dead_letter }) => {
                         if dead_letter {
+                            dead += 1;
                             self.add_dead_letter(
                                 &mut pipe,
                                 stream,
@@ -276,6 +279,8 @@ impl RedisBus {
                 .arg(&entry.id)
                 .ignore();
         }
+        self.count(&mut pipe, STAT_ACTIONS_HANDED_OUT_AGAIN, again);
+        self.count(&mut pipe, STAT_ACTIONS_DEAD_LETTERED, dead);
         self.run(&pipe).await
     }
 }

@@ -57,6 +57,13 @@ const PRIORITIES: [u8; 5] = [5, 4, 3, 2, 1];
 /// The dead-letter stream keeps about this many of the latest entries for operators.
 const DEAD_MAXLEN: usize = 100_000;
 
+/// Counters in `{prefix}:stats` (a hash), raised in the same transaction as what they count:
+/// action requests handed out again after their executor died (at-least-once delivery at work),
+/// and requests and control messages dead-lettered.
+pub const STAT_ACTIONS_HANDED_OUT_AGAIN: &str = "actions_handed_out_again";
+pub const STAT_ACTIONS_DEAD_LETTERED: &str = "actions_dead_lettered";
+pub const STAT_CONTROL_DEAD_LETTERED: &str = "control_messages_dead_lettered";
+
 /// A control message taken by this many workers without being committed by any (each took it
 /// and died, or lost its partition, before committing it) is dead-lettered when one more takes
 /// its partition, rather than handed to the next worker in turn: it may be what kills them.
@@ -1100,7 +1107,19 @@ impl RedisBus {
             }
             pipe.cmd("XACK").arg(stream).arg(WORKERS).arg(id).ignore();
         }
+        self.count(&mut pipe, STAT_CONTROL_DEAD_LETTERED, ids.len() as u64);
         self.run(&pipe).await
+    }
+
+    /// Raise a counter of `{prefix}:stats` by `by` within `pipe`.
+    pub(super) fn count(&self, pipe: &mut Pipeline, stat: &str, by: u64) {
+        if by > 0 {
+            pipe.cmd("HINCRBY")
+                .arg(self.key(format_args!("stats")))
+                .arg(stat)
+                .arg(by)
+                .ignore();
+        }
     }
 
     /// The blocking (or, with no wait, immediate) read of the worker's partitions.
