@@ -95,6 +95,21 @@ impl Deployment {
         )
     }
 
+    /// Fail the test, with every log, if the process `index` has exited.
+    fn assert_running(&mut self, index: usize) {
+        let exited = self.processes[index]
+            .1
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        if let Some(status) = exited {
+            panic!(
+                "{} exited ({status})\n{}",
+                self.processes[index].0,
+                self.logs()
+            );
+        }
+    }
+
     /// SIGKILL: no chance to hand anything back.
     fn kill9(&mut self, index: usize) {
         if let Some(mut child) = self.processes[index].1.take() {
@@ -334,9 +349,14 @@ fn busy_workflow() -> Arc<Workflow> {
 
 /// Submit the busy workflow with no inputs; its execution's id.
 async fn submit_busy(client: &Client) -> String {
+    submit(client, &busy_workflow()).await
+}
+
+/// Submit `workflow` with no inputs; its execution's id.
+async fn submit(client: &Client, workflow: &Arc<Workflow>) -> String {
     client
         .submit(
-            busy_workflow(),
+            Arc::clone(workflow),
             BTreeMap::new(),
             &BTreeMap::new(),
             BTreeMap::new(),
@@ -356,17 +376,7 @@ async fn two_workers_and_two_executors_run_many_executions() {
     let wf = busy_workflow();
     let mut ids = Vec::new();
     for _ in 0..200 {
-        ids.push(
-            client
-                .submit(
-                    Arc::clone(&wf),
-                    BTreeMap::new(),
-                    &BTreeMap::new(),
-                    BTreeMap::new(),
-                )
-                .await
-                .unwrap(),
-        );
+        ids.push(submit(&client, &wf).await);
     }
     let followers: Vec<_> = ids
         .iter()
@@ -721,17 +731,7 @@ async fn a_script_past_its_memory_limit_fails_its_node_and_no_worker_dies() {
     }));
     let mut ids = Vec::new();
     for _ in 0..4 {
-        ids.push(
-            client
-                .submit(
-                    Arc::clone(&wf),
-                    BTreeMap::new(),
-                    &BTreeMap::new(),
-                    BTreeMap::new(),
-                )
-                .await
-                .unwrap(),
-        );
+        ids.push(submit(&client, &wf).await);
     }
     for id in ids {
         let (summary, _) = follow(Arc::clone(&client), id, None, Duration::from_secs(60))
@@ -746,28 +746,12 @@ async fn a_script_past_its_memory_limit_fails_its_node_and_no_worker_dies() {
         assert_eq!(summary.nodes["fine"].result, Some(json!(11)));
     }
     for worker in workers {
-        let exited = deployment.processes[worker]
-            .1
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten());
-        assert!(
-            exited.is_none(),
-            "a worker died: {exited:?}\n{}",
-            deployment.logs()
-        );
+        deployment.assert_running(worker);
     }
     // Again after a takeover: the survivor takes the killed worker's partitions over, runs the
     // bomb of the next execution, fails its node and stays up.
     deployment.kill9(workers[0]);
-    let id = client
-        .submit(
-            Arc::clone(&wf),
-            BTreeMap::new(),
-            &BTreeMap::new(),
-            BTreeMap::new(),
-        )
-        .await
-        .unwrap();
+    let id = submit(&client, &wf).await;
     let (summary, _) = follow(Arc::clone(&client), id, None, Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
@@ -776,15 +760,7 @@ async fn a_script_past_its_memory_limit_fails_its_node_and_no_worker_dies() {
         Some("script exceeded its memory limit of 256 MiB")
     );
     assert_eq!(summary.nodes["fine"].status, NodeStatus::Success);
-    let exited = deployment.processes[workers[1]]
-        .1
-        .as_mut()
-        .and_then(|c| c.try_wait().ok().flatten());
-    assert!(
-        exited.is_none(),
-        "the survivor died: {exited:?}\n{}",
-        deployment.logs()
-    );
+    deployment.assert_running(workers[1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

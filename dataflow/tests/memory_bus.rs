@@ -14,26 +14,15 @@ walkoff_dataflow::bus_conformance_tests!(async {
 #[tokio::test]
 async fn events_of_old_finished_executions_are_forgotten() {
     use std::time::Duration;
-    use walkoff_dataflow::bus::conformance::node_event;
-    use walkoff_schema::{Event, EventKind, WorkflowStatus};
+    use walkoff_dataflow::bus::conformance::{final_event, node_event};
 
     let bus = MemoryBus::new();
-    let finished = |id: &str| Event {
-        execution_id: id.into(),
-        seq: 2,
-        at: chrono::Utc::now(),
-        kind: EventKind::Workflow {
-            workflow_id: "w".into(),
-            status: WorkflowStatus::Completed,
-            error: None,
-        },
-    };
     bus.publish_events(vec![node_event("running", 1)])
         .await
         .unwrap();
     for i in 0..=MemoryBus::FINISHED_KEPT {
         let id = format!("e{i}");
-        bus.publish_events(vec![node_event(&id, 1), finished(&id)])
+        bus.publish_events(vec![node_event(&id, 1), final_event(&id, 2)])
             .await
             .unwrap();
     }

@@ -1025,7 +1025,6 @@ fn commit_of_kind(
     partitions: u32,
 ) -> (&'static str, walkoff_dataflow::bus::Commit, String) {
     use walkoff_dataflow::bus::{conformance, Commit};
-    use walkoff_schema::{Event, EventKind, WorkflowStatus};
     let running = format!("walkoff:running:{}", partition_of(id, partitions));
     match kind {
         0 => (
@@ -1072,16 +1071,7 @@ fn commit_of_kind(
             "end (SREM, EXPIRE, XADD to the finished feed)",
             Commit {
                 finished: vec![id.into()],
-                events: vec![Event {
-                    execution_id: id.into(),
-                    seq: 2,
-                    at: chrono::Utc::now(),
-                    kind: EventKind::Workflow {
-                        workflow_id: "w".into(),
-                        status: WorkflowStatus::Completed,
-                        error: None,
-                    },
-                }],
+                events: vec![conformance::final_event(id, 2)],
                 ..Commit::default()
             },
             "walkoff:finished".into(),
@@ -1333,6 +1323,18 @@ async fn the_bus_connections_carry_tcp_keepalive() {
     );
 }
 
+/// Worker `worker` vanishes as a killed one does: its leases and its beat are gone at once
+/// (no waiting for them to expire), what it read stays pending under its name.
+async fn vanish(server: &RedisServer, partitions: u32, worker: &str) {
+    let mut raw = server.connection().await;
+    let mut pipe = redis::pipe();
+    for p in 0..partitions {
+        pipe.cmd("DEL").arg(format!("walkoff:lease:{p}")).ignore();
+    }
+    pipe.cmd("ZREM").arg("walkoff:workers").arg(worker).ignore();
+    let _: () = pipe.query_async(&mut raw).await.unwrap();
+}
+
 /// A control message that every worker taking it dies on (none commits it) is handed to
 /// `MAX_CONTROL_DELIVERIES` workers, then dead-lettered by the next, which aborts its execution
 /// instead of dying too; a worker's own failed commits do not count against a message.
@@ -1365,20 +1367,7 @@ async fn a_control_message_no_worker_commits_is_dead_lettered_and_its_execution_
                     .unwrap();
                 got.extend(batch.deliveries.into_iter().map(|d| d.message));
             }
-            let mut raw = server.connection().await;
-            for p in 0..partitions {
-                let _: () = redis::cmd("DEL")
-                    .arg(format!("walkoff:lease:{p}"))
-                    .query_async(&mut raw)
-                    .await
-                    .unwrap();
-            }
-            let _: () = redis::cmd("ZREM")
-                .arg("walkoff:workers")
-                .arg(&worker)
-                .query_async(&mut raw)
-                .await
-                .unwrap();
+            vanish(server, partitions, &worker).await;
             got
         }
     };
@@ -1443,20 +1432,8 @@ async fn a_workers_own_retries_do_not_count_towards_dead_lettering() {
             "the message comes again after a resync"
         );
     }
+    vanish(&server, flaky.partitions(), "w1").await;
     let mut raw = server.connection().await;
-    for p in 0..flaky.partitions() {
-        let _: () = redis::cmd("DEL")
-            .arg(format!("walkoff:lease:{p}"))
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-    }
-    let _: () = redis::cmd("ZREM")
-        .arg("walkoff:workers")
-        .arg("w1")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
     let next = quiet_bus(&server).await;
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

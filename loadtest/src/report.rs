@@ -340,27 +340,44 @@ pub fn throughput_chart(report: &Report, path: &Path) -> Chart {
         .fold(0.0f64, f64::max)
         .max(1.0)
         * 1.1;
+    line_chart(
+        path,
+        &format!("{} {}: completions over time", report.scenario, report.size),
+        (
+            "time since submission (s)",
+            "executions completed per second",
+        ),
+        (x_max, y_max),
+        series,
+    )
+}
+
+/// Lines on linear axes from 0, one colour and legend entry per series.
+fn line_chart(
+    path: &Path,
+    caption: &str,
+    (x_desc, y_desc): (&str, &str),
+    (x_max, y_max): (f64, f64),
+    series: Vec<(String, Vec<(f64, f64)>)>,
+) -> Chart {
     let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{} {}: completions over time", report.scenario, report.size),
-            ("sans-serif", 22),
-        )
+        .caption(caption, ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+        .build_cartesian_2d(0f64..x_max.max(0.001), 0f64..y_max)?;
     chart
         .configure_mesh()
-        .x_desc("time since submission (s)")
-        .y_desc("executions completed per second")
+        .x_desc(x_desc)
+        .y_desc(y_desc)
         .draw()?;
-    for (i, (engine, points)) in series.into_iter().enumerate() {
+    for (i, (label, points)) in series.into_iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(engine)
+            .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], color.stroke_width(2)));
     }
     chart
@@ -397,42 +414,22 @@ pub fn memory_chart(report: &Report, path: &Path) -> Chart {
         .fold(0.0f64, f64::max)
         .max(1.0)
         * 1.2;
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "{} {} ({}): memory over {} runs",
-                report.scenario,
-                report.size,
-                report.mode,
-                report.rss_after_each_run_mb.len()
-            ),
-            ("sans-serif", 22),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..x_max.max(0.001), 0f64..y_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("thousands of executions completed")
-        .y_desc("MB")
-        .draw()?;
-    for (i, (label, values)) in series.into_iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(points(values), color.stroke_width(2)))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], color.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()?;
-    root.present()?;
-    Ok(())
+    line_chart(
+        path,
+        &format!(
+            "{} {} ({}): memory over {} runs",
+            report.scenario,
+            report.size,
+            report.mode,
+            report.rss_after_each_run_mb.len()
+        ),
+        ("thousands of executions completed", "MB"),
+        (x_max, y_max),
+        series
+            .into_iter()
+            .map(|(label, values)| (label.to_string(), points(values)))
+            .collect(),
+    )
 }
 
 /// Per-step cost against size, per engine, on log–log axes.

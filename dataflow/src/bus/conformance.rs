@@ -83,6 +83,20 @@ pub fn result(execution: &str, node: &str) -> NodeResult {
     }
 }
 
+/// The event that ends an execution (COMPLETED).
+pub fn final_event(execution: &str, seq: u64) -> Event {
+    Event {
+        execution_id: execution.into(),
+        seq,
+        at: Utc::now(),
+        kind: EventKind::Workflow {
+            workflow_id: "wf".into(),
+            status: WorkflowStatus::Completed,
+            error: None,
+        },
+    }
+}
+
 pub fn node_event(execution: &str, seq: u64) -> Event {
     Event {
         execution_id: execution.into(),
@@ -295,18 +309,7 @@ pub async fn events_replay_from_any_sequence_and_wake_readers(bus: Arc<dyn Bus>)
         tokio::spawn(async move { bus.read_events("e", 6, 100, LONG).await })
     };
     tokio::task::yield_now().await;
-    bus.publish_events(vec![Event {
-        execution_id: "e".into(),
-        seq: 6,
-        at: Utc::now(),
-        kind: EventKind::Workflow {
-            workflow_id: "wf".into(),
-            status: WorkflowStatus::Completed,
-            error: None,
-        },
-    }])
-    .await
-    .unwrap();
+    bus.publish_events(vec![final_event("e", 6)]).await.unwrap();
     let got = waiter.await.unwrap().unwrap();
     assert_eq!(got.len(), 1);
     assert!(got[0].is_final());
