@@ -188,10 +188,11 @@ fn condition(bencher: Bencher, isolation: &str) {
         "in-process" => ScriptIsolation::InProcess,
         _ => ScriptIsolation::Hosts(Arc::new(walkoff_dataflow::script_host::ScriptHosts::new(
             ScriptHostConfig {
-                program: env!("CARGO_BIN_EXE_walkoff").into(),
-                args: vec!["script-host".into()],
                 hosts: 1,
-                memory_limit_mib: walkoff_dataflow::script_host::DEFAULT_HOST_MEMORY_MIB,
+                ..ScriptHostConfig::walkoff(
+                    env!("CARGO_BIN_EXE_walkoff").into(),
+                    walkoff_dataflow::script_host::DEFAULT_HOST_MEMORY_MIB,
+                )
             },
         ))),
     };

@@ -220,18 +220,6 @@ fn plan(file: &std::path::Path, dot: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     for (i, node) in plan.nodes.iter().enumerate() {
-        let kind = match &node.op {
-            walkoff_dataflow::Operator::Action(a) => {
-                format!("action {}.{} {}", a.app.name, a.action, a.app.version)
-            }
-            walkoff_dataflow::Operator::Parallel(p) => format!(
-                "parallel action {}.{} {} over '{}'",
-                p.action.app.name, p.action.action, p.action.app.version, p.split
-            ),
-            walkoff_dataflow::Operator::Condition(_) => "condition".into(),
-            walkoff_dataflow::Operator::Transform(_) => "transform".into(),
-            walkoff_dataflow::Operator::Trigger(_) => "trigger".into(),
-        };
         let children: Vec<String> = node
             .children
             .iter()
@@ -239,8 +227,9 @@ fn plan(file: &std::path::Path, dot: bool) -> ExitCode {
             .collect();
         let start = if i == plan.start { " (start)" } else { "" };
         println!(
-            "{}{start}: {kind}{}{}",
+            "{}{start}: {}{}{}",
             node.label,
+            node.op.describe(),
             if children.is_empty() { "" } else { " -> " },
             children.join(", ")
         );

@@ -18,14 +18,8 @@ const MEMORY_BOMB: &str = "s = \"a\" * 2000000000\nresult = len(s * 2000000000)"
 
 fn hosts(memory_mib: u64, hosts: usize) -> ScriptHosts {
     ScriptHosts::new(ScriptHostConfig {
-        program: PathBuf::from(env!("CARGO_BIN_EXE_walkoff")),
-        args: vec![
-            "script-host".into(),
-            "--memory-mib".into(),
-            memory_mib.to_string(),
-        ],
         hosts,
-        memory_limit_mib: memory_mib,
+        ..ScriptHostConfig::walkoff(PathBuf::from(env!("CARGO_BIN_EXE_walkoff")), memory_mib)
     })
 }
 

@@ -56,6 +56,22 @@ pub enum Operator {
     Trigger(TriggerOp),
 }
 
+impl Operator {
+    /// What the operator does, in a few words (`action basics.echo_string 1.0.0`, `condition`).
+    pub fn describe(&self) -> String {
+        match self {
+            Operator::Action(a) => format!("action {}.{} {}", a.app.name, a.action, a.app.version),
+            Operator::Parallel(p) => format!(
+                "parallel action {}.{} {} over '{}', {} at once",
+                p.action.app.name, p.action.action, p.action.app.version, p.split, p.concurrency
+            ),
+            Operator::Condition(_) => "condition".into(),
+            Operator::Transform(_) => "transform".into(),
+            Operator::Trigger(_) => "trigger".into(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ActionOp {
     pub app: AppRef,
@@ -120,30 +136,17 @@ impl Plan {
             quoted(&self.workflow.name)
         );
         for (i, node) in self.nodes.iter().enumerate() {
-            let (what, shape) = match &node.op {
-                Operator::Action(a) => (
-                    format!("{}.{} {}", a.app.name, a.action, a.app.version),
-                    "box",
-                ),
-                Operator::Parallel(p) => (
-                    format!(
-                        "{}.{} {} over '{}', {} at once",
-                        p.action.app.name,
-                        p.action.action,
-                        p.action.app.version,
-                        p.split,
-                        p.concurrency
-                    ),
-                    "box, peripheries=2",
-                ),
-                Operator::Condition(_) => ("condition".to_string(), "diamond"),
-                Operator::Transform(_) => ("transform".to_string(), "ellipse"),
-                Operator::Trigger(_) => ("trigger".to_string(), "house"),
+            let shape = match &node.op {
+                Operator::Action(_) => "box",
+                Operator::Parallel(_) => "box, peripheries=2",
+                Operator::Condition(_) => "diamond",
+                Operator::Transform(_) => "ellipse",
+                Operator::Trigger(_) => "house",
             };
             let bold = if i == self.start { ", style=bold" } else { "" };
             dot.push_str(&format!(
                 "  n{i} [label={}, shape={shape}{bold}];\n",
-                quoted(&format!("{}\n{what}", node.label))
+                quoted(&format!("{}\n{}", node.label, node.op.describe()))
             ));
         }
         let mut edges: Vec<(usize, usize)> = self

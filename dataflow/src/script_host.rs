@@ -52,10 +52,11 @@ pub struct ScriptHostConfig {
 pub const DEFAULT_HOST_MEMORY_MIB: u64 = 256;
 
 impl ScriptHostConfig {
-    /// Hosts that are this very binary, run as `walkoff script-host` (one per core).
-    pub fn this_binary(memory_limit_mib: u64) -> std::io::Result<ScriptHostConfig> {
-        Ok(ScriptHostConfig {
-            program: std::env::current_exe()?,
+    /// Hosts run as `PROGRAM script-host --memory-mib N`, `program` being the `walkoff` binary,
+    /// one per core.
+    pub fn walkoff(program: PathBuf, memory_limit_mib: u64) -> ScriptHostConfig {
+        ScriptHostConfig {
+            program,
             args: vec![
                 "script-host".into(),
                 "--memory-mib".into(),
@@ -63,7 +64,15 @@ impl ScriptHostConfig {
             ],
             hosts: std::thread::available_parallelism().map_or(2, |n| n.get()),
             memory_limit_mib,
-        })
+        }
+    }
+
+    /// Hosts that are this very binary (see [`ScriptHostConfig::walkoff`]).
+    pub fn this_binary(memory_limit_mib: u64) -> std::io::Result<ScriptHostConfig> {
+        Ok(ScriptHostConfig::walkoff(
+            std::env::current_exe()?,
+            memory_limit_mib,
+        ))
     }
 }
 
@@ -96,18 +105,36 @@ fn watchdog(limits: &ScriptLimits) -> Duration {
     limits.max_duration * 2 + Duration::from_millis(250)
 }
 
-fn failed(job: &ScriptJob, started_at: chrono::DateTime<Utc>, error: String) -> NodeResult {
-    NodeResult {
-        execution_id: job.execution_id.clone(),
-        node_id: job.node_id.clone(),
-        shard: None,
-        attempt: job.attempt,
-        outcome: Outcome::Failure {
-            error,
-            retryable: false,
-        },
-        started_at,
-        finished_at: Utc::now(),
+/// The node run a script is for: what a failure that is not the script's own answer names
+/// (kept apart so the job itself, parents' results and all, need not be copied to fail it).
+struct ScriptNode {
+    execution_id: String,
+    node_id: String,
+    attempt: u32,
+}
+
+impl ScriptNode {
+    fn of(job: &ScriptJob) -> ScriptNode {
+        ScriptNode {
+            execution_id: job.execution_id.clone(),
+            node_id: job.node_id.clone(),
+            attempt: job.attempt,
+        }
+    }
+
+    fn failed(self, started_at: chrono::DateTime<Utc>, error: String) -> NodeResult {
+        NodeResult {
+            execution_id: self.execution_id,
+            node_id: self.node_id,
+            shard: None,
+            attempt: self.attempt,
+            outcome: Outcome::Failure {
+                error,
+                retryable: false,
+            },
+            started_at,
+            finished_at: Utc::now(),
+        }
     }
 }
 
@@ -120,24 +147,20 @@ fn time_limit_error(limits: &ScriptLimits) -> String {
 
 async fn run_in_process(job: ScriptJob, limits: ScriptLimits) -> NodeResult {
     let started_at = Utc::now();
-    let evaluated = job.clone();
-    let evaluation = tokio::task::spawn_blocking(move || evaluated.run(&limits));
+    let node = ScriptNode::of(&job);
+    let evaluation = tokio::task::spawn_blocking(move || job.run(&limits));
     match tokio::time::timeout(watchdog(&limits), evaluation).await {
         Ok(Ok(result)) => result,
-        Ok(Err(e)) => failed(
-            &job,
-            started_at,
-            format!("the script evaluation crashed: {e}"),
-        ),
+        Ok(Err(e)) => node.failed(started_at, format!("the script evaluation crashed: {e}")),
         // The thread runs on: only a host can be stopped from outside.
-        Err(_) => failed(&job, started_at, time_limit_error(&limits)),
+        Err(_) => node.failed(started_at, time_limit_error(&limits)),
     }
 }
 
-/// One request to a host.
+/// One request to a host: sent with the job borrowed, read with it owned.
 #[derive(Serialize, Deserialize)]
-struct HostRequest {
-    job: ScriptJob,
+struct HostRequest<Job> {
+    job: Job,
     limits: ScriptLimits,
 }
 
@@ -234,17 +257,18 @@ impl ScriptHosts {
     pub async fn run(&self, job: ScriptJob, limits: ScriptLimits) -> NodeResult {
         let started_at = Utc::now();
         let Ok(_turn) = self.turns.acquire().await else {
-            return failed(&job, started_at, "the script hosts are shut down".into());
+            return ScriptNode::of(&job)
+                .failed(started_at, "the script hosts are shut down".into());
         };
-        let request = match serde_json::to_string(&HostRequest {
-            job: job.clone(),
-            limits,
-        }) {
+        let request = match serde_json::to_string(&HostRequest { job: &job, limits }) {
             Ok(mut request) => {
                 request.push('\n');
                 request
             }
-            Err(e) => return failed(&job, started_at, format!("could not send the script: {e}")),
+            Err(e) => {
+                return ScriptNode::of(&job)
+                    .failed(started_at, format!("could not send the script: {e}"))
+            }
         };
         let idle = self.idle().pop();
         let mut host = match idle {
@@ -252,8 +276,7 @@ impl ScriptHosts {
             None => match Host::start(&self.config) {
                 Ok(host) => host,
                 Err(e) => {
-                    return failed(
-                        &job,
+                    return ScriptNode::of(&job).failed(
                         started_at,
                         format!(
                             "could not start a script host ({}): {e}",
@@ -279,7 +302,10 @@ impl ScriptHosts {
         };
         let (host, answer) = match joined {
             Ok(done) => done,
-            Err(e) => return failed(&job, started_at, format!("the script call crashed: {e}")),
+            Err(e) => {
+                return ScriptNode::of(&job)
+                    .failed(started_at, format!("the script call crashed: {e}"))
+            }
         };
         match answer {
             Answer::Result(result) if !timed_out => {
@@ -288,11 +314,11 @@ impl ScriptHosts {
             }
             Answer::Result(_) => {
                 host.stop();
-                failed(&job, started_at, time_limit_error(&limits))
+                ScriptNode::of(&job).failed(started_at, time_limit_error(&limits))
             }
             Answer::Garbled(error) => {
                 host.stop();
-                failed(&job, started_at, error)
+                ScriptNode::of(&job).failed(started_at, error)
             }
             Answer::Died(status) => {
                 tracing::warn!(node = %job.node_id, %status, "a script host died and is replaced");
@@ -309,7 +335,7 @@ impl ScriptHosts {
                 } else {
                     format!("the script host died ({status})")
                 };
-                failed(&job, started_at, error)
+                ScriptNode::of(&job).failed(started_at, error)
             }
         }
     }
@@ -348,7 +374,7 @@ pub fn serve_host(memory_limit_mib: u64) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lines() {
         let line = line?;
-        let request: HostRequest = serde_json::from_str(&line)
+        let request: HostRequest<ScriptJob> = serde_json::from_str(&line)
             .map_err(|e| std::io::Error::other(format!("not a script request: {e}")))?;
         // CPU seconds from now on: the kernel stops a host that computes past them, whatever
         // the worker does.

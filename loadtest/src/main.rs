@@ -278,13 +278,10 @@ async fn measure(args: &Args, work: &Workload) -> anyhow::Result<Report> {
             let scripts = match args.scripts {
                 Scripts::Hosts => walkoff_dataflow::ScriptIsolation::Hosts(Arc::new(
                     walkoff_dataflow::script_host::ScriptHosts::new(
-                        walkoff_dataflow::ScriptHostConfig {
-                            program: deployment::walkoff_binary()?,
-                            args: vec!["script-host".into()],
-                            hosts: std::thread::available_parallelism().map_or(2, |n| n.get()),
-                            memory_limit_mib:
-                                walkoff_dataflow::script_host::DEFAULT_HOST_MEMORY_MIB,
-                        },
+                        walkoff_dataflow::ScriptHostConfig::walkoff(
+                            deployment::walkoff_binary()?,
+                            walkoff_dataflow::script_host::DEFAULT_HOST_MEMORY_MIB,
+                        ),
                     ),
                 )),
                 Scripts::InProcess => walkoff_dataflow::ScriptIsolation::InProcess,

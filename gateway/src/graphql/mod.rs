@@ -65,7 +65,7 @@ impl WalkoffSchema {
     }
 
     pub fn execute_stream(&self, request: impl Into<Request>) -> BoxStream<'static, Response> {
-        self.0.execute_stream(request).map(with_codes).boxed()
+        Executor::execute_stream(self, request.into(), None)
     }
 }
 
