@@ -196,7 +196,8 @@ fn run_on(
     }
 }
 
-/// `walkoff plan`: compile with the built-in apps and print the plan (problems as `validate`).
+/// `walkoff plan`: compile with the built-in apps and print the plan and its digest (problems as
+/// `validate`).
 fn plan(file: &std::path::Path, dot: bool) -> ExitCode {
     let workflow = match load_workflow_file(file) {
         Ok((workflow, _)) => workflow,
@@ -234,6 +235,8 @@ fn plan(file: &std::path::Path, dot: bool) -> ExitCode {
             children.join(", ")
         );
     }
+    // Workers know a compiled plan by this digest (`walkoff_dataflow::plans`).
+    println!("digest: {}", plan.digest);
     ExitCode::SUCCESS
 }
 

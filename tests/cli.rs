@@ -429,12 +429,18 @@ fn plan_shows_the_compiled_graph_as_text_and_as_dot() {
         text.contains("severity: condition -> escalate, close_ticket\n"),
         "{text}"
     );
-    assert_eq!(text.lines().count(), 11);
+    assert_eq!(text.lines().count(), 12);
+    let digest = text.lines().last().unwrap();
+    assert!(digest.starts_with("digest: sha256:"), "{text}");
+    assert_eq!(digest.len(), "digest: sha256:".len() + 64, "{text}");
 
     let out = walkoff(&["plan", "examples/triage.json", "--dot"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let dot = stdout(&out);
     assert!(dot.starts_with("digraph \"Alert triage\" {\n"), "{dot}");
+    // The same plan, by the same digest.
+    let comment = format!("  comment=\"{}\";\n", &digest["digest: ".len()..]);
+    assert!(dot.contains(&comment), "{dot}");
     assert!(dot.ends_with("}\n"));
     let nodes: Vec<&str> = dot.lines().filter(|l| l.contains(" [label=")).collect();
     assert_eq!(nodes.len(), 11, "{dot}");

@@ -532,6 +532,48 @@ async fn killing_a_worker_and_an_executor_mid_run_loses_nothing_commits_once_and
     );
 }
 
+/// A trigger nobody answers fails when its wait is over, also when the worker that armed its
+/// timeout was killed: the new owner of the partition arms it again from the execution's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_nobody_answers_fails_after_its_wait_even_when_its_worker_died() {
+    let mut deployment = Deployment::new();
+    let worker = deployment.worker(&[]);
+    deployment.worker(&[]);
+    let client = deployment.client().await;
+    let wf = workflow(json!({
+        "id": "unanswered", "name": "unanswered", "start": "gate",
+        "nodes": [{"label": "gate", "kind": "trigger", "timeout_ms": 2000},
+                  {"label": "after", "kind": "transform", "code": "result = 1"}],
+        "branches": [{"from": "gate", "to": "after"}]
+    }));
+    let mut followers = Vec::new();
+    for _ in 0..16 {
+        let id = submit(&client, &wf).await;
+        let follower = tokio::spawn(follow(
+            Arc::clone(&client),
+            id.clone(),
+            None,
+            Duration::from_secs(60),
+        ));
+        followers.push((id, follower));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    deployment.kill9(worker);
+    for (id, follower) in followers {
+        let (summary, events) = follower
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\n{}", deployment.logs()));
+        assert_eq!(summary.status, WorkflowStatus::Failed, "{summary:#?}");
+        assert_eq!(
+            summary.nodes["gate"].error.as_deref(),
+            Some("trigger 'gate' received no data within 2 seconds")
+        );
+        assert_eq!(summary.nodes["after"].status, NodeStatus::Skipped);
+        assert_exactly_once(&id, &events);
+    }
+}
+
 /// The worker owning each partition, if any (the worker part of its lease's token).
 async fn lease_owners(deployment: &Deployment) -> Vec<Option<String>> {
     let partitions = deployment.bus().await.partitions();

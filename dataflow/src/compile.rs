@@ -16,17 +16,23 @@ use walkoff_schema::{
     Workflow,
 };
 
+use crate::plans::PlanDigest;
 use crate::script::StarlarkChecker;
 
 /// Shards of one parallel action in flight at once, unless the node says otherwise.
 pub const DEFAULT_PARALLEL_CONCURRENCY: usize = 16;
 /// Per-attempt action timeout, unless the node says otherwise.
 pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a trigger waits for its data, unless the node says otherwise: a week, for a person
+/// to answer; then it fails, so an execution nobody answers does not stay in memory for ever.
+pub const DEFAULT_TRIGGER_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A compiled workflow: the petgraph of operators, plus the lookups the runtime needs.
 #[derive(Debug)]
 pub struct Plan {
     pub workflow: Arc<Workflow>,
+    /// The workflow's digest: plans of equal workflows are interchangeable.
+    pub digest: PlanDigest,
     /// Edges between plan nodes; a node's weight is its index in `nodes`.
     pub graph: DiGraph<usize, ()>,
     pub nodes: Vec<PlanNode>,
@@ -115,13 +121,15 @@ pub struct ScriptOp {
 #[derive(Debug)]
 pub struct TriggerOp {
     pub schema: Arc<jsonschema::Validator>,
+    /// How long the trigger waits for its data once reached.
+    pub timeout: Duration,
 }
 
 impl Plan {
     /// The compiled graph in Graphviz's DOT language (`walkoff plan FILE --dot | dot -Tsvg`):
     /// one node per operator, shaped by kind (action: box, parallel action: double box,
-    /// condition: diamond, transform: ellipse, trigger: house), the start in bold, and the
-    /// edges of the plan's graph.
+    /// condition: diamond, transform: ellipse, trigger: house), the start in bold, the edges of
+    /// the plan's graph, and the plan's digest as the graph's comment.
     pub fn to_dot(&self) -> String {
         fn quoted(text: &str) -> String {
             format!(
@@ -132,8 +140,9 @@ impl Plan {
             )
         }
         let mut dot = format!(
-            "digraph {} {{\n  rankdir=LR;\n  node [fontname=\"sans-serif\"];\n",
-            quoted(&self.workflow.name)
+            "digraph {} {{\n  comment={};\n  rankdir=LR;\n  node [fontname=\"sans-serif\"];\n",
+            quoted(&self.workflow.name),
+            quoted(&self.digest.to_string())
         );
         for (i, node) in self.nodes.iter().enumerate() {
             let shape = match &node.op {
@@ -196,6 +205,17 @@ pub fn compile(
     workflow: Arc<Workflow>,
     catalog: &AppCatalog,
     globals: Option<&BTreeSet<String>>,
+) -> Result<Plan, Problems> {
+    let digest = PlanDigest::of(&workflow);
+    compile_with_digest(workflow, catalog, globals, digest)
+}
+
+/// [`compile`], for a caller that already knows the workflow's digest.
+pub(crate) fn compile_with_digest(
+    workflow: Arc<Workflow>,
+    catalog: &AppCatalog,
+    globals: Option<&BTreeSet<String>>,
+    digest: PlanDigest,
 ) -> Result<Plan, Problems> {
     let ctx = ValidationContext {
         catalog,
@@ -292,6 +312,9 @@ pub fn compile(
                 schema: Arc::new(
                     jsonschema::validator_for(&t.schema).expect("validated: a valid schema"),
                 ),
+                timeout: t
+                    .timeout_ms
+                    .map_or(DEFAULT_TRIGGER_TIMEOUT, Duration::from_millis),
             }),
         };
         nodes.push(PlanNode {
@@ -314,6 +337,7 @@ pub fn compile(
         .collect();
     Ok(Plan {
         graph: wg.graph,
+        digest,
         workflow,
         nodes,
         start,

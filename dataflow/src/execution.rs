@@ -29,7 +29,8 @@ pub struct Effects {
     pub events: Vec<Event>,
     pub actions: Vec<ActionRequest>,
     pub scripts: Vec<ScriptJob>,
-    /// Messages to deliver back to the execution after a delay (retry back-off).
+    /// Messages to deliver back to the execution after a delay (retry back-off, trigger
+    /// timeouts); dropped when the execution ends first.
     pub timers: Vec<(Duration, ControlMessage)>,
 }
 
@@ -227,6 +228,11 @@ impl Execution {
                     }
                 }
             }
+            ControlMessage::TriggerTimeout { node_id, .. } => {
+                if let Some(&index) = self.plan.by_id.get(&node_id) {
+                    trigger::expire(self, index, fx);
+                }
+            }
         }
         self.run_ready(fx);
     }
@@ -308,7 +314,7 @@ impl Execution {
             Operator::Transform(op) => {
                 transform::activate(self, index, &op.code, fx);
             }
-            Operator::Trigger(_) => trigger::activate(self, index, fx),
+            Operator::Trigger(op) => trigger::activate(self, index, op.timeout, fx),
         }
     }
 

@@ -13,6 +13,8 @@ pub mod dispatch;
 pub mod events;
 pub mod execution;
 mod parallel;
+pub mod plans;
+mod recovery;
 pub mod runtime;
 pub mod script;
 pub mod script_host;
@@ -25,6 +27,7 @@ pub use compile::{compile, Operator, Plan};
 pub use dispatch::{ActionExecutor, BusDispatch};
 pub use events::{follow, ExecutionSummary, NodeSummary};
 pub use execution::{Effects, Execution, ScriptJob};
+pub use plans::PlanDigest;
 pub use runtime::{
     new_execution_id, CatalogSource, ControlError, GlobalProvider, Runtime, RuntimeConfig,
     SubmitError,

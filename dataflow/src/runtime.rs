@@ -11,17 +11,19 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::Stream;
 use serde_json::Value;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use walkoff_schema::{
     AppCatalog, ControlMessage, Event, EventKind, ExecutionId, Problems, StartExecution, Workflow,
     WorkflowStatus,
 };
 
-use crate::bus::{partition_of, Bus, BusError, Commit, ControlBatch, ExecutionRecord, Partition};
-use crate::compile::{compile, Plan};
+use crate::bus::{partition_of, Bus, BusError, Commit, ControlBatch, ExecutionRecord};
+use crate::compile::Plan;
 use crate::dispatch::ActionExecutor;
 use crate::events::follow;
-use crate::execution::{Effects, Execution, ScriptJob};
+use crate::execution::{Effects, Execution};
+use crate::plans::Plans;
+use crate::recovery;
 use crate::script::ScriptLimits;
 use crate::script_host::ScriptIsolation;
 
@@ -107,28 +109,37 @@ pub enum ControlError {
     Bus(#[from] BusError),
 }
 
-/// Workflows whose compiled plans are kept for resubmission.
-const PLAN_CACHE_SIZE: usize = 32;
-
-struct Inner {
-    bus: Arc<dyn Bus>,
+pub(crate) struct Inner {
+    pub(crate) bus: Arc<dyn Bus>,
     executor: Arc<dyn ActionExecutor>,
-    catalog: Mutex<Arc<AppCatalog>>,
-    catalog_source: Option<Arc<dyn CatalogSource>>,
+    pub(crate) plans: Plans,
     config: RuntimeConfig,
-    executions: Mutex<FxHashMap<ExecutionId, Execution>>,
-    /// Plans compiled at submission, picked up by the control loop instead of compiling again.
-    prepared: Mutex<PreparedPlans>,
-    /// Plans of recently submitted workflows, by workflow identity.
-    plans: Mutex<Vec<(std::sync::Weak<Workflow>, Arc<Plan>)>>,
+    pub(crate) executions: Mutex<FxHashMap<ExecutionId, Execution>>,
     /// Recently finished executions, so a redelivered start does not run one again.
-    finished: Mutex<FinishedSet>,
+    pub(crate) finished: Mutex<FinishedSet>,
+    /// Timers (retry back-off, trigger timeouts) armed for running executions, cancelled when
+    /// they end or move to another worker: a week-long trigger wait must not outlive its
+    /// execution.
+    timers: Mutex<FxHashMap<ExecutionId, Vec<AbortHandle>>>,
     stopping: AtomicBool,
+}
+
+impl Inner {
+    /// Cancel the timers of executions that ended or left this worker.
+    fn cancel_timers(&self, keep: impl Fn(&str) -> bool) {
+        lock(&self.timers).retain(|id, handles| {
+            let kept = keep(id);
+            if !kept {
+                handles.iter().for_each(AbortHandle::abort);
+            }
+            kept
+        });
+    }
 }
 
 /// A bounded memory of finished execution ids, oldest forgotten first.
 #[derive(Default)]
-struct FinishedSet {
+pub(crate) struct FinishedSet {
     ids: std::collections::HashSet<ExecutionId>,
     order: std::collections::VecDeque<ExecutionId>,
 }
@@ -136,7 +147,7 @@ struct FinishedSet {
 impl FinishedSet {
     const CAPACITY: usize = 100_000;
 
-    fn insert(&mut self, id: ExecutionId) {
+    pub(crate) fn insert(&mut self, id: ExecutionId) {
         if self.ids.insert(id.clone()) {
             self.order.push_back(id);
             if self.order.len() > Self::CAPACITY {
@@ -147,12 +158,12 @@ impl FinishedSet {
         }
     }
 
-    fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.ids.contains(id)
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -187,13 +198,11 @@ impl Runtime {
         let inner = Arc::new(Inner {
             bus,
             executor,
-            catalog: Mutex::new(catalog),
-            catalog_source,
+            plans: Plans::new(catalog, catalog_source),
             config,
             executions: Mutex::new(FxHashMap::default()),
-            prepared: Mutex::new(PreparedPlans::default()),
-            plans: Mutex::new(Vec::new()),
             finished: Mutex::new(FinishedSet::default()),
+            timers: Mutex::new(FxHashMap::default()),
             stopping: AtomicBool::new(false),
         });
         let control_loop = tokio::spawn(control_loop(Arc::clone(&inner)));
@@ -213,7 +222,7 @@ impl Runtime {
     }
 
     pub fn catalog(&self) -> Arc<AppCatalog> {
-        Arc::clone(&lock(&self.inner.catalog))
+        self.inner.plans.catalog()
     }
 
     /// Validate, compile and enqueue an execution of `workflow`.
@@ -223,7 +232,11 @@ impl Runtime {
         variables: BTreeMap<String, Value>,
         globals: &dyn GlobalProvider,
     ) -> Result<ExecutionId, SubmitError> {
-        let plan = self.plan_for(&workflow)?;
+        let plan = self
+            .inner
+            .plans
+            .for_submission(&workflow)
+            .map_err(SubmitError::Invalid)?;
         self.submit_plan(plan, new_execution_id(), variables, globals)
             .await
     }
@@ -245,41 +258,17 @@ impl Runtime {
             globals,
         )?;
         let execution_id = start.execution_id.clone();
-        lock(&self.inner.prepared).insert(execution_id.clone(), plan);
+        self.inner.plans.prepare(execution_id.clone(), plan);
         if let Err(e) = self
             .inner
             .bus
             .send_control(vec![ControlMessage::Start(Box::new(start))])
             .await
         {
-            lock(&self.inner.prepared).remove(&execution_id);
+            self.inner.plans.take_prepared(&execution_id);
             return Err(e.into());
         }
         Ok(execution_id)
-    }
-
-    /// The compiled plan of `workflow`: workflows are immutable behind their `Arc`, so submitting
-    /// the same one again (a stored workflow run many times) reuses its plan.
-    fn plan_for(&self, workflow: &Arc<Workflow>) -> Result<Arc<Plan>, SubmitError> {
-        {
-            let cache = lock(&self.inner.plans);
-            if let Some((_, plan)) = cache
-                .iter()
-                .find(|(w, _)| w.upgrade().is_some_and(|w| Arc::ptr_eq(&w, workflow)))
-            {
-                return Ok(Arc::clone(plan));
-            }
-        }
-        let catalog = self.catalog();
-        let plan =
-            Arc::new(compile(Arc::clone(workflow), &catalog, None).map_err(SubmitError::Invalid)?);
-        let mut cache = lock(&self.inner.plans);
-        cache.retain(|(w, _)| w.strong_count() > 0);
-        if cache.len() >= PLAN_CACHE_SIZE {
-            cache.remove(0);
-        }
-        cache.push((Arc::downgrade(workflow), Arc::clone(&plan)));
-        Ok(plan)
     }
 
     /// Deliver data to a trigger (by id or label). The data is checked against the trigger's schema
@@ -292,9 +281,8 @@ impl Runtime {
     ) -> Result<(), ControlError> {
         {
             let executions = lock(&self.inner.executions);
-            let prepared = lock(&self.inner.prepared);
-            let (plan, execution) = match (executions.get(execution_id), prepared.get(execution_id))
-            {
+            let prepared = self.inner.plans.prepared(execution_id);
+            let (plan, execution) = match (executions.get(execution_id), prepared) {
                 (Some(e), _) => (Arc::clone(&e.plan), Some(e)),
                 (None, Some(plan)) => (plan, None),
                 (None, None) => {
@@ -326,7 +314,7 @@ impl Runtime {
     /// Abort an execution: running and pending nodes end ABORTED, the workflow ABORTED.
     pub async fn abort(&self, execution_id: &str) -> Result<(), ControlError> {
         let known = lock(&self.inner.executions).contains_key(execution_id)
-            || lock(&self.inner.prepared).contains_key(execution_id);
+            || self.inner.plans.is_prepared(execution_id);
         if !known {
             return Err(ControlError::UnknownExecution(execution_id.to_string()));
         }
@@ -499,87 +487,11 @@ async fn control_loop(inner: Arc<Inner>) {
                 failures += 1;
                 next = None;
                 lock(&inner.executions).clear();
+                inner.cancel_timers(|_| false);
                 bus.resync(consumer).await;
                 backoff(failures, &e, "a batch could not be committed").await;
             }
         }
-    }
-}
-
-/// How long a plan prepared for a start waits to be picked up: a start that another worker
-/// applied (its partition moved) never is, and must not be kept for ever.
-const PREPARED_FOR: Duration = Duration::from_secs(600);
-
-/// Plans compiled for starts not applied yet, with when they were compiled.
-#[derive(Default)]
-struct PreparedPlans {
-    plans: HashMap<ExecutionId, (Arc<Plan>, std::time::Instant)>,
-    swept_at: Option<std::time::Instant>,
-}
-
-impl PreparedPlans {
-    fn insert(&mut self, execution_id: ExecutionId, plan: Arc<Plan>) {
-        self.insert_at(execution_id, plan, std::time::Instant::now());
-    }
-
-    fn insert_at(&mut self, execution_id: ExecutionId, plan: Arc<Plan>, now: std::time::Instant) {
-        // At most once a minute, drop what waited too long.
-        if self
-            .swept_at
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
-        {
-            self.plans
-                .retain(|_, (_, at)| now.duration_since(*at) < PREPARED_FOR);
-            self.swept_at = Some(now);
-        }
-        self.plans.insert(execution_id, (plan, now));
-    }
-
-    fn remove(&mut self, execution_id: &str) -> Option<Arc<Plan>> {
-        self.plans.remove(execution_id).map(|(plan, _)| plan)
-    }
-
-    fn get(&self, execution_id: &str) -> Option<Arc<Plan>> {
-        self.plans
-            .get(execution_id)
-            .map(|(plan, _)| Arc::clone(plan))
-    }
-
-    fn contains_key(&self, execution_id: &str) -> bool {
-        self.plans.contains_key(execution_id)
-    }
-}
-
-#[cfg(test)]
-mod prepared_tests {
-    use super::*;
-
-    #[test]
-    fn plans_nobody_picks_up_are_dropped_after_their_time() {
-        let workflow = walkoff_schema::Workflow::from_canonical(serde_json::json!({
-            "id": "w", "name": "w", "start": "t",
-            "nodes": [{"label": "t", "kind": "transform", "code": "result = 1"}]
-        }))
-        .unwrap();
-        let plan = Arc::new(compile(Arc::new(workflow), &AppCatalog::default(), None).unwrap());
-        let mut prepared = PreparedPlans::default();
-        let start = std::time::Instant::now();
-        prepared.insert_at("taken elsewhere".into(), Arc::clone(&plan), start);
-        prepared.insert_at(
-            "soon".into(),
-            Arc::clone(&plan),
-            start + Duration::from_secs(30),
-        );
-        assert!(prepared.contains_key("taken elsewhere"));
-        prepared.insert_at(
-            "later".into(),
-            Arc::clone(&plan),
-            start + PREPARED_FOR + Duration::from_secs(1),
-        );
-        assert!(!prepared.contains_key("taken elsewhere"), "left for ever");
-        assert!(prepared.contains_key("soon") && prepared.contains_key("later"));
-        assert!(prepared.remove("soon").is_some());
-        assert!(prepared.get("soon").is_none());
     }
 }
 
@@ -604,10 +516,12 @@ async fn run_batch(
     } = batch;
     let partitions = inner.bus.partitions();
     if !lost.is_empty() {
-        lock(&inner.executions).retain(|id, _| !lost.contains(&partition_of(id, partitions)));
+        let moved = |id: &str| lost.contains(&partition_of(id, partitions));
+        lock(&inner.executions).retain(|id, _| !moved(id));
+        inner.cancel_timers(|id| !moved(id));
     }
     for partition in gained {
-        restore_partition(inner, partition).await?;
+        recovery::restore_partition(inner, partition).await?;
     }
     if deliveries.is_empty() {
         return Ok(None);
@@ -629,9 +543,7 @@ async fn run_batch(
             let id = message.execution_id().to_string();
             if let Some(ExecutionRecord::Running(log)) = records.get(&id) {
                 if !executions.contains_key(&id) {
-                    if let Some((execution, outstanding)) =
-                        restore(inner, log.clone(), &mut Vec::new())
-                    {
+                    if let Some((execution, outstanding)) = recovery::restore(inner, log.clone()) {
                         executions.insert(id.clone(), execution);
                         local.scripts.extend(outstanding.scripts);
                         local.timers.extend(outstanding.timers);
@@ -735,163 +647,14 @@ async fn prepare_starts(
         vec![ExecutionRecord::Absent; ids.len()]
     };
     for (start, record) in starts.iter().zip(&records) {
-        if *record != ExecutionRecord::Absent
-            || lock(&inner.prepared).contains_key(&start.execution_id)
-        {
+        if *record != ExecutionRecord::Absent || inner.plans.is_prepared(&start.execution_id) {
             continue;
         }
-        let plan = compile_for(inner, &start.workflow).await;
-        if let Ok(plan) = plan {
-            lock(&inner.prepared).insert(start.execution_id.clone(), plan);
+        if let Ok(plan) = inner.plans.for_start(&start.workflow).await {
+            inner.plans.prepare(start.execution_id.clone(), plan);
         }
     }
     Ok(ids.into_iter().zip(records).collect())
-}
-
-/// Compile with the worker's catalog; when the workflow names apps it does not know, reload the
-/// catalog once (an app may have registered since) and try again.
-async fn compile_for(inner: &Arc<Inner>, workflow: &Arc<Workflow>) -> Result<Arc<Plan>, Problems> {
-    let catalog = Arc::clone(&lock(&inner.catalog));
-    match compile(Arc::clone(workflow), &catalog, None) {
-        Ok(plan) => Ok(Arc::new(plan)),
-        Err(problems) => {
-            let unknown_app = problems.0.iter().any(|p| {
-                matches!(
-                    p.code,
-                    walkoff_schema::ProblemCode::UnknownApp
-                        | walkoff_schema::ProblemCode::UnknownAction
-                )
-            });
-            let Some(source) = inner.catalog_source.as_ref().filter(|_| unknown_app) else {
-                return Err(problems);
-            };
-            match source.load().await {
-                Ok(fresh) => {
-                    let fresh = Arc::new(fresh);
-                    *lock(&inner.catalog) = Arc::clone(&fresh);
-                    compile(Arc::clone(workflow), &fresh, None).map(Arc::new)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not reload the app catalog");
-                    Err(problems)
-                }
-            }
-        }
-    }
-}
-
-/// Load the running executions of a partition this worker just gained, and restart the local work
-/// (scripts, retry timers) the previous owner may not have finished.
-async fn restore_partition(inner: &Arc<Inner>, partition: Partition) -> Result<(), BusError> {
-    let loaded = inner.bus.load_partition(partition).await?;
-    if loaded.is_empty() {
-        return Ok(());
-    }
-    let mut local = Effects::default();
-    let count = loaded.len();
-    // Executions of one workflow share its plan: a takeover of many is not many compilations.
-    let mut plans = Vec::new();
-    {
-        let mut executions = lock(&inner.executions);
-        for (id, log) in loaded {
-            if let Some((execution, outstanding)) = restore(inner, log, &mut plans) {
-                local.scripts.extend(outstanding.scripts);
-                local.timers.extend(outstanding.timers);
-                executions.insert(id, execution);
-            }
-        }
-    }
-    tracing::info!(partition, executions = count, "partition loaded");
-    carry_out(inner, local).await
-}
-
-/// Rebuild an execution from its log: the start, then every message applied, in order. Replaying
-/// is deterministic; events and action requests it produces were committed the first time and are
-/// dropped. Scripts and retry timers without an answer in the log are returned, to run again.
-fn restore(
-    inner: &Inner,
-    log: Vec<ControlMessage>,
-    plans: &mut Vec<Arc<Plan>>,
-) -> Option<(Execution, Effects)> {
-    let mut messages = log.into_iter();
-    let Some(ControlMessage::Start(start)) = messages.next() else {
-        tracing::error!("an execution log does not open with its start");
-        return None;
-    };
-    let id = start.execution_id.clone();
-    let known = plans
-        .iter()
-        .find(|p| p.workflow.id == start.workflow.id && *p.workflow == *start.workflow);
-    let plan = match known {
-        Some(plan) => Arc::clone(plan),
-        None => {
-            let catalog = Arc::clone(&lock(&inner.catalog));
-            match compile(Arc::clone(&start.workflow), &catalog, None) {
-                Ok(plan) => {
-                    let plan = Arc::new(plan);
-                    plans.push(Arc::clone(&plan));
-                    plan
-                }
-                Err(problems) => {
-                    tracing::error!(execution = %id, %problems, "a logged execution no longer compiles");
-                    return None;
-                }
-            }
-        }
-    };
-    let mut fx = Effects::default();
-    let mut execution = match Execution::start(plan, *start, &mut fx) {
-        Ok(execution) => execution,
-        Err(e) => {
-            tracing::error!(execution = %id, error = %e, "a logged execution cannot start");
-            return None;
-        }
-    };
-    let mut outstanding = Outstanding::default();
-    outstanding.add(fx);
-    for message in messages {
-        outstanding.settle(&message);
-        let mut fx = Effects::default();
-        execution.apply(message, &mut fx);
-        outstanding.add(fx);
-    }
-    if execution.is_finished() {
-        lock(&inner.finished).insert(id);
-        return None;
-    }
-    Some((execution, outstanding.into_effects()))
-}
-
-/// Local work asked for during a replay and not yet answered in the log.
-#[derive(Default)]
-struct Outstanding {
-    scripts: Vec<ScriptJob>,
-    timers: Vec<(Duration, ControlMessage)>,
-}
-
-impl Outstanding {
-    fn add(&mut self, fx: Effects) {
-        self.scripts.extend(fx.scripts);
-        self.timers.extend(fx.timers);
-    }
-
-    fn settle(&mut self, message: &ControlMessage) {
-        match message {
-            ControlMessage::Result(r) if r.shard.is_none() => self
-                .scripts
-                .retain(|job| !(job.node_id == r.node_id && job.attempt == r.attempt)),
-            ControlMessage::Retry { .. } => self.timers.retain(|(_, timer)| timer != message),
-            _ => {}
-        }
-    }
-
-    fn into_effects(self) -> Effects {
-        Effects {
-            scripts: self.scripts,
-            timers: self.timers,
-            ..Effects::default()
-        }
-    }
 }
 
 /// Start a new execution; false when it could not start (its failure event is in `fx`).
@@ -901,13 +664,9 @@ fn start_execution(
     start: Box<StartExecution>,
     fx: &mut Effects,
 ) -> bool {
-    let prepared = lock(&inner.prepared).remove(&start.execution_id);
-    let plan = match prepared {
+    let plan = match inner.plans.take_prepared(&start.execution_id) {
         Some(plan) => Ok(plan),
-        None => {
-            let catalog = Arc::clone(&lock(&inner.catalog));
-            compile(Arc::clone(&start.workflow), &catalog, None).map(Arc::new)
-        }
+        None => inner.plans.compiled(&start.workflow),
     };
     let execution_id = start.execution_id.clone();
     let workflow_id = start.workflow.id.clone();
@@ -958,12 +717,15 @@ fn apply_message(
     if execution.is_finished() {
         executions.remove(&id);
         lock(&inner.finished).insert(id.clone());
+        if let Some(handles) = lock(&inner.timers).remove(&id) {
+            handles.iter().for_each(AbortHandle::abort);
+        }
         commit.finished.push(id);
     }
     true
 }
 
-async fn carry_out(inner: &Arc<Inner>, fx: Effects) -> Result<(), BusError> {
+pub(crate) async fn carry_out(inner: &Arc<Inner>, fx: Effects) -> Result<(), BusError> {
     let Effects {
         events,
         actions,
@@ -993,16 +755,74 @@ async fn carry_out(inner: &Arc<Inner>, fx: Effects) -> Result<(), BusError> {
         });
     }
     for (delay, message) in timers {
+        let id = message.execution_id().to_string();
+        // An execution that ended in the batch that armed the timer needs it no more.
+        if !lock(&inner.executions).contains_key(&id) {
+            continue;
+        }
         let bus = Arc::clone(&inner.bus);
-        tokio::spawn(async move {
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             if let Err(e) = bus.send_control(vec![message]).await {
-                tracing::warn!(error = %e, "could not deliver a retry");
+                tracing::warn!(error = %e, "could not deliver a timer's message");
             }
         });
+        let mut armed = lock(&inner.timers);
+        let handles = armed.entry(id).or_default();
+        handles.retain(|handle| !handle.is_finished());
+        handles.push(timer.abort_handle());
     }
     match first_error {
         None => Ok(()),
         Some(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::MemoryBus;
+    use crate::dispatch::BusDispatch;
+
+    #[tokio::test]
+    async fn an_executions_timers_are_cancelled_when_it_ends() {
+        let bus: Arc<dyn Bus> = MemoryBus::new();
+        let runtime = Runtime::start(
+            Arc::clone(&bus),
+            Arc::new(BusDispatch(Arc::clone(&bus))),
+            Arc::new(AppCatalog::default()),
+            RuntimeConfig::default(),
+        );
+        let workflow = Workflow::from_canonical(serde_json::json!({
+            "id": "w", "name": "w", "start": "wait",
+            "nodes": [{"id": "wait", "label": "wait", "kind": "trigger"}]
+        }))
+        .unwrap();
+        let id = runtime
+            .submit(Arc::new(workflow), BTreeMap::new(), &BTreeMap::new())
+            .await
+            .unwrap();
+        let armed = || lock(&runtime.inner.timers).get(&id).map_or(0, Vec::len);
+        // The trigger's week-long wait is armed once the start is applied…
+        for _ in 0..200 {
+            if armed() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(armed(), 1, "the trigger's timeout was not armed");
+        // …and gone as soon as the execution ends, not a week later.
+        runtime.abort(&id).await.unwrap();
+        for _ in 0..200 {
+            if !lock(&runtime.inner.timers).contains_key(&id) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            !lock(&runtime.inner.timers).contains_key(&id),
+            "the timer outlived its execution"
+        );
+        runtime.shutdown().await;
     }
 }

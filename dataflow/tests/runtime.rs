@@ -606,6 +606,33 @@ async fn a_trigger_may_be_the_start_or_a_leaf() {
     assert_eq!(result(&summary, "last"), json!({"n": 2}));
 }
 
+#[tokio::test]
+async fn a_trigger_nobody_answers_fails_when_its_wait_is_over() {
+    let h = Harness::new();
+    let wf = workflow(json!({
+        "start": "a",
+        "nodes": [
+            action("a", "noop", json!([])),
+            {"label": "answered", "kind": "trigger", "timeout_ms": 200},
+            {"label": "ignored", "kind": "trigger", "timeout_ms": 200},
+            action("after ignored", "noop", json!([])),
+        ],
+        "branches": edges(&[("a", "answered"), ("a", "ignored"), ("ignored", "after ignored")]),
+    }));
+    let triggers = BTreeMap::from([("answered".to_string(), json!({"ok": true}))]);
+    let (summary, _) = h
+        .run_with(wf, BTreeMap::new(), BTreeMap::new(), triggers)
+        .await;
+    assert_eq!(summary.status, WorkflowStatus::Failed);
+    assert_eq!(status(&summary, "answered"), NodeStatus::Success);
+    assert_eq!(status(&summary, "ignored"), NodeStatus::Failure);
+    assert_eq!(
+        error(&summary, "ignored"),
+        "trigger 'ignored' received no data within 200 milliseconds"
+    );
+    assert_eq!(status(&summary, "after ignored"), NodeStatus::Skipped);
+}
+
 // ---- abort ----
 
 #[tokio::test]

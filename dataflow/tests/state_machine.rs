@@ -76,3 +76,54 @@ fn forged_and_stale_shard_messages_change_nothing() {
     assert_eq!(execution.node(0).result, Some(json!([0, 1, 2])));
     assert!(execution.is_finished());
 }
+
+#[test]
+fn a_reached_trigger_arms_its_timeout_which_fails_it_only_while_it_waits() {
+    let wf = Arc::new(workflow(json!({"start": "gate", "nodes": [
+        {"label": "gate", "kind": "trigger", "timeout_ms": 250}
+    ]})));
+    let plan = Arc::new(compile(Arc::clone(&wf), &catalog(), None).unwrap());
+    let start = || StartExecution {
+        execution_id: "e".into(),
+        workflow: Arc::clone(&wf),
+        variables: BTreeMap::new(),
+        globals: BTreeMap::new(),
+    };
+    let timeout = ControlMessage::TriggerTimeout {
+        execution_id: "e".into(),
+        node_id: "gate".into(),
+    };
+    let mut fx = Effects::default();
+    let mut waiting = Execution::start(Arc::clone(&plan), start(), &mut fx).unwrap();
+    assert_eq!(
+        fx.timers,
+        [(std::time::Duration::from_millis(250), timeout.clone())]
+    );
+    assert_eq!(waiting.node(0).status, NodeStatus::AwaitingData);
+
+    // Answered first: the timeout, when it comes, changes nothing.
+    let mut answered =
+        Execution::start(Arc::clone(&plan), start(), &mut Effects::default()).unwrap();
+    answered.apply(
+        ControlMessage::Trigger {
+            execution_id: "e".into(),
+            node: "gate".into(),
+            data: json!(1),
+        },
+        &mut Effects::default(),
+    );
+    assert!(answered.is_finished());
+    let mut fx = Effects::default();
+    answered.apply(timeout.clone(), &mut fx);
+    assert!(fx.is_empty());
+    assert_eq!(answered.node(0).status, NodeStatus::Success);
+
+    // Not answered: it fails, naming the trigger and the wait.
+    waiting.apply(timeout, &mut Effects::default());
+    assert_eq!(waiting.node(0).status, NodeStatus::Failure);
+    assert_eq!(
+        waiting.node(0).error.as_deref(),
+        Some("trigger 'gate' received no data within 250 milliseconds")
+    );
+    assert!(waiting.is_finished());
+}

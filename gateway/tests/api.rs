@@ -471,6 +471,67 @@ async fn a_changed_workflow_runs_as_changed_at_once() {
 }
 
 #[tokio::test]
+async fn a_trigger_nobody_answers_fails_when_its_wait_is_over() {
+    let api = Api::start().await;
+    let token = api.login().await;
+    let workflow = json!({"id": "approve", "name": "Approve", "start": "approval",
+        "nodes": [
+            {"label": "approval", "kind": "trigger", "timeout_ms": 300,
+             "schema": {"type": "object", "required": ["approved"]}},
+            {"label": "after", "kind": "transform", "code": "result = approval"}
+        ],
+        "branches": [{"from": "approval", "to": "after"}]});
+    api.ok(
+        &token,
+        "mutation($json: JSON!) { createWorkflow(json: $json) { id } }",
+        json!({"json": workflow}),
+    )
+    .await;
+    let run = api.ok(&token, EXECUTE, json!({"w": "approve"})).await;
+    let execution = run["executeWorkflow"]["id"].as_str().unwrap().to_string();
+    // The stream ends with the workflow's final event: nobody answered, so it ends by itself.
+    let events = api.events_of(&token, &execution, 1).await;
+    let statuses: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["label"].as_str().unwrap_or(""),
+                e["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("", "EXECUTING"),
+            ("approval", "AWAITING_DATA"),
+            ("approval", "FAILURE"),
+            ("after", "SKIPPED"),
+            ("", "FAILED"),
+        ],
+        "{events:#?}"
+    );
+    let failed = &events[2];
+    assert_eq!(
+        failed["error"],
+        "trigger 'approval' received no data within 300 milliseconds"
+    );
+    // Data that comes too late is refused, and changes nothing.
+    let (code, message) = api
+        .error(
+            Some(&token),
+            "mutation($e: ID!) { sendTriggerData(executionId: $e, trigger: \"approval\", data: {approved: true}) }",
+            json!({"e": execution}),
+        )
+        .await;
+    assert!(
+        code == "NOT_FOUND" || code == "CONFLICT",
+        "{code}: {message}"
+    );
+    api.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_ids_and_bad_arguments_are_typed_errors() {
     let mut config = GatewayConfig::default();
     config.limits.pending_execution_wait = Duration::from_millis(300);

@@ -141,6 +141,10 @@ pub struct TriggerNode {
     /// JSON Schema the delivered data must satisfy; `{}` accepts anything.
     #[serde(default = "empty_object")]
     pub schema: Value,
+    /// How long the trigger waits for data once reached, in milliseconds (default a week); then
+    /// it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 fn empty_object() -> Value {

@@ -329,6 +329,16 @@ pub fn validate_with_graph(
                         .field("schema"),
                     );
                 }
+                if trigger.timeout_ms == Some(0) {
+                    problems.push(
+                        Problem::node(
+                            ProblemCode::InvalidSetting,
+                            node,
+                            "timeout_ms must be at least 1",
+                        )
+                        .field("timeout_ms"),
+                    );
+                }
             }
         }
     }

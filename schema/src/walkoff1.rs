@@ -352,6 +352,7 @@ fn import_node(path: String, kind: &str, value: &Value) -> Result<Node, LoadErro
         _ => NodeKind::Trigger(TriggerNode {
             // WALKOFF 1.0's API drops `trigger_schema`; a missing schema accepts any data.
             schema: f.take("trigger_schema").unwrap_or_else(|| json!({})),
+            timeout_ms: f.optional_typed("timeout_ms")?,
         }),
     };
     Ok(Node {
@@ -510,6 +511,9 @@ fn export_node(node: &Node) -> Value {
         }
         NodeKind::Trigger(t) => {
             m.insert("trigger_schema".into(), t.schema.clone());
+            if let Some(timeout) = t.timeout_ms {
+                m.insert("timeout_ms".into(), json!(timeout));
+            }
             ("trigger", Some("Trigger"))
         }
     };

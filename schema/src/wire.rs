@@ -206,6 +206,11 @@ pub enum ControlMessage {
         shard: Option<u32>,
         attempt: u32,
     },
+    /// A trigger's wait is over: unless its data came, it fails.
+    TriggerTimeout {
+        execution_id: ExecutionId,
+        node_id: String,
+    },
 }
 
 impl ControlMessage {
@@ -218,7 +223,8 @@ impl ControlMessage {
             }
             ControlMessage::Trigger { execution_id, .. }
             | ControlMessage::Abort { execution_id }
-            | ControlMessage::Retry { execution_id, .. } => execution_id,
+            | ControlMessage::Retry { execution_id, .. }
+            | ControlMessage::TriggerTimeout { execution_id, .. } => execution_id,
         }
     }
 }

@@ -214,6 +214,10 @@ fn control_messages_are_read_with_their_type_anywhere() {
             shard: Some(3),
             attempt: 2,
         },
+        ControlMessage::TriggerTimeout {
+            execution_id: "0b7d…".into(),
+            node_id: "approval".into(),
+        },
     ];
     for message in messages {
         // Written with the tag first, and read back.
