@@ -10,7 +10,7 @@ use divan::Bencher;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use walkoff_dataflow::{compile, Bus, MemoryBus, Runtime, RuntimeConfig};
+use walkoff_dataflow::{compile, Bus, MemoryBus, PlanDigest, Runtime, RuntimeConfig};
 use walkoff_executors::{ExecutorConfig, LocalExecutor};
 use walkoff_schema::{AppCatalog, Workflow};
 
@@ -156,6 +156,31 @@ fn fan_out(shards: usize, concurrency: usize) -> Workflow {
          "parameters": [{"name": "data", "value": items, "parallelized": true}]}
     ]}))
     .unwrap()
+}
+
+/// What a worker pays per start: compiling the start's workflow (before plans were cached by
+/// digest, every start) or finding the cached plan (one SHA-256 digest of the workflow's JSON and
+/// a cache lookup). A chain of 100 plain actions, and the triage example (11 nodes: conditions,
+/// transforms, a trigger with a schema, a parallel action).
+#[divan::bench(args = ["chain-100 compile", "chain-100 digest", "triage compile", "triage digest"], sample_count = 50, sample_size = 10)]
+fn plan_of_a_start(bencher: Bencher, case: &str) {
+    let (name, how) = case.split_once(' ').unwrap();
+    let workflow = Arc::new(match name {
+        "chain-100" => chain(100),
+        _ => {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/triage.json");
+            walkoff_schema::load_workflow(&std::fs::read_to_string(path).unwrap())
+                .unwrap()
+                .0
+        }
+    });
+    match how {
+        "compile" => bencher.bench(|| {
+            let plan = compile(Arc::clone(&workflow), catalog(), None).expect("valid");
+            divan::black_box(plan.nodes.len())
+        }),
+        _ => bencher.bench(|| divan::black_box(PlanDigest::of(&workflow))),
+    }
 }
 
 /// Per-node overhead: divide the time by the chain's 1000 nodes.
