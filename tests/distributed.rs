@@ -404,7 +404,7 @@ async fn two_workers_and_two_executors_run_many_executions() {
     // Both workers took part: each holds a share of the partitions.
     let mut conn = deployment.redis.connection().await;
     let workers: usize = redis::cmd("ZCARD")
-        .arg("walkoff:workers")
+        .arg(bus.keys().workers())
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -576,10 +576,8 @@ async fn a_trigger_nobody_answers_fails_after_its_wait_even_when_its_worker_died
 
 /// The worker owning each partition, if any (the worker part of its lease's token).
 async fn lease_owners(deployment: &Deployment) -> Vec<Option<String>> {
-    let partitions = deployment.bus().await.partitions();
-    let keys: Vec<String> = (0..partitions)
-        .map(|p| format!("walkoff:lease:{p}"))
-        .collect();
+    let bus = deployment.bus().await;
+    let keys: Vec<String> = (0..bus.partitions()).map(|p| bus.keys().lease(p)).collect();
     let holders: Vec<Option<String>> = redis::cmd("MGET")
         .arg(&keys)
         .query_async(&mut deployment.redis.connection().await)

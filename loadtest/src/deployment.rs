@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use walkoff_dataflow::bus::{RedisBus, RedisBusConfig};
 use walkoff_dataflow::{Bus, Client};
-use walkoff_schema::{Event, EventKind, Workflow, WorkflowStatus};
+use walkoff_schema::{AppRef, Event, EventKind, Workflow, WorkflowStatus};
 
 use crate::stats::{process_usage, ProcessUsage, Run};
 
@@ -291,23 +291,27 @@ impl Deployment {
         let mut conn = self.connection().await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let partitions = self.bus.partitions();
+        let keys = self.bus.keys();
         loop {
             let live_workers: usize = redis::cmd("ZCARD")
-                .arg("walkoff:workers")
+                .arg(keys.workers())
                 .query_async(&mut conn)
                 .await?;
-            let keys: Vec<String> = (0..partitions)
-                .map(|p| format!("walkoff:lease:{p}"))
-                .collect();
-            let leases: Vec<Option<String>> =
-                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+            let lease_keys: Vec<String> = (0..partitions).map(|p| keys.lease(p)).collect();
+            let leases: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(&lease_keys)
+                .query_async(&mut conn)
+                .await?;
             let owners: HashSet<String> = leases
                 .iter()
                 .flatten()
                 .filter_map(|t| t.rsplit_once(':').map(|(w, _)| w.to_string()))
                 .collect();
             let live_executors: usize = redis::cmd("ZCARD")
-                .arg("walkoff:executors:diagnostics@1.0.0")
+                .arg(keys.executors(&AppRef {
+                    name: "diagnostics".into(),
+                    version: "1.0.0".into(),
+                }))
                 .query_async(&mut conn)
                 .await?;
             if live_workers == workers
@@ -342,7 +346,7 @@ impl Deployment {
     ) -> anyhow::Result<Run> {
         let mut conn = self.connection().await?;
         let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
-            .arg("walkoff:finished")
+            .arg(self.bus.keys().finished())
             .arg("+")
             .arg("-")
             .arg("COUNT")
@@ -379,7 +383,7 @@ impl Deployment {
                 .arg("BLOCK")
                 .arg(200)
                 .arg("STREAMS")
-                .arg("walkoff:finished")
+                .arg(self.bus.keys().finished())
                 .arg(&cursor)
                 .query_async(&mut conn)
                 .await?;
@@ -545,7 +549,7 @@ impl Chaos {
         let mut conn = deployment.connection().await?;
         for id in ids {
             let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-                .arg(format!("walkoff:events:{id}"))
+                .arg(deployment.bus.keys().events(id))
                 .arg("-")
                 .arg("+")
                 .query_async(&mut conn)
@@ -568,7 +572,7 @@ impl Chaos {
             self.report.duplicate_final_events += finals.values().filter(|&&n| n > 1).count();
         }
         let again: Option<u64> = redis::cmd("HGET")
-            .arg("walkoff:stats")
+            .arg(deployment.bus.keys().stats())
             .arg(walkoff_dataflow::bus::STAT_ACTIONS_HANDED_OUT_AGAIN)
             .query_async(&mut conn)
             .await?;

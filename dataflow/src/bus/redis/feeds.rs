@@ -49,7 +49,7 @@ impl RedisBus {
     /// A wake stream named `name` (unique to the reading process).
     pub fn wake_stream(&self, name: &str) -> Wake {
         Wake {
-            key: self.key(format_args!("wake:{name}")),
+            key: self.keys.wake(name),
             last: "0-0".into(),
         }
     }
@@ -105,7 +105,7 @@ impl RedisBus {
         }
         cmd.arg("STREAMS").arg(&wake.key);
         for (id, _) in chunk {
-            cmd.arg(self.events_stream(id));
+            cmd.arg(self.keys.events(id));
         }
         cmd.arg(&wake.last);
         for (_, next) in chunk {
@@ -129,10 +129,6 @@ impl RedisBus {
         Ok(events)
     }
 
-    fn finished_feed(&self) -> String {
-        self.key(format_args!("finished"))
-    }
-
     /// Entries of the finished feed for `consumer` of `group`: first those another consumer has
     /// held for longer than `claim_after` (it died before acknowledging them), then new ones,
     /// waiting up to `wait`.
@@ -144,7 +140,7 @@ impl RedisBus {
         claim_after: Duration,
         wait: Duration,
     ) -> Result<Vec<FinishedEntry>, BusError> {
-        let feed = self.finished_feed();
+        let feed = self.keys.finished();
         self.ensure_group(&feed, group).await?;
         let claimed: StreamAutoClaimReply = self
             .query(
@@ -209,7 +205,7 @@ impl RedisBus {
         }
         self.query::<u64>(
             redis::cmd("XACK")
-                .arg(self.finished_feed())
+                .arg(self.keys.finished())
                 .arg(group)
                 .arg(ids),
         )
@@ -219,7 +215,7 @@ impl RedisBus {
 
     /// Tell every listener of `channel` (under the prefix) `message`; nobody listening is fine.
     pub async fn announce(&self, channel: &str, message: &str) -> Result<(), BusError> {
-        let channel = self.key(format_args!("{channel}"));
+        let channel = self.keys.channel(channel);
         self.query::<u64>(redis::cmd("PUBLISH").arg(channel).arg(message))
             .await
             .map(|_| ())
@@ -232,7 +228,7 @@ impl RedisBus {
         channel: &str,
     ) -> Result<impl Stream<Item = String> + Send + 'static, BusError> {
         let mut pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
-        let channel = self.key(format_args!("{channel}"));
+        let channel = self.keys.channel(channel);
         pubsub.subscribe(channel).await.map_err(unavailable)?;
         Ok(pubsub
             .into_on_message()

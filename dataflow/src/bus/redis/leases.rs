@@ -103,19 +103,6 @@ impl Leases {
 }
 
 impl RedisBus {
-    pub(super) fn lease_key(&self, partition: Partition) -> String {
-        self.key(format_args!("lease:{partition}"))
-    }
-
-    /// The token of the partition's latest owner, set when a lease is taken (never renewed).
-    pub(super) fn fence_key(&self, partition: Partition) -> String {
-        self.key(format_args!("fence:{partition}"))
-    }
-
-    fn workers_key(&self) -> String {
-        self.key(format_args!("workers"))
-    }
-
     /// Make `consumer` a worker: take a first share of partitions now and keep beating.
     pub(super) async fn become_worker(&self, consumer: &str) -> Result<(), BusError> {
         {
@@ -178,7 +165,7 @@ impl RedisBus {
             (consumer, owned)
         };
         let ttl = self.config.lease_ttl.as_millis() as u64;
-        let workers = self.workers_key();
+        let workers = self.keys.workers();
         let mut pipe = redis::pipe();
         pipe.cmd("EVAL")
             .arg(HEARTBEAT)
@@ -189,7 +176,7 @@ impl RedisBus {
             pipe.cmd("EVAL")
                 .arg(RENEW)
                 .arg(1)
-                .arg(self.lease_key(*p))
+                .arg(self.keys.lease(*p))
                 .arg(token)
                 .arg(ttl);
         }
@@ -244,7 +231,7 @@ impl RedisBus {
 
     /// Take up to `wanted` free partitions.
     async fn acquire(&self, consumer: &str, wanted: usize, ttl: u64) -> Result<(), BusError> {
-        let keys: Vec<String> = (0..self.partitions).map(|p| self.lease_key(p)).collect();
+        let keys: Vec<String> = (0..self.partitions).map(|p| self.keys.lease(p)).collect();
         let holders: Vec<Option<String>> = self.query(redis::cmd("MGET").arg(&keys)).await?;
         // Start at a place that depends on the worker, so workers starting together spread out.
         let offset = super::partition_of(consumer, self.partitions);
@@ -265,8 +252,8 @@ impl RedisBus {
             pipe.cmd("EVAL")
                 .arg(ACQUIRE)
                 .arg(2)
-                .arg(self.lease_key(*p))
-                .arg(self.fence_key(*p))
+                .arg(self.keys.lease(*p))
+                .arg(self.keys.fence(*p))
                 .arg(token)
                 .arg(ttl);
         }
@@ -327,7 +314,7 @@ impl RedisBus {
             pipe.cmd("EVAL")
                 .arg(RELEASE)
                 .arg(1)
-                .arg(self.lease_key(*p))
+                .arg(self.keys.lease(*p))
                 .arg(token)
                 .ignore();
         }
@@ -356,7 +343,7 @@ impl RedisBus {
         let Some(consumer) = consumer else { return };
         self.release(&owned).await;
         let left: Result<(), _> = redis::cmd("ZREM")
-            .arg(self.workers_key())
+            .arg(self.keys.workers())
             .arg(&consumer)
             .query_async(&mut self.writer.clone())
             .await;

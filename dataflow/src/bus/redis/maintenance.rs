@@ -14,9 +14,11 @@ use chrono::Utc;
 use redis::streams::{StreamClaimReply, StreamId, StreamRangeReply, StreamReadReply};
 use walkoff_schema::{ActionRequest, AppRef, ControlMessage, NodeResult, Outcome};
 
+use super::actions::parse_app;
+use super::messages::{add_message, decode_entry, encode, entry_millis};
 use super::{
-    add_message, decode_entry, encode, entry_millis, parse_app, BusError, RedisBus, EXECUTORS,
-    PRIORITIES, STAT_ACTIONS_DEAD_LETTERED, STAT_ACTIONS_HANDED_OUT_AGAIN,
+    BusError, RedisBus, EXECUTORS, PRIORITIES, STAT_ACTIONS_DEAD_LETTERED,
+    STAT_ACTIONS_HANDED_OUT_AGAIN,
 };
 
 /// Entries taken from one dead consumer per pass.
@@ -40,13 +42,13 @@ impl RedisBus {
             return Ok(());
         }
         let apps: Vec<String> = self
-            .query(redis::cmd("SMEMBERS").arg(self.key(format_args!("apps"))))
+            .query(redis::cmd("SMEMBERS").arg(self.keys.apps()))
             .await?;
         let reclaimer = format!("reclaim:{consumer}");
         let now = self.now_ms().await?;
         for app in apps.iter().filter_map(|a| parse_app(a)) {
             let ttl = self.config.executor_ttl.as_millis() as u64;
-            let executors = self.executors_key(&app);
+            let executors = self.keys.executors(&app);
             let (live,): (Vec<String>,) = redis::pipe()
                 .cmd("ZREMRANGEBYSCORE")
                 .arg(&executors)
@@ -62,7 +64,7 @@ impl RedisBus {
                 .map_err(super::unavailable)?;
             self.ensure_action_groups(&app).await?;
             for priority in PRIORITIES {
-                let stream = self.action_stream(&app, priority);
+                let stream = self.keys.action_stream(&app, priority);
                 let summary: PendingSummary = self
                     .query(redis::cmd("XPENDING").arg(&stream).arg(EXECUTORS))
                     .await?;
@@ -79,7 +81,7 @@ impl RedisBus {
             // What the executors are done with leaves the streams; nothing else ever does.
             let streams: Vec<(String, &str)> = PRIORITIES
                 .iter()
-                .map(|&p| (self.action_stream(&app, p), EXECUTORS))
+                .map(|&p| (self.keys.action_stream(&app, p), EXECUTORS))
                 .collect();
             self.trim_consumed(&streams).await?;
         }
@@ -267,7 +269,9 @@ impl RedisBus {
                         };
                         add_message(
                             &mut pipe,
-                            &self.control_stream_of(&request.execution_id),
+                            &self
+                                .keys
+                                .control_stream_of(&request.execution_id, self.partitions),
                             &ControlMessage::Result(result),
                         );
                     }
