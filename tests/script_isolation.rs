@@ -68,6 +68,41 @@ async fn a_script_past_its_memory_limit_fails_its_node_and_its_host_is_replaced(
     assert_eq!(outcome_result(&after.outcome), &json!(21));
 }
 
+/// The limit is the one set, from the host's first byte: a script may use up to it and not
+/// beyond, and hosts running thousands of scripts do not fail by themselves (mimalloc's arena,
+/// reserved at start, once counted as a gigabyte used — so a 300 MB string passed a 128 MiB limit,
+/// and the first allocation past the arena failed whatever the script).
+#[tokio::test]
+async fn a_hosts_memory_limit_holds_at_its_value() {
+    let pool = hosts(128, 1);
+    // Starlark's own heap check must not be what stops it.
+    let limits = ScriptLimits {
+        max_heap_bytes: 8 << 30,
+        ..Default::default()
+    };
+    let within = pool
+        .run(transform("result = len(\"a\" * 50000000)"), limits)
+        .await;
+    assert_eq!(outcome_result(&within.outcome), &json!(50_000_000));
+    let beyond = pool
+        .run(transform("result = len(\"a\" * 300000000)"), limits)
+        .await;
+    assert_eq!(
+        outcome_error(&beyond.outcome),
+        "script exceeded its memory limit of 128 MiB"
+    );
+    for i in 0..2000 {
+        let result = pool
+            .run(transform(&format!("result = [a.result] * {i}")), limits)
+            .await;
+        assert!(
+            matches!(result.outcome, Outcome::Success { .. }),
+            "script {i}: {:?}",
+            result.outcome
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_script_stuck_in_one_long_operation_is_killed_at_its_time_limit() {
     // Starlark checks its limits only between operations; one long string operation gives it no

@@ -192,6 +192,11 @@ impl Host {
     fn start(config: &ScriptHostConfig) -> std::io::Result<Host> {
         let mut child = Command::new(&config.program)
             .args(&config.args)
+            // mimalloc (walkoff's allocator) reserves a 1 GiB arena at start, which counts
+            // against RLIMIT_DATA at once: the host would then fail its first allocation past
+            // the arena whatever a script uses, while a script could use the arena's gigabyte
+            // below any limit. Without the reserve, memory is mapped as used, and the limit holds.
+            .env("MIMALLOC_ARENA_RESERVE", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             // What a script prints, and why a host died, go to this process's stderr.
@@ -358,11 +363,34 @@ fn kill(pid: u32) {
     }
 }
 
+/// This process's private writable memory (`VmData`), what `RLIMIT_DATA` limits.
+fn mapped_data_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmData:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib << 10)
+}
+
 /// The host's side (`walkoff script-host`): limit this process's memory, then evaluate one
 /// request per line of stdin, answering each with a line on stdout, until stdin closes.
 pub fn serve_host(memory_limit_mib: u64) -> std::io::Result<()> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let bytes = memory_limit_mib.saturating_mul(1 << 20);
+    // The limit counts what is mapped already: a host that starts above it (an allocator that
+    // reserved memory up front) would fail at its first allocation, so it refuses to start.
+    if let Some(mapped) = mapped_data_bytes().filter(|&mapped| mapped >= bytes / 2) {
+        return Err(std::io::Error::other(format!(
+            "the script host maps {} MiB at start, too close to its memory limit of \
+             {memory_limit_mib} MiB (is MIMALLOC_ARENA_RESERVE=0 set?)",
+            mapped >> 20
+        )));
+    }
     setrlimit(
         Resource::Data,
         Rlimit {

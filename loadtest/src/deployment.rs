@@ -286,6 +286,42 @@ impl Deployment {
             .await?)
     }
 
+    /// What failed in an execution, from its events: each failed node's label and error.
+    async fn failed_nodes(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        execution_id: &str,
+    ) -> String {
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(self.bus.keys().events(execution_id))
+            .arg("-")
+            .arg("+")
+            .query_async(conn)
+            .await
+            .unwrap_or_default();
+        let failures: Vec<String> = entries
+            .iter()
+            .filter_map(|(_, fields)| {
+                let raw = &fields.iter().find(|(k, _)| k == "m")?.1;
+                match serde_json::from_str::<Event>(raw).ok()?.kind {
+                    EventKind::Node(node) if node.status == walkoff_schema::NodeStatus::Failure => {
+                        Some(format!(
+                            "node '{}' failed: {}",
+                            node.label,
+                            node.error.unwrap_or_default()
+                        ))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        if failures.is_empty() {
+            "no node failed".into()
+        } else {
+            failures.join("; ")
+        }
+    }
+
     /// Every worker beats and every partition is owned; every executor beats.
     async fn wait_until_ready(&self, workers: usize, executors: usize) -> anyhow::Result<()> {
         let mut conn = self.connection().await?;
@@ -410,8 +446,9 @@ impl Deployment {
         let mut last_at = submitted_at;
         for (id, (at, status)) in &finished {
             if *status != WorkflowStatus::Completed {
+                let why = self.failed_nodes(&mut conn, id).await;
                 bail!(
-                    "execution {id} ended {status}; logs in {}",
+                    "execution {id} ended {status}: {why}; logs in {}",
                     self.dir.path().display()
                 );
             }
