@@ -10,17 +10,17 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use walkoff_dataflow::execution::ScriptKind;
 use walkoff_dataflow::script_host::ScriptHosts;
-use walkoff_dataflow::{ScriptHostConfig, ScriptJob, ScriptLimits};
+use walkoff_dataflow::{ScriptHostConfig, ScriptIsolation, ScriptJob, ScriptLimits};
 use walkoff_schema::Outcome;
 
 /// A condition that allocates gigabytes in one native call, between two of Starlark's checks.
 const MEMORY_BOMB: &str = "s = \"a\" * 2000000000\nresult = len(s * 2000000000)";
 
-fn hosts(memory_mib: u64, hosts: usize) -> ScriptHosts {
-    ScriptHosts::new(ScriptHostConfig {
+fn hosts(memory_mib: u64, hosts: usize) -> ScriptIsolation {
+    ScriptIsolation::Hosts(Arc::new(ScriptHosts::new(ScriptHostConfig {
         hosts,
         ..ScriptHostConfig::walkoff(PathBuf::from(env!("CARGO_BIN_EXE_walkoff")), memory_mib)
-    })
+    })))
 }
 
 fn transform(code: &str) -> ScriptJob {
@@ -74,33 +74,67 @@ async fn a_script_past_its_memory_limit_fails_its_node_and_its_host_is_replaced(
 /// and the first allocation past the arena failed whatever the script).
 #[tokio::test]
 async fn a_hosts_memory_limit_holds_at_its_value() {
-    let pool = hosts(128, 1);
     // Starlark's own heap check must not be what stops it.
     let limits = ScriptLimits {
         max_heap_bytes: 8 << 30,
         ..Default::default()
     };
-    let within = pool
-        .run(transform("result = len(\"a\" * 50000000)"), limits)
-        .await;
-    assert_eq!(outcome_result(&within.outcome), &json!(50_000_000));
-    let beyond = pool
-        .run(transform("result = len(\"a\" * 300000000)"), limits)
-        .await;
-    assert_eq!(
-        outcome_error(&beyond.outcome),
-        "script exceeded its memory limit of 128 MiB"
-    );
-    for i in 0..2000 {
-        let result = pool
-            .run(transform(&format!("result = [a.result] * {i}")), limits)
+    // Below 256 MiB hosts map memory as they go; from 256 MiB on their allocator keeps a 64 MiB
+    // arena, counted in the limit.
+    for (limit_mib, within) in [(128, 40_000_000), (256, 60_000_000)] {
+        let pool = hosts(limit_mib, 1);
+        let fits = pool
+            .run(
+                transform(&format!("result = len(\"a\" * {within})")),
+                limits,
+            )
             .await;
-        assert!(
-            matches!(result.outcome, Outcome::Success { .. }),
-            "script {i}: {:?}",
-            result.outcome
+        assert_eq!(outcome_result(&fits.outcome), &json!(within));
+        let beyond = pool
+            .run(transform("result = len(\"a\" * 300000000)"), limits)
+            .await;
+        assert_eq!(
+            outcome_error(&beyond.outcome),
+            format!("script exceeded its memory limit of {limit_mib} MiB")
         );
+        for i in 0..2000 {
+            let result = pool
+                .run(transform(&format!("result = [a.result] * {i}")), limits)
+                .await;
+            assert!(
+                matches!(result.outcome, Outcome::Success { .. }),
+                "limit {limit_mib} MiB, script {i}: {:?}",
+                result.outcome
+            );
+        }
     }
+}
+
+/// A burst of scripts goes to a host in one request and comes back one answer at a time; a
+/// script that takes its host down fails alone, and the ones after it run in a fresh host.
+#[tokio::test]
+async fn a_burst_runs_in_one_request_and_a_bomb_in_it_fails_alone() {
+    let pool = hosts(256, 1);
+    let mut jobs: Vec<ScriptJob> = (0..6)
+        .map(|i| ScriptJob {
+            node_id: format!("n{i}"),
+            ..transform(&format!("result = a.result + {i}"))
+        })
+        .collect();
+    jobs[2].code = Arc::from(MEMORY_BOMB);
+    let mut results = pool.run_all(jobs, ScriptLimits::default());
+    let mut outcomes = std::collections::BTreeMap::new();
+    while let Some(result) = results.recv().await {
+        outcomes.insert(result.node_id.clone(), result.outcome);
+    }
+    assert_eq!(outcomes.len(), 6);
+    for i in [0, 1, 3, 4, 5] {
+        assert_eq!(outcome_result(&outcomes[&format!("n{i}")]), &json!(20 + i));
+    }
+    assert_eq!(
+        outcome_error(&outcomes["n2"]),
+        "script exceeded its memory limit of 256 MiB"
+    );
 }
 
 #[tokio::test]
@@ -131,10 +165,10 @@ async fn a_script_stuck_in_one_long_operation_is_killed_at_its_time_limit() {
 
 #[tokio::test]
 async fn scripts_run_side_by_side_in_as_many_hosts() {
-    let pool = Arc::new(hosts(256, 2));
+    let pool = hosts(256, 2);
     let runs: Vec<_> = (0..8)
         .map(|i| {
-            let pool = Arc::clone(&pool);
+            let pool = pool.clone();
             tokio::spawn(async move {
                 pool.run(
                     transform(&format!("result = a.result + {i}")),

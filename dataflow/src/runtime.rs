@@ -743,14 +743,20 @@ pub(crate) async fn carry_out(inner: &Arc<Inner>, fx: Effects) -> Result<(), Bus
             first_error.get_or_insert(e);
         }
     }
-    for job in scripts {
+    if !scripts.is_empty() {
         let bus = Arc::clone(&inner.bus);
-        let limits = inner.config.script_limits;
-        let isolation = inner.config.scripts.clone();
+        let mut results = inner
+            .config
+            .scripts
+            .run_all(scripts, inner.config.script_limits);
         tokio::spawn(async move {
-            let result = isolation.run(job, limits).await;
-            if let Err(e) = bus.send_control(vec![ControlMessage::Result(result)]).await {
-                tracing::warn!(error = %e, "could not report a script result");
+            // What is ready goes out together: one write for a burst of results.
+            let mut ready = Vec::new();
+            while results.recv_many(&mut ready, 256).await > 0 {
+                let messages = ready.drain(..).map(ControlMessage::Result).collect();
+                if let Err(e) = bus.send_control(messages).await {
+                    tracing::warn!(error = %e, "could not report script results");
+                }
             }
         });
     }

@@ -9,16 +9,17 @@
 //! The `walkoff` binary isolates every script ([`isolate_scripts`] at start); a library user
 //! (and this crate's own tests) evaluates in-process unless it asks for hosts.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 use walkoff_schema::{NodeResult, Outcome};
 
 use crate::execution::ScriptJob;
@@ -45,6 +46,8 @@ pub struct ScriptHostConfig {
     /// Each host's memory limit, as given to it in `args`; named in the error of a script that
     /// exceeds it.
     pub memory_limit_mib: u64,
+    /// Environment variables set for each host.
+    pub env: Vec<(String, String)>,
 }
 
 /// Memory a script host may use, by default: Starlark's own heap limit is 64 MiB, and the
@@ -64,6 +67,10 @@ impl ScriptHostConfig {
             ],
             hosts: std::thread::available_parallelism().map_or(2, |n| n.get()),
             memory_limit_mib,
+            env: vec![(
+                "MIMALLOC_ARENA_RESERVE".into(),
+                walkoff_allocator_reserve(memory_limit_mib).into(),
+            )],
         }
     }
 
@@ -73,6 +80,20 @@ impl ScriptHostConfig {
             std::env::current_exe()?,
             memory_limit_mib,
         ))
+    }
+}
+
+/// The arena mimalloc (walkoff's allocator) may reserve in a host with this memory limit. By
+/// default it reserves 1 GiB at start, which counts against `RLIMIT_DATA` at once: a host would
+/// fail its first allocation past the arena whatever a script used, while a script could use the
+/// arena's gigabyte under any limit. Its smallest arena, 64 MiB, leaves a 256 MiB limit three
+/// quarters for scripts and keeps allocation fast (a host spends 8 µs a script, against 24–34 µs
+/// mapping memory as it goes, which smaller limits need to hold at their value).
+fn walkoff_allocator_reserve(memory_limit_mib: u64) -> &'static str {
+    if memory_limit_mib >= 256 {
+        "64MiB"
+    } else {
+        "0"
     }
 }
 
@@ -92,10 +113,33 @@ impl ScriptIsolation {
 
     /// Evaluate `job`; whatever the script does, the answer is a result for its node.
     pub async fn run(&self, job: ScriptJob, limits: ScriptLimits) -> NodeResult {
+        let mut results = self.run_all(vec![job], limits);
+        results
+            .recv()
+            .await
+            .expect("every job is answered with a result")
+    }
+
+    /// Evaluate `jobs`, each result sent as soon as it is known (in no particular order); the
+    /// channel closes after the last.
+    pub fn run_all(
+        &self,
+        jobs: Vec<ScriptJob>,
+        limits: ScriptLimits,
+    ) -> mpsc::UnboundedReceiver<NodeResult> {
+        let (results, received) = mpsc::unbounded_channel();
         match self {
-            ScriptIsolation::InProcess => run_in_process(job, limits).await,
-            ScriptIsolation::Hosts(hosts) => hosts.run(job, limits).await,
+            ScriptIsolation::InProcess => {
+                for job in jobs {
+                    let results = results.clone();
+                    tokio::spawn(async move {
+                        let _ = results.send(run_in_process(job, limits).await);
+                    });
+                }
+            }
+            ScriptIsolation::Hosts(hosts) => hosts.submit(jobs, limits, results),
         }
+        received
     }
 }
 
@@ -157,19 +201,78 @@ async fn run_in_process(job: ScriptJob, limits: ScriptLimits) -> NodeResult {
     }
 }
 
-/// One request to a host: sent with the job borrowed, read with it owned.
+/// One job of a request to a host: sent borrowed, read owned.
 #[derive(Serialize, Deserialize)]
-struct HostRequest<Job> {
+struct HostJob<Job> {
     job: Job,
     limits: ScriptLimits,
 }
 
-/// A pool of script hosts, started when first needed and replaced when one dies.
-#[derive(Debug)]
+/// A job waiting for a host, with where its result goes.
+struct Queued {
+    job: ScriptJob,
+    limits: ScriptLimits,
+    reply: mpsc::UnboundedSender<NodeResult>,
+}
+
+/// Jobs waiting for a host. Each host has a thread of its own that takes its share of what
+/// waits — everything that came while it was busy, so a burst costs one exchange per host, not
+/// one per script — sends it in one request and passes each answer on as it is read.
+#[derive(Default)]
+struct JobQueue {
+    state: Mutex<QueueState>,
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Queued>,
+    closing: bool,
+}
+
+/// Jobs one request carries at most.
+const MAX_JOBS_PER_REQUEST: usize = 64;
+
+impl JobQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait for jobs and take a share: what waits divided among the hosts, so a burst is spread
+    /// over them. None when the pool closes.
+    fn take(&self, hosts: usize) -> Option<VecDeque<Queued>> {
+        let mut state = self.lock();
+        loop {
+            if state.closing {
+                return None;
+            }
+            if !state.jobs.is_empty() {
+                let share = state
+                    .jobs
+                    .len()
+                    .div_ceil(hosts.max(1))
+                    .clamp(1, MAX_JOBS_PER_REQUEST);
+                return Some(state.jobs.drain(..share).collect());
+            }
+            state = self.arrived.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A pool of script hosts, each started when first needed and replaced when it dies, each
+/// served by a thread of its own.
 pub struct ScriptHosts {
     config: ScriptHostConfig,
-    idle: Mutex<Vec<Host>>,
-    turns: Semaphore,
+    queue: Arc<JobQueue>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ScriptHosts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptHosts")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -179,24 +282,22 @@ struct Host {
     output: BufReader<ChildStdout>,
 }
 
-/// How a call to a host ended.
+/// How waiting for an answer ended.
 enum Answer {
     Result(NodeResult),
     /// The host answered something that is not a result: it cannot be trusted again.
     Garbled(String),
     /// The host is gone (killed, or broke a limit).
     Died(std::process::ExitStatus),
+    /// No answer in the watchdog's time: the host was killed.
+    TimedOut,
 }
 
 impl Host {
     fn start(config: &ScriptHostConfig) -> std::io::Result<Host> {
         let mut child = Command::new(&config.program)
             .args(&config.args)
-            // mimalloc (walkoff's allocator) reserves a 1 GiB arena at start, which counts
-            // against RLIMIT_DATA at once: the host would then fail its first allocation past
-            // the arena whatever a script uses, while a script could use the arena's gigabyte
-            // below any limit. Without the reserve, memory is mapped as used, and the limit holds.
-            .env("MIMALLOC_ARENA_RESERVE", "0")
+            .envs(config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             // What a script prints, and why a host died, go to this process's stderr.
@@ -214,15 +315,38 @@ impl Host {
         })
     }
 
-    /// Send one request and read its answer (blocking).
-    fn call(&mut self, request: &str) -> Answer {
+    fn send(&mut self, request: &str) -> std::io::Result<()> {
+        self.input.write_all(request.as_bytes())?;
+        self.input.flush()
+    }
+
+    /// The next answer, waiting at most `wait` for it to begin.
+    fn answer(&mut self, wait: Duration) -> Answer {
+        if !self.output.buffer().contains(&b'\n') {
+            let deadline = std::time::Instant::now() + wait;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    kill(self.child.id());
+                    let _ = self.child.wait();
+                    return Answer::TimedOut;
+                }
+                let timeout = rustix::time::Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                };
+                let mut fds = [rustix::event::PollFd::new(
+                    self.output.get_ref(),
+                    rustix::event::PollFlags::IN,
+                )];
+                match rustix::event::poll(&mut fds, Some(&timeout)) {
+                    Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                    _ => break,
+                }
+            }
+        }
         let mut line = String::new();
-        let exchanged = self
-            .input
-            .write_all(request.as_bytes())
-            .and_then(|_| self.input.flush())
-            .and_then(|_| self.output.read_line(&mut line));
-        match exchanged {
+        match self.output.read_line(&mut line) {
             Ok(n) if n > 0 => match serde_json::from_str(&line) {
                 Ok(result) => Answer::Result(result),
                 Err(e) => Answer::Garbled(format!("the script host answered garbage: {e}")),
@@ -246,110 +370,172 @@ impl Host {
 
 impl ScriptHosts {
     pub fn new(config: ScriptHostConfig) -> ScriptHosts {
-        let turns = Semaphore::new(config.hosts.max(1));
         ScriptHosts {
             config,
-            idle: Mutex::new(Vec::new()),
-            turns,
+            queue: Arc::default(),
+            threads: Mutex::new(Vec::new()),
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Host>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Evaluate `job` in a host: an idle one, or a new one.
-    pub async fn run(&self, job: ScriptJob, limits: ScriptLimits) -> NodeResult {
-        let started_at = Utc::now();
-        let Ok(_turn) = self.turns.acquire().await else {
-            return ScriptNode::of(&job)
-                .failed(started_at, "the script hosts are shut down".into());
-        };
-        let request = match serde_json::to_string(&HostRequest { job: &job, limits }) {
-            Ok(mut request) => {
-                request.push('\n');
-                request
-            }
-            Err(e) => {
-                return ScriptNode::of(&job)
-                    .failed(started_at, format!("could not send the script: {e}"))
-            }
-        };
-        let idle = self.idle().pop();
-        let mut host = match idle {
-            Some(host) => host,
-            None => match Host::start(&self.config) {
-                Ok(host) => host,
-                Err(e) => {
-                    return ScriptNode::of(&job).failed(
-                        started_at,
-                        format!(
-                            "could not start a script host ({}): {e}",
-                            self.config.program.display()
-                        ),
-                    )
+    /// Queue `jobs`; each result goes to `reply` as soon as it is known.
+    fn submit(
+        &self,
+        jobs: Vec<ScriptJob>,
+        limits: ScriptLimits,
+        reply: mpsc::UnboundedSender<NodeResult>,
+    ) {
+        {
+            let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+            while threads.len() < self.config.hosts.max(1) {
+                let queue = Arc::clone(&self.queue);
+                let config = self.config.clone();
+                let serving = std::thread::Builder::new()
+                    .name(format!("script-host-{}", threads.len()))
+                    .spawn(move || serve_queue(&queue, &config));
+                match serving {
+                    Ok(thread) => threads.push(thread),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not start a script host's thread");
+                        break;
+                    }
                 }
-            },
-        };
-        let pid = host.child.id();
-        let call = tokio::task::spawn_blocking(move || {
-            let answer = host.call(&request);
-            (host, answer)
-        });
-        tokio::pin!(call);
-        let (timed_out, joined) = match tokio::time::timeout(watchdog(&limits), &mut call).await {
-            Ok(joined) => (false, joined),
-            Err(_) => {
-                // Stopped from outside; the call then sees the end of its pipe and returns.
-                kill(pid);
-                (true, call.await)
             }
-        };
-        let (host, answer) = match joined {
-            Ok(done) => done,
-            Err(e) => {
-                return ScriptNode::of(&job)
-                    .failed(started_at, format!("the script call crashed: {e}"))
-            }
-        };
-        match answer {
-            Answer::Result(result) if !timed_out => {
-                self.idle().push(host);
-                result
-            }
-            Answer::Result(_) => {
-                host.stop();
-                ScriptNode::of(&job).failed(started_at, time_limit_error(&limits))
-            }
-            Answer::Garbled(error) => {
-                host.stop();
-                ScriptNode::of(&job).failed(started_at, error)
-            }
-            Answer::Died(status) => {
-                tracing::warn!(node = %job.node_id, %status, "a script host died and is replaced");
-                let error = if timed_out
-                    || status.signal() == Some(rustix::process::Signal::XCPU.as_raw())
-                {
-                    time_limit_error(&limits)
-                } else if status.signal() == Some(rustix::process::Signal::ABORT.as_raw()) {
-                    // An allocation the memory limit refused aborts the host.
-                    format!(
-                        "script exceeded its memory limit of {} MiB",
-                        self.config.memory_limit_mib
-                    )
-                } else {
-                    format!("the script host died ({status})")
-                };
-                ScriptNode::of(&job).failed(started_at, error)
+            if threads.is_empty() {
+                let started_at = Utc::now();
+                for job in jobs {
+                    let _ = reply.send(ScriptNode::of(&job).failed(
+                        started_at,
+                        "no thread could be started to serve script hosts".into(),
+                    ));
+                }
+                return;
             }
         }
+        let mut state = self.queue.lock();
+        if state.closing {
+            let started_at = Utc::now();
+            for job in jobs {
+                let _ = reply.send(
+                    ScriptNode::of(&job)
+                        .failed(started_at, "the script hosts are shut down".into()),
+                );
+            }
+            return;
+        }
+        state.jobs.extend(jobs.into_iter().map(|job| Queued {
+            job,
+            limits,
+            reply: reply.clone(),
+        }));
+        drop(state);
+        self.queue.arrived.notify_all();
+    }
+}
+
+/// A host's thread: take a share of the waiting jobs, send it in one request, pass each answer
+/// on. A host that breaks a limit fails the job it was on; the jobs after it in the request,
+/// which it never started, go to its replacement.
+fn serve_queue(queue: &JobQueue, config: &ScriptHostConfig) {
+    let mut host: Option<Host> = None;
+    while let Some(mut jobs) = queue.take(config.hosts) {
+        while !jobs.is_empty() {
+            let started_at = Utc::now();
+            let fail_all = |jobs: &mut VecDeque<Queued>, error: String| {
+                for queued in jobs.drain(..) {
+                    let _ = queued
+                        .reply
+                        .send(ScriptNode::of(&queued.job).failed(started_at, error.clone()));
+                }
+            };
+            let request: Vec<HostJob<&ScriptJob>> = jobs
+                .iter()
+                .map(|queued| HostJob {
+                    job: &queued.job,
+                    limits: queued.limits,
+                })
+                .collect();
+            let request = match serde_json::to_string(&request) {
+                Ok(mut request) => {
+                    request.push('\n');
+                    request
+                }
+                Err(e) => {
+                    fail_all(&mut jobs, format!("could not send the script: {e}"));
+                    continue;
+                }
+            };
+            let current = match host.take() {
+                Some(current) => Ok(current),
+                None => Host::start(config),
+            };
+            let mut current = match current {
+                Ok(current) => current,
+                Err(e) => {
+                    let error = format!(
+                        "could not start a script host ({}): {e}",
+                        config.program.display()
+                    );
+                    fail_all(&mut jobs, error);
+                    continue;
+                }
+            };
+            let mut healthy = current.send(&request).is_ok();
+            while healthy {
+                let Some(queued) = jobs.pop_front() else {
+                    break;
+                };
+                let answer = current.answer(watchdog(&queued.limits));
+                let node = || ScriptNode::of(&queued.job);
+                let result = match answer {
+                    Answer::Result(result) => result,
+                    Answer::TimedOut => {
+                        healthy = false;
+                        node().failed(started_at, time_limit_error(&queued.limits))
+                    }
+                    Answer::Garbled(error) => {
+                        healthy = false;
+                        node().failed(started_at, error)
+                    }
+                    Answer::Died(status) => {
+                        healthy = false;
+                        tracing::warn!(node = %queued.job.node_id, %status, "a script host died and is replaced");
+                        let error = if status.signal()
+                            == Some(rustix::process::Signal::XCPU.as_raw())
+                        {
+                            time_limit_error(&queued.limits)
+                        } else if status.signal() == Some(rustix::process::Signal::ABORT.as_raw()) {
+                            // An allocation the memory limit refused aborts the host.
+                            format!(
+                                "script exceeded its memory limit of {} MiB",
+                                config.memory_limit_mib
+                            )
+                        } else {
+                            format!("the script host died ({status})")
+                        };
+                        node().failed(started_at, error)
+                    }
+                };
+                let _ = queued.reply.send(result);
+            }
+            if healthy {
+                host = Some(current);
+            } else {
+                current.stop();
+            }
+        }
+    }
+    if let Some(host) = host {
+        host.stop();
     }
 }
 
 impl Drop for ScriptHosts {
     fn drop(&mut self) {
-        for host in self.idle().drain(..) {
-            host.stop();
+        self.queue.lock().closing = true;
+        self.queue.arrived.notify_all();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
         }
     }
 }
@@ -398,30 +584,53 @@ pub fn serve_host(memory_limit_mib: u64) -> std::io::Result<()> {
             maximum: Some(bytes),
         },
     )?;
+    // A panic ends the host at once (no unwinding, no backtrace to symbolize with no memory
+    // left): an allocation the limit refused — Starlark's arena panics "out of memory" — as an
+    // abort, which the worker reports as the memory limit; anything else as a plain exit.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("script host: {info}");
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        if message.contains("out of memory") || message.contains("memory allocation") {
+            std::process::abort();
+        }
+        std::process::exit(70);
+    }));
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
+    let cpu_maximum = getrlimit(Resource::Cpu).maximum;
+    let mut cpu_limit = None;
     for line in stdin.lines() {
         let line = line?;
-        let request: HostRequest<ScriptJob> = serde_json::from_str(&line)
+        let request: Vec<HostJob<ScriptJob>> = serde_json::from_str(&line)
             .map_err(|e| std::io::Error::other(format!("not a script request: {e}")))?;
-        // CPU seconds from now on: the kernel stops a host that computes past them, whatever
-        // the worker does.
-        let allowed = watchdog(&request.limits).as_secs() + 1;
-        let used = cpu_seconds();
-        let cpu = getrlimit(Resource::Cpu);
-        setrlimit(
-            Resource::Cpu,
-            Rlimit {
-                current: Some(used + allowed),
-                maximum: cpu.maximum,
-            },
-        )?;
-        let result = request.job.run(&request.limits);
-        let mut answer = serde_json::to_string(&result)
-            .map_err(|e| std::io::Error::other(format!("could not answer: {e}")))?;
-        answer.push('\n');
-        stdout.write_all(answer.as_bytes())?;
-        stdout.flush()?;
+        for HostJob { job, limits } in request {
+            // CPU seconds from now on: the kernel stops a host that computes past them, whatever
+            // the worker does.
+            // (Whole seconds: it changes about once per second of CPU, and is set only then.)
+            let wanted = Some(cpu_seconds() + watchdog(&limits).as_secs() + 1);
+            if wanted != cpu_limit {
+                setrlimit(
+                    Resource::Cpu,
+                    Rlimit {
+                        current: wanted,
+                        maximum: cpu_maximum,
+                    },
+                )?;
+                cpu_limit = wanted;
+            }
+            let result = job.run(&limits);
+            let mut answer = serde_json::to_string(&result)
+                .map_err(|e| std::io::Error::other(format!("could not answer: {e}")))?;
+            answer.push('\n');
+            stdout.write_all(answer.as_bytes())?;
+            // Each answer as soon as it is known: the worker passes it on while the next runs.
+            stdout.flush()?;
+        }
     }
     Ok(())
 }
