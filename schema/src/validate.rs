@@ -329,20 +329,25 @@ pub fn validate_with_graph(
                         .field("schema"),
                     );
                 }
-                if trigger.timeout_ms == Some(0) {
-                    problems.push(
-                        Problem::node(
-                            ProblemCode::InvalidSetting,
-                            node,
-                            "timeout_ms must be at least 1",
-                        )
-                        .field("timeout_ms"),
-                    );
-                }
+                at_least_one(node, "timeout_ms", trigger.timeout_ms, &mut problems);
             }
         }
     }
     (problems, wg)
+}
+
+/// A count or duration setting given as 0, where it must be at least 1.
+fn at_least_one(node: &Node, field: &str, value: Option<u64>, problems: &mut Vec<Problem>) {
+    if value == Some(0) {
+        problems.push(
+            Problem::node(
+                ProblemCode::InvalidSetting,
+                node,
+                format!("{field} must be at least 1"),
+            )
+            .field(field),
+        );
+    }
 }
 
 /// The name a node's label has inside scripts: spaces become underscores.
@@ -389,26 +394,13 @@ fn check_action(
             .field("priority"),
         );
     }
-    if action.concurrency == Some(0) {
-        problems.push(
-            Problem::node(
-                ProblemCode::InvalidSetting,
-                node,
-                "concurrency must be at least 1",
-            )
-            .field("concurrency"),
-        );
-    }
-    if action.timeout_ms == Some(0) {
-        problems.push(
-            Problem::node(
-                ProblemCode::InvalidSetting,
-                node,
-                "timeout_ms must be at least 1",
-            )
-            .field("timeout_ms"),
-        );
-    }
+    at_least_one(
+        node,
+        "concurrency",
+        action.concurrency.map(|c| c as u64),
+        problems,
+    );
+    at_least_one(node, "timeout_ms", action.timeout_ms, problems);
     if action.retry.is_some_and(|r| r.attempts == 0) {
         problems.push(
             Problem::node(
