@@ -137,6 +137,39 @@ async fn a_burst_runs_in_one_request_and_a_bomb_in_it_fails_alone() {
     );
 }
 
+/// A host that dies as it starts fails the jobs it was given, one by one, each with why; the
+/// pool does not start hosts for ever to resend them.
+#[tokio::test]
+async fn hosts_that_die_at_once_fail_their_jobs_instead_of_retrying_for_ever() {
+    let pool = ScriptIsolation::Hosts(Arc::new(ScriptHosts::new(ScriptHostConfig {
+        program: PathBuf::from("/bin/false"),
+        args: Vec::new(),
+        hosts: 1,
+        memory_limit_mib: 256,
+        env: Vec::new(),
+    })));
+    // Past a pipe's buffer, so the request cannot be written at all once the host is gone.
+    let long = format!("result = 1\n#{}", "x".repeat(100_000));
+    let jobs: Vec<ScriptJob> = (0..3)
+        .map(|i| ScriptJob {
+            node_id: format!("n{i}"),
+            ..transform(&long)
+        })
+        .collect();
+    let mut results = pool.run_all(jobs, ScriptLimits::default());
+    let mut failed = Vec::new();
+    while let Some(result) = tokio::time::timeout(Duration::from_secs(10), results.recv())
+        .await
+        .expect("every job is answered")
+    {
+        failed.push(outcome_error(&result.outcome).to_string());
+    }
+    assert_eq!(failed.len(), 3);
+    for error in failed {
+        assert!(error.starts_with("the script host died"), "{error}");
+    }
+}
+
 #[tokio::test]
 async fn a_script_stuck_in_one_long_operation_is_killed_at_its_time_limit() {
     // Starlark checks its limits only between operations; one long string operation gives it no

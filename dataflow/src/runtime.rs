@@ -125,7 +125,14 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Cancel the timers of executions that ended or left this worker.
+    /// Cancel the timers of an execution that ended.
+    fn cancel_timers_of(&self, execution_id: &str) {
+        if let Some(handles) = lock(&self.timers).remove(execution_id) {
+            handles.iter().for_each(AbortHandle::abort);
+        }
+    }
+
+    /// Cancel the timers of executions that left this worker.
     fn cancel_timers(&self, keep: impl Fn(&str) -> bool) {
         lock(&self.timers).retain(|id, handles| {
             let kept = keep(id);
@@ -717,9 +724,7 @@ fn apply_message(
     if execution.is_finished() {
         executions.remove(&id);
         lock(&inner.finished).insert(id.clone());
-        if let Some(handles) = lock(&inner.timers).remove(&id) {
-            handles.iter().for_each(AbortHandle::abort);
-        }
+        inner.cancel_timers_of(&id);
         commit.finished.push(id);
     }
     true

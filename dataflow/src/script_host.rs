@@ -3,8 +3,9 @@
 //! (`RLIMIT_CPU`, renewed per script), and killed by the worker when a script outlives its time
 //! limit. Starlark checks its own limits only between operations, so one native call (`"a" * n`)
 //! could take the whole process down; in a host it takes down the host alone, which is replaced,
-//! and the node fails with the limit it broke. Hosts are reused from script to script: one
-//! request and one answer, a line of JSON each, over the host's stdin and stdout.
+//! and the node fails with the limit it broke. Hosts are reused from script to script: a request
+//! is a line of JSON carrying a batch of jobs on the host's stdin, and each answer a line on its
+//! stdout, written as soon as the job is done.
 //!
 //! The `walkoff` binary isolates every script ([`isolate_scripts`] at start); a library user
 //! (and this crate's own tests) evaluates in-process unless it asks for hosts.
@@ -351,14 +352,17 @@ impl Host {
                 Ok(result) => Answer::Result(result),
                 Err(e) => Answer::Garbled(format!("the script host answered garbage: {e}")),
             },
-            // End of file or a broken pipe: the host is gone; reap it to learn why.
-            _ => {
-                let _ = self.child.kill();
-                match self.child.wait() {
-                    Ok(status) => Answer::Died(status),
-                    Err(e) => Answer::Garbled(format!("the script host vanished: {e}")),
-                }
-            }
+            // End of file or a broken pipe: the host is gone.
+            _ => self.reap(),
+        }
+    }
+
+    /// The host is gone (or must be): reap it to learn why.
+    fn reap(&mut self) -> Answer {
+        let _ = self.child.kill();
+        match self.child.wait() {
+            Ok(status) => Answer::Died(status),
+            Err(e) => Answer::Garbled(format!("the script host vanished: {e}")),
         }
     }
 
@@ -479,12 +483,19 @@ fn serve_queue(queue: &JobQueue, config: &ScriptHostConfig) {
                     continue;
                 }
             };
-            let mut healthy = current.send(&request).is_ok();
+            // A host that cannot take the request is gone: the first job fails with why, as if it
+            // had been running, so a host that dies at once cannot have its jobs resent for ever.
+            let sent = current.send(&request).is_ok();
+            let mut healthy = true;
             while healthy {
                 let Some(queued) = jobs.pop_front() else {
                     break;
                 };
-                let answer = current.answer(watchdog(&queued.limits));
+                let answer = if sent {
+                    current.answer(watchdog(&queued.limits))
+                } else {
+                    current.reap()
+                };
                 let node = || ScriptNode::of(&queued.job);
                 let result = match answer {
                     Answer::Result(result) => result,
