@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::{FromRedisValue, Pipeline};
-use walkoff_schema::{AppRef, Event};
+use walkoff_schema::AppRef;
 
 use super::connection::RESPONSE_MARGIN;
+use super::events::by_execution;
 use super::messages::{encode, split_delivery};
 use super::{
     lock, partition_of, unavailable, BusError, Commit, ControlBatch, Partition, RedisBus, WORKERS,
@@ -476,14 +477,7 @@ impl RedisBus {
                 messages: finals,
             });
         }
-        let mut by_execution: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
-        for event in &events {
-            by_execution
-                .entry(&event.execution_id)
-                .or_default()
-                .push(event);
-        }
-        for (execution, events) in by_execution {
+        for (execution, events) in by_execution(&events) {
             let mut events = events;
             // In order: the script skips what is at or below the newest stored entry.
             events.sort_by_key(|event| event.seq);

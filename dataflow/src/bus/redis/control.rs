@@ -109,16 +109,8 @@ impl RedisBus {
                 count = stranded.len(),
                 "taking over control messages left pending by a former owner"
             );
-            let claimed: redis::streams::StreamClaimReply = self
-                .query(
-                    redis::cmd("XCLAIM")
-                        .arg(&stream)
-                        .arg(WORKERS)
-                        .arg(consumer)
-                        .arg(idle)
-                        .arg(stranded.iter().map(|s| &s.id).collect::<Vec<_>>()),
-                )
-                .await?;
+            let ids: Vec<&str> = stranded.iter().map(|s| s.id.as_str()).collect();
+            let claimed = self.claim(&stream, WORKERS, consumer, idle, &ids).await?;
             for (id, message) in self
                 .decode_entries::<ControlMessage>(&stream, WORKERS, claimed.ids)
                 .await
@@ -174,16 +166,8 @@ impl RedisBus {
             }
         }
         for chunk in others.chunks(1000) {
-            let claimed: redis::streams::StreamClaimReply = self
-                .query(
-                    redis::cmd("XCLAIM")
-                        .arg(&stream)
-                        .arg(WORKERS)
-                        .arg(consumer)
-                        .arg(0)
-                        .arg(chunk.iter().map(|p| p.id.as_str()).collect::<Vec<_>>()),
-                )
-                .await?;
+            let ids: Vec<&str> = chunk.iter().map(|p| p.id.as_str()).collect();
+            let claimed = self.claim(&stream, WORKERS, consumer, 0, &ids).await?;
             for entry in claimed.ids {
                 let times = chunk
                     .iter()

@@ -31,20 +31,22 @@ pub(super) fn publish_script() -> &'static redis::Script {
     SCRIPT.get_or_init(|| redis::Script::new(PUBLISH_EVENTS))
 }
 
+/// Events grouped by execution, each group in the order given.
+pub(super) fn by_execution(events: &[Event]) -> BTreeMap<&str, Vec<&Event>> {
+    let mut grouped: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+    for event in events {
+        grouped.entry(&event.execution_id).or_default().push(event);
+    }
+    grouped
+}
+
 impl RedisBus {
     pub(super) async fn append_events(&self, events: Vec<Event>) -> Result<(), BusError> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut by_execution: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
-        for event in &events {
-            by_execution
-                .entry(&event.execution_id)
-                .or_default()
-                .push(event);
-        }
         let script = publish_script();
-        for (execution, events) in by_execution {
+        for (execution, events) in by_execution(&events) {
             let mut invocation = script.key(self.keys.events(execution));
             for event in events {
                 invocation.arg(event.seq).arg(encode(event));

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use redis::streams::{StreamClaimReply, StreamId, StreamRangeReply, StreamReadReply};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use walkoff_schema::{ActionRequest, AppRef, ControlMessage, NodeResult, Outcome};
 
 use super::actions::parse_app;
@@ -103,16 +103,7 @@ impl RedisBus {
             .await?;
         if !pending.is_empty() {
             let ids: Vec<&str> = pending.iter().map(|p| p.0.as_str()).collect();
-            let claimed: StreamClaimReply = self
-                .query(
-                    redis::cmd("XCLAIM")
-                        .arg(stream)
-                        .arg(EXECUTORS)
-                        .arg(reclaimer)
-                        .arg(0)
-                        .arg(&ids),
-                )
-                .await?;
+            let claimed = self.claim(stream, EXECUTORS, reclaimer, 0, &ids).await?;
             tracing::warn!(%stream, executor = %holder, requests = claimed.ids.len(),
                 "executor presumed dead: its requests are handed out again");
             self.requeue(stream, claimed.ids, |_, request| {

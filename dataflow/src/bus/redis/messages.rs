@@ -1,13 +1,13 @@
 //! Stream entries in and out: JSON in the field `m`, delivery ids, stream order, the dead-letter
 //! stream for what cannot be decoded or delivered, and the deployment's counters.
 
-use redis::streams::StreamId;
+use redis::streams::{StreamClaimReply, StreamId};
 use redis::Pipeline;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use walkoff_schema::ControlMessage;
 
-use super::RedisBus;
+use super::{BusError, RedisBus};
 
 /// The dead-letter stream keeps about this many of the latest entries for operators.
 pub(super) const DEAD_MAXLEN: usize = 100_000;
@@ -142,5 +142,26 @@ impl RedisBus {
                 .arg(by)
                 .ignore();
         }
+    }
+
+    /// `XCLAIM stream group consumer min-idle id…`: the entries now held by `consumer` (a claim
+    /// counts a delivery).
+    pub(super) async fn claim<Id: redis::ToRedisArgs>(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        min_idle_ms: u64,
+        ids: &[Id],
+    ) -> Result<StreamClaimReply, BusError> {
+        self.query(
+            redis::cmd("XCLAIM")
+                .arg(stream)
+                .arg(group)
+                .arg(consumer)
+                .arg(min_idle_ms)
+                .arg(ids),
+        )
+        .await
     }
 }
