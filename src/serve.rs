@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use walkoff_gateway::serve::{
-    serve_distributed, serve_embedded, DistributedOptions, EmbeddedOptions,
+    serve_distributed, serve_embedded, DistributedOptions, EmbeddedOptions, Passwords,
 };
 use walkoff_gateway::GatewayConfig;
 
@@ -26,9 +26,8 @@ pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long, env = "WALKOFF_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// The password the first start gives the user `admin` (generated and printed when unset).
-    #[arg(long, env = "WALKOFF_ADMIN_PASSWORD", hide_env_values = true)]
-    admin_password: Option<String>,
+    #[command(flatten)]
+    passwords: PasswordArgs,
     /// The built-in apps this server runs. `diagnostics` (no-ops, sleeps, and an action that
     /// appends to a file a workflow names) is for drills and load tests, not for a shared server.
     #[arg(
@@ -50,9 +49,29 @@ pub struct GatewayArgs {
     /// The address to listen on.
     #[arg(long, env = "WALKOFF_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    #[command(flatten)]
+    passwords: PasswordArgs,
+}
+
+/// The passwords of the accounts a store's first start creates.
+#[derive(Args)]
+pub struct PasswordArgs {
     /// The password the first start gives the user `admin` (generated and printed when unset).
     #[arg(long, env = "WALKOFF_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<String>,
+    /// The password the first start gives the user `super_admin` (generated and printed when
+    /// unset).
+    #[arg(long, env = "WALKOFF_SUPER_ADMIN_PASSWORD", hide_env_values = true)]
+    super_admin_password: Option<String>,
+}
+
+impl From<PasswordArgs> for Passwords {
+    fn from(args: PasswordArgs) -> Passwords {
+        Passwords {
+            admin: args.admin_password,
+            super_admin: args.super_admin_password,
+        }
+    }
 }
 
 fn announce(address: SocketAddr) {
@@ -78,7 +97,7 @@ pub async fn gateway(args: GatewayArgs) -> ExitCode {
             listen: args.listen,
             ..GatewayConfig::default()
         },
-        admin_password: args.admin_password,
+        passwords: args.passwords.into(),
         // What workers validate against before executors add theirs.
         builtin: walkoff_apps::builtin_registry().catalog(),
         consumer: consumer_name("gateway"),
@@ -110,7 +129,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         data_dir: args.data_dir,
         database: args.database,
         config,
-        admin_password: args.admin_password,
+        passwords: args.passwords.into(),
         registry,
     };
     let mut interrupt = Interrupt::listen();

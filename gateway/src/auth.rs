@@ -2,7 +2,8 @@
 //! request carries. Tokens are random and opaque; the store keeps only their SHA-256, and checks
 //! go through a moka cache that logout invalidates, so a revoked token stops working at once.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -14,19 +15,61 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
-use crate::store::{Store, TokenRow, UserRow};
-
-/// The role every operation is open to until roles and permissions arrive.
-pub const ADMIN_ROLE: &str = "admin";
+use crate::rbac::{
+    is_unrestricted_role, AccessLevel, Grants, ObjectAccess, Operation, Resource, ADMIN_ROLE,
+    ADMIN_USER, SUPER_ADMIN_ROLE, SUPER_ADMIN_USER,
+};
+use crate::store::{framed, RoleRow, Store, TokenRow, UserRow, Viewer};
 
 /// The authenticated user behind a request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     pub user_id: String,
     pub username: String,
+    /// Role ids.
     pub roles: Vec<String>,
     /// The login (token family) this request belongs to; logout ends it.
     pub family: String,
+    /// What their roles grant together.
+    pub grants: Arc<Grants>,
+    /// Holds super_admin (or the internal role): every right on every object.
+    pub unrestricted: bool,
+}
+
+impl Caller {
+    /// Whether their roles grant `operation` on `resource`.
+    pub fn may(&self, resource: Resource, operation: Operation) -> bool {
+        self.grants.allows(resource, operation)
+    }
+
+    /// Whether they may do `operation` on one object of `resource` with permissions `access`:
+    /// its creator and super_admin always may; otherwise an object open to everyone asks their
+    /// roles' grants, and a role-based one the roles it lists.
+    pub fn may_on(&self, resource: Resource, access: &ObjectAccess, operation: Operation) -> bool {
+        if self.unrestricted || access.creator_id.as_deref() == Some(self.user_id.as_str()) {
+            return true;
+        }
+        match access.level {
+            AccessLevel::OnlyMe => false,
+            AccessLevel::Everyone => self.may(resource, operation),
+            AccessLevel::RoleBased => self.roles.iter().any(|role| {
+                access
+                    .roles
+                    .get(role)
+                    .is_some_and(|ops| ops.allows(operation))
+            }),
+        }
+    }
+
+    /// What listing `resource` filters by.
+    pub fn viewer(&self, resource: Resource) -> Viewer {
+        Viewer {
+            user_id: self.user_id.clone(),
+            roles: framed(&self.roles),
+            everyone: self.may(resource, Operation::Read),
+            unrestricted: self.unrestricted,
+        }
+    }
 }
 
 /// What a request presented, put into every request's data by the transport.
@@ -51,33 +94,13 @@ impl Credentials {
     }
 }
 
-/// The resources of the API, as WALKOFF names them; the permission checks of the security
-/// issue plug in at [`authorize`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
-    Workflows,
-    Executions,
-    Apps,
-    Users,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Create,
-    Read,
-    Update,
-    Delete,
-    Execute,
-}
-
-/// Whether `caller` may do `operation` on `resource`. Every resolver asks; today only admins
-/// exist, and they may do everything.
+/// Whether `caller`'s roles grant `operation` on `resource`: FORBIDDEN, naming both, when not.
 pub fn authorize(caller: &Caller, resource: Resource, operation: Operation) -> ApiResult<()> {
-    if caller.roles.iter().any(|r| r == ADMIN_ROLE) {
+    if caller.may(resource, operation) {
         Ok(())
     } else {
         Err(ApiError::Forbidden(format!(
-            "'{}' may not {operation:?} {resource:?}",
+            "'{}' may not {operation} {resource}: none of their roles grants it",
             caller.username
         )))
     }
@@ -107,9 +130,19 @@ pub struct Tokens {
 pub struct Auth {
     store: Store,
     settings: TokenSettings,
-    /// Checked access tokens by hash; entries live no longer than a minute, and logout removes
-    /// its family's at once.
+    /// Checked access tokens by hash; entries live no longer than a minute, and logout,
+    /// user and role changes remove theirs at once.
     checked: Cache<String, Caller>,
+    /// Every role by id, read once and again after each change of a role.
+    roles: RwLock<Option<Arc<BTreeMap<String, RoleRow>>>>,
+}
+
+/// Users a store's first start creates, with their passwords (given or generated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bootstrapped {
+    pub username: String,
+    pub password: String,
+    pub generated: bool,
 }
 
 const ACCESS: &str = "access";
@@ -163,37 +196,118 @@ impl Auth {
             checked: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
+                .support_invalidation_closures()
                 .build(),
+            roles: RwLock::new(None),
         })
     }
 
-    /// Create the user `admin` when there is no user at all; returns the password it was given
-    /// when this call created it (`password` or a generated one).
-    pub async fn bootstrap_admin(&self, password: Option<String>) -> ApiResult<Option<String>> {
+    /// On a store with no user at all, create WALKOFF's two accounts with its fixed ids:
+    /// `super_admin` (the role of the same name: every right, immutable) and `admin` (the
+    /// admin role). Each gets the password given or a generated one; returns whom this call
+    /// created.
+    pub async fn bootstrap(
+        &self,
+        admin_password: Option<String>,
+        super_admin_password: Option<String>,
+    ) -> ApiResult<Vec<Bootstrapped>> {
         if self.store.user_count().await? > 0 {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let password = password
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(generate_password);
-        let hash = hash_blocking(password.clone()).await?;
-        let inserted = self
+        let mut created = Vec::new();
+        for (id, username, role, given) in [
+            (
+                SUPER_ADMIN_USER,
+                "super_admin",
+                SUPER_ADMIN_ROLE,
+                super_admin_password,
+            ),
+            (ADMIN_USER, "admin", ADMIN_ROLE, admin_password),
+        ] {
+            let given = given.filter(|p| !p.is_empty());
+            let generated = given.is_none();
+            let password = given.unwrap_or_else(generate_password);
+            let hash = hash_blocking(password.clone()).await?;
+            let inserted = self
+                .store
+                .insert_user(&UserRow {
+                    id: id.into(),
+                    username: username.into(),
+                    password_hash: hash,
+                    roles: vec![role.into()],
+                    active: true,
+                    created_at: Utc::now(),
+                })
+                .await;
+            match inserted {
+                Ok(()) => created.push(Bootstrapped {
+                    username: username.into(),
+                    password,
+                    generated,
+                }),
+                // Another gateway replica starting at the same time created it first.
+                Err(_) if self.store.user_by_id(id).await?.is_some() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(created)
+    }
+
+    /// Whether `password` is the one `hash` was made from (checked off the async threads).
+    pub async fn password_matches(&self, password: &str, hash: &str) -> bool {
+        let (given, hash) = (password.to_string(), hash.to_string());
+        tokio::task::spawn_blocking(move || password_matches(&given, &hash))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Every role by id (read from the store the first time).
+    pub async fn roles(&self) -> ApiResult<Arc<BTreeMap<String, RoleRow>>> {
+        if let Some(roles) = self.roles.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(roles);
+        }
+        self.reload_roles().await
+    }
+
+    /// Read the roles again, after a change; every cached caller is checked again, since
+    /// what their roles grant may have changed.
+    pub async fn reload_roles(&self) -> ApiResult<Arc<BTreeMap<String, RoleRow>>> {
+        let roles: BTreeMap<String, RoleRow> = self
             .store
-            .insert_user(&UserRow {
-                id: uuid::Uuid::new_v4().to_string(),
-                username: "admin".into(),
-                password_hash: hash,
-                roles: vec![ADMIN_ROLE.into()],
-                active: true,
-                created_at: Utc::now(),
-            })
-            .await;
-        match inserted {
-            Ok(()) => Ok(Some(password)),
-            // Another gateway replica starting at the same time created it first.
-            Err(_) if self.store.user_by_name("admin").await?.is_some() => Ok(None),
-            Err(e) => Err(e.into()),
+            .roles()
+            .await?
+            .into_iter()
+            .map(|role| (role.id.clone(), role))
+            .collect();
+        let roles = Arc::new(roles);
+        *self.roles.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&roles));
+        self.checked.invalidate_all();
+        Ok(roles)
+    }
+
+    /// Forget the cached checks of one user's tokens (after their tokens were revoked, their
+    /// roles changed or they were deleted).
+    pub fn forget_user(&self, user_id: &str) {
+        let user_id = user_id.to_string();
+        // Only fails when closures are not supported, which the builder turns on.
+        let _ = self
+            .checked
+            .invalidate_entries_if(move |_, caller| caller.user_id == user_id);
+    }
+
+    /// What `roles` (ids) grant together, and whether one of them is unrestricted.
+    pub async fn grants_of(&self, roles: &[String]) -> ApiResult<(Arc<Grants>, bool)> {
+        let known = self.roles().await?;
+        let mut grants = Grants::default();
+        for role in roles {
+            if let Some(row) = known.get(role) {
+                grants.union(&row.grants);
+            }
         }
+        Ok((
+            Arc::new(grants),
+            roles.iter().any(|r| is_unrestricted_role(r)),
+        ))
     }
 
     pub async fn login(&self, username: &str, password: &str) -> ApiResult<Tokens> {
@@ -317,11 +431,17 @@ impl Auth {
                 return Err("the token could not be checked; try again".into());
             }
         };
+        let (grants, unrestricted) = match self.grants_of(&user.roles).await {
+            Ok(granted) => granted,
+            Err(_) => return Err("the token could not be checked; try again".into()),
+        };
         let caller = Caller {
             user_id: user.id,
             username: user.username,
             roles: user.roles,
             family: token.family,
+            grants,
+            unrestricted,
         };
         // Cached no longer than the token lives.
         if token.expires_at > Utc::now() + chrono::Duration::seconds(60) {

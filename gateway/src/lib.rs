@@ -13,6 +13,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod hub;
+pub mod rbac;
 pub mod recorder;
 pub mod serve;
 pub mod store;
@@ -35,6 +36,10 @@ pub struct Gateway {
     /// Compiled plans by (workflow id, version): a stored version never changes, so an entry
     /// is right for as long as it lives; updates and deletes drop the old ones at once.
     pub plans: Cache<(String, i64), Arc<Plan>>,
+    /// Permissions of workflows by id (`None`: no such workflow), for the checks that run per
+    /// event of a subscription. Changes here drop theirs at once; another replica's show
+    /// within the time to live.
+    pub access: Cache<String, Option<Arc<rbac::ObjectAccess>>>,
 }
 
 impl Gateway {
@@ -52,6 +57,41 @@ impl Gateway {
             hub,
             config,
             plans: Cache::builder().max_capacity(1024).build(),
+            access: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(5))
+                .build(),
+        })
+    }
+
+    /// The permissions of a workflow (`None` when there is no such workflow).
+    pub async fn workflow_access(&self, id: &str) -> ApiResult<Option<Arc<rbac::ObjectAccess>>> {
+        if let Some(known) = self.access.get(id).await {
+            return Ok(known);
+        }
+        let access = self
+            .store
+            .object_access(store::Table::Workflows, id)
+            .await?
+            .map(Arc::new);
+        self.access.insert(id.to_string(), access.clone()).await;
+        Ok(access)
+    }
+
+    /// Whether `caller` may see an execution: they started it, or may read its workflow.
+    pub async fn may_see_execution(
+        &self,
+        caller: &auth::Caller,
+        row: &store::ExecutionRow,
+    ) -> ApiResult<bool> {
+        if caller.unrestricted || row.started_by_id.as_deref() == Some(caller.user_id.as_str()) {
+            return Ok(true);
+        }
+        Ok(match self.workflow_access(&row.workflow_id).await? {
+            Some(access) => {
+                caller.may_on(rbac::Resource::Workflows, &access, rbac::Operation::Read)
+            }
+            None => false,
         })
     }
 }

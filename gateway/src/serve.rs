@@ -28,13 +28,20 @@ const RECORDER_QUEUE: usize = 1024;
 /// How long a stop waits for WebSockets to close and the recorder to store the last events.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The passwords a store's first start gives `admin` and `super_admin`; each is generated (and
+/// printed once) when `None`.
+#[derive(Debug, Clone, Default)]
+pub struct Passwords {
+    pub admin: Option<String>,
+    pub super_admin: Option<String>,
+}
+
 pub struct EmbeddedOptions {
     pub data_dir: PathBuf,
     /// A database URL to use instead of `walkoff.db` in the data directory.
     pub database: Option<String>,
     pub config: GatewayConfig,
-    /// The first start's `admin` password; one is generated (and printed once) when `None`.
-    pub admin_password: Option<String>,
+    pub passwords: Passwords,
     pub registry: Registry,
 }
 
@@ -60,7 +67,7 @@ pub async fn serve_embedded(
     let embedded = Embedded::start(store, &options.registry, options.config.clone()).await?;
     let gateway = Arc::clone(&embedded.gateway);
     let served = async {
-        bootstrap_admin(&gateway, options.admin_password).await?;
+        bootstrap_users(&gateway, &options.passwords).await?;
         serve_http(gateway, on_ready, shutdown).await
     }
     .await;
@@ -76,7 +83,7 @@ pub struct DistributedOptions {
     /// The database every replica shares.
     pub database: String,
     pub config: GatewayConfig,
-    pub admin_password: Option<String>,
+    pub passwords: Passwords,
     /// The built-in apps (executors register the others in Redis).
     pub builtin: AppCatalog,
     /// This replica's name in the deployment, unique to it.
@@ -117,7 +124,7 @@ pub async fn serve_distributed(
     .await?;
     let gateway = Gateway::new(store, engine as Arc<dyn Engine>, hub, options.config);
     let served = async {
-        bootstrap_admin(&gateway, options.admin_password).await?;
+        bootstrap_users(&gateway, &options.passwords).await?;
         serve_http(Arc::clone(&gateway), on_ready, shutdown).await
     }
     .await;
@@ -133,20 +140,29 @@ async fn open_store(url: &str) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open the database {}", crate::store::redact(url)))
 }
 
-/// The first start of a store creates `admin`, with the given password or a generated one
-/// (printed once).
-async fn bootstrap_admin(gateway: &Gateway, password: Option<String>) -> anyhow::Result<()> {
-    let given = password.is_some();
-    if let Some(password) = gateway
+/// The first start of a store creates `super_admin` and `admin`, with the passwords given or
+/// generated ones (printed once).
+async fn bootstrap_users(gateway: &Gateway, passwords: &Passwords) -> anyhow::Result<()> {
+    let created = gateway
         .auth
-        .bootstrap_admin(password)
+        .bootstrap(passwords.admin.clone(), passwords.super_admin.clone())
         .await
-        .map_err(|e| anyhow::anyhow!(e.message()))?
-    {
-        if given {
-            println!("created the user 'admin' with the password from WALKOFF_ADMIN_PASSWORD");
+        .map_err(|e| anyhow::anyhow!(e.message()))?;
+    for user in created {
+        let variable = match user.username.as_str() {
+            "admin" => "WALKOFF_ADMIN_PASSWORD",
+            _ => "WALKOFF_SUPER_ADMIN_PASSWORD",
+        };
+        if user.generated {
+            println!(
+                "created the user '{}' with the password {} (shown once; set {variable} to choose it)",
+                user.username, user.password
+            );
         } else {
-            println!("created the user 'admin' with the password {password} (shown once; set WALKOFF_ADMIN_PASSWORD to choose it)");
+            println!(
+                "created the user '{}' with the password from {variable}",
+                user.username
+            );
         }
     }
     Ok(())

@@ -32,7 +32,7 @@ try {
     // Source maps are asked for only by developer tools.
     if (!r.url().endsWith('.map')) problems.push(`request failed: ${r.url()}`);
   });
-  const query = '{ me { username roles } apps { name } }';
+  const query = '{ me { username roles { name } } apps { name } }';
   await page.goto(`${base}/graphql?query=${encodeURIComponent(query)}`);
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Log in' }).click();

@@ -6,7 +6,7 @@ use async_graphql::{Context, Object, SimpleObject};
 use walkoff_schema::{ActionApi, AppApi};
 
 use super::{allowed, gateway};
-use crate::auth::{Operation, Resource};
+use crate::rbac::{Operation, Resource};
 use async_graphql::Result as GqlResult;
 
 #[derive(SimpleObject)]
@@ -72,7 +72,7 @@ pub struct AppQuery;
 impl AppQuery {
     /// Every app version, by name then version.
     async fn apps(&self, ctx: &Context<'_>) -> GqlResult<Vec<App>> {
-        allowed(ctx, Resource::Apps, Operation::Read)?;
+        allowed(ctx, Resource::AppApis, Operation::Read)?;
         let catalog = gateway(ctx)
             .engine
             .catalog(false)

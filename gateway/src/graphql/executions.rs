@@ -19,11 +19,12 @@ use walkoff_schema::{
 };
 
 use super::json::Json;
-use super::workflows::plan;
+use super::workflows::{plan, workflow_for};
 use super::{allowed, decode_cursor, encode_cursor, gateway, page_size, parse_uuid};
-use crate::auth::{Operation, Resource};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::LiveEvents;
+use crate::rbac::{Operation, Resource};
 use crate::store::{ExecutionFilter, ExecutionRow, NewExecution};
 use crate::Gateway;
 use async_graphql::Result as GqlResult;
@@ -190,7 +191,8 @@ impl ExecutionObject {
         let events = gateway(ctx)
             .store
             .events(&self.0.id, from, i64::from(limit))
-            .await?;
+            .await
+            .map_err(ApiError::from)?;
         Ok(events
             .into_iter()
             .map(|event| ExecutionEvent(Arc::new(event)))
@@ -418,12 +420,36 @@ async fn cached_plan(
     Ok(plan)
 }
 
-async fn stored_execution(gateway: &Gateway, id: &str) -> ApiResult<ExecutionRow> {
-    gateway
-        .store
-        .execution(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("execution", id))
+/// An execution `caller` may see (NOT_FOUND otherwise, as for one that does not exist).
+async fn stored_execution(gateway: &Gateway, caller: &Caller, id: &str) -> ApiResult<ExecutionRow> {
+    match gateway.store.execution(id).await? {
+        Some(row) if gateway.may_see_execution(caller, &row).await? => Ok(row),
+        _ => Err(ApiError::not_found("execution", id)),
+    }
+}
+
+/// An execution `caller` may control (abort, send trigger data): they started it, or may
+/// execute its workflow.
+async fn controlled_execution(
+    gateway: &Gateway,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<ExecutionRow> {
+    let row = stored_execution(gateway, caller, id).await?;
+    if caller.unrestricted || row.started_by_id.as_deref() == Some(caller.user_id.as_str()) {
+        return Ok(row);
+    }
+    let may = match gateway.workflow_access(&row.workflow_id).await? {
+        Some(access) => caller.may_on(Resource::Workflows, &access, Operation::Execute),
+        None => false,
+    };
+    if !may {
+        return Err(ApiError::Forbidden(format!(
+            "'{}' may not control execution '{id}': they did not start it and may not execute its workflow",
+            caller.username
+        )));
+    }
+    Ok(row)
 }
 
 /// Why an execution refuses trigger data or an abort.
@@ -456,7 +482,7 @@ impl ExecutionQuery {
         after: Option<String>,
         filter: Option<ExecutionFilterInput>,
     ) -> GqlResult<Connection<String, ExecutionObject>> {
-        allowed(ctx, Resource::Executions, Operation::Read)?;
+        let caller = allowed(ctx, Resource::Workflowstatus, Operation::Read)?;
         let size = page_size(ctx, first)?;
         let after = match after {
             None => None,
@@ -484,10 +510,12 @@ impl ExecutionQuery {
             .store
             .executions(
                 &filter,
+                &caller.viewer(Resource::Workflows),
                 after.as_ref().map(|(at, id)| (*at, id.as_str())),
                 size as i64 + 1,
             )
-            .await?;
+            .await
+            .map_err(ApiError::from)?;
         let more = rows.len() > size;
         rows.truncate(size);
         let mut page = Connection::new(after.is_some(), more);
@@ -500,8 +528,8 @@ impl ExecutionQuery {
     }
 
     async fn execution(&self, ctx: &Context<'_>, id: ID) -> GqlResult<ExecutionObject> {
-        allowed(ctx, Resource::Executions, Operation::Read)?;
-        let row = stored_execution(gateway(ctx), &id).await?;
+        let caller = allowed(ctx, Resource::Workflowstatus, Operation::Read)?;
+        let row = stored_execution(gateway(ctx), caller, &id).await?;
         Ok(ExecutionObject(Arc::new(row)))
     }
 }
@@ -523,17 +551,13 @@ impl ExecutionMutation {
         parameters: Option<Vec<ParameterOverride>>,
         workflow_variables: Option<Vec<VariableOverride>>,
     ) -> GqlResult<ExecutionObject> {
-        let caller = allowed(ctx, Resource::Workflows, Operation::Execute)?;
+        let caller = super::signed_in(ctx)?;
         let gateway = gateway(ctx);
         let execution_id = match execution_id {
             Some(id) => parse_uuid("executionId", &id)?,
             None => walkoff_dataflow::new_execution_id(),
         };
-        let stored = gateway
-            .store
-            .workflow(&workflow_id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("workflow", &workflow_id))?;
+        let (stored, _) = workflow_for(gateway, caller, &workflow_id, Operation::Execute).await?;
         let parameters = parameters.unwrap_or_default();
         let (workflow, plan) = if start.is_none() && parameters.is_empty() {
             let plan = cached_plan(gateway, &stored.id, stored.version, &stored.workflow).await?;
@@ -586,8 +610,10 @@ impl ExecutionMutation {
                 workflow_version: stored.version,
                 workflow: &workflow,
                 started_by: Some(&caller.username),
+                started_by_id: Some(&caller.user_id),
             })
-            .await?;
+            .await
+            .map_err(ApiError::from)?;
         if let Err(e) = gateway
             .engine
             .submit(plan, execution_id.clone(), variables)
@@ -596,7 +622,8 @@ impl ExecutionMutation {
             gateway
                 .store
                 .remove_unstarted_execution(&execution_id)
-                .await?;
+                .await
+                .map_err(ApiError::from)?;
             let error = match e {
                 SubmitError::Invalid(problems) => ApiError::ValidationFailed(problems.0),
                 SubmitError::UnknownVariable(name) => ApiError::BadUserInput(format!(
@@ -615,9 +642,9 @@ impl ExecutionMutation {
 
     /// Stop a running execution: unfinished nodes end ABORTED, then the execution.
     async fn abort_execution(&self, ctx: &Context<'_>, id: ID) -> GqlResult<bool> {
-        allowed(ctx, Resource::Workflows, Operation::Execute)?;
+        let caller = super::signed_in(ctx)?;
         let gateway = gateway(ctx);
-        let row = stored_execution(gateway, &id).await?;
+        let row = controlled_execution(gateway, caller, &id).await?;
         if row.status.is_terminal() {
             return Err(ApiError::Conflict(format!(
                 "execution '{}' has finished ({})",
@@ -642,9 +669,9 @@ impl ExecutionMutation {
         trigger: String,
         data: Json,
     ) -> GqlResult<bool> {
-        allowed(ctx, Resource::Workflows, Operation::Execute)?;
+        let caller = super::signed_in(ctx)?;
         let gateway = gateway(ctx);
-        let row = stored_execution(gateway, &execution_id).await?;
+        let row = controlled_execution(gateway, caller, &execution_id).await?;
         if row.status.is_terminal() {
             return Err(ApiError::Conflict(format!(
                 "execution '{}' has finished ({})",
@@ -689,8 +716,12 @@ impl ExecutionMutation {
         ctx: &Context<'_>,
         older_than: DateTime<Utc>,
     ) -> GqlResult<i64> {
-        allowed(ctx, Resource::Executions, Operation::Delete)?;
-        let deleted = gateway(ctx).store.delete_executions(older_than).await?;
+        allowed(ctx, Resource::Workflowstatus, Operation::Delete)?;
+        let deleted = gateway(ctx)
+            .store
+            .delete_executions(older_than)
+            .await
+            .map_err(ApiError::from)?;
         Ok(deleted as i64)
     }
 }
@@ -758,7 +789,7 @@ impl ExecutionSubscription {
         execution_id: ID,
         from_sequence: Option<i64>,
     ) -> Result<impl Stream<Item = GqlResult<ExecutionEvent>>, async_graphql::Error> {
-        allowed(ctx, Resource::Executions, Operation::Read)?;
+        let caller = allowed(ctx, Resource::Workflowstatus, Operation::Read)?.clone();
         let id = parse_uuid("executionId", &execution_id)?;
         let slot = slot(ctx)?;
         let gateway = Arc::clone(gateway(ctx));
@@ -773,6 +804,8 @@ impl ExecutionSubscription {
             backlog: VecDeque::new(),
             read_store: true,
             known: false,
+            caller,
+            visible: false,
             done: false,
             _slot: slot,
         };
@@ -790,18 +823,21 @@ impl ExecutionSubscription {
         ctx: &Context<'_>,
         filter: Option<ExecutionStatusFilter>,
     ) -> Result<impl Stream<Item = GqlResult<ExecutionObject>>, async_graphql::Error> {
-        allowed(ctx, Resource::Executions, Operation::Read)?;
+        let caller = allowed(ctx, Resource::Workflowstatus, Operation::Read)?.clone();
+        let gateway = Arc::clone(gateway(ctx));
         let slot = slot(ctx)?;
         let filter = filter.unwrap_or_default();
         let workflow_id = filter.workflow_id.map(|id| id.to_string());
         let statuses = workflow_statuses(filter.statuses)?;
-        let receiver = gateway(ctx).hub.subscribe_statuses();
+        let receiver = gateway.hub.subscribe_statuses();
         let state = (receiver, slot);
         Ok(futures::stream::unfold(
             state,
             move |(mut receiver, slot)| {
                 let workflow_id = workflow_id.clone();
                 let statuses = statuses.clone();
+                let gateway = Arc::clone(&gateway);
+                let caller = caller.clone();
                 async move {
                     loop {
                         match receiver.recv().await {
@@ -810,6 +846,14 @@ impl ExecutionSubscription {
                                     || (!statuses.is_empty() && !statuses.contains(&row.status))
                                 {
                                     continue;
+                                }
+                                // Only executions this subscriber may see (the workflow's
+                                // permissions are cached, so this costs no store read per
+                                // change).
+                                match gateway.may_see_execution(&caller, &row).await {
+                                    Ok(true) => {}
+                                    Ok(false) => continue,
+                                    Err(e) => return Some((Err(e.into()), (receiver, slot))),
                                 }
                                 return Some((Ok(ExecutionObject(row)), (receiver, slot)));
                             }
@@ -841,6 +885,9 @@ struct Follower {
     read_store: bool,
     /// Whether the execution is known to exist.
     known: bool,
+    caller: Caller,
+    /// Whether the caller was found to be allowed to see it (checked before its first event).
+    visible: bool,
     /// When a subscription to an execution that does not exist gives up.
     deadline: Instant,
     done: bool,
@@ -855,6 +902,24 @@ impl Follower {
         loop {
             if self.done {
                 return None;
+            }
+            if !self.visible && !self.backlog.is_empty() {
+                let seen = match self.gateway.store.execution(&self.id).await {
+                    Ok(Some(row)) => self.gateway.may_see_execution(&self.caller, &row).await,
+                    Ok(None) => Ok(false),
+                    Err(e) => Err(e.into()),
+                };
+                match seen {
+                    Ok(true) => self.visible = true,
+                    Ok(false) => {
+                        self.done = true;
+                        return Some(Err(ApiError::not_found("execution", &self.id)));
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
             }
             if let Some(event) = self.backlog.pop_front() {
                 if event.seq < self.next {

@@ -4,6 +4,7 @@
 mod apps;
 mod executions;
 mod json;
+mod permissions;
 mod users;
 mod workflows;
 
@@ -17,8 +18,9 @@ use base64::Engine as _;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-use crate::auth::{authorize, Caller, Credentials, Operation, Resource};
+use crate::auth::{authorize, Caller, Credentials};
 use crate::error::{ApiError, ApiResult};
+use crate::rbac::{Operation, Resource};
 use crate::Gateway;
 
 pub use executions::{ExecutionEvent, Status, SubscriptionSlots};
@@ -140,6 +142,11 @@ pub(crate) fn allowed<'a>(
     let caller = credentials(ctx).caller()?;
     authorize(caller, resource, operation)?;
     Ok(caller)
+}
+
+/// The caller of this request, signed in (what they may do is checked per object).
+pub(crate) fn signed_in<'a>(ctx: &Context<'a>) -> ApiResult<&'a Caller> {
+    credentials(ctx).caller()
 }
 
 pub(crate) fn credentials<'a>(ctx: &Context<'a>) -> &'a Credentials {

@@ -11,9 +11,11 @@ use walkoff_dataflow::{compile, BusError, Plan};
 use walkoff_schema::{dump_workflow, load_workflow_with_warnings, Format, Problem, Workflow};
 
 use super::json::Json;
-use super::{allowed, decode_cursor, encode_cursor, gateway, page_size};
-use crate::auth::{Operation, Resource};
+use super::permissions::{check_object, parse_permissions, Permissions, PermissionsInput};
+use super::{allowed, decode_cursor, encode_cursor, gateway, page_size, signed_in};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::rbac::{ObjectAccess, Operation, Resource};
 use crate::store::{WorkflowFilter, WorkflowRow};
 use crate::Gateway;
 use async_graphql::Result as GqlResult;
@@ -46,9 +48,18 @@ impl WorkflowObject {
         self.0.version
     }
 
-    /// The user who created it.
+    /// The name of the user who created it.
     async fn created_by(&self) -> Option<&str> {
         self.0.created_by.as_deref()
+    }
+
+    /// Who may see, change, delete and run it.
+    async fn permissions(&self, ctx: &Context<'_>) -> GqlResult<Permissions> {
+        let access = gateway(ctx)
+            .workflow_access(&self.0.id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("workflow", &self.0.id))?;
+        Ok(Permissions::from(access.as_ref()))
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
@@ -202,12 +213,28 @@ async fn free_name(gateway: &Gateway, name: &str) -> ApiResult<String> {
     Ok(format!("{name} ({})", fresh_id()))
 }
 
-async fn stored(gateway: &Gateway, id: &str) -> ApiResult<WorkflowRow> {
-    gateway
-        .store
-        .workflow(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("workflow", id))
+/// A stored workflow `caller` may do `operation` on: NOT_FOUND when there is none or they may
+/// not read it, FORBIDDEN when they may read it but not do this.
+pub(crate) async fn workflow_for(
+    gateway: &Gateway,
+    caller: &Caller,
+    id: &str,
+    operation: Operation,
+) -> ApiResult<(WorkflowRow, Arc<ObjectAccess>)> {
+    let row = gateway.store.workflow(id).await?;
+    let access = gateway.workflow_access(id).await?;
+    let (Some(row), Some(access)) = (row, access) else {
+        return Err(ApiError::not_found("workflow", id));
+    };
+    check_object(
+        caller,
+        Resource::Workflows,
+        "workflow",
+        id,
+        &access,
+        operation,
+    )?;
+    Ok((row, access))
 }
 
 #[derive(Default)]
@@ -223,16 +250,18 @@ impl WorkflowQuery {
         after: Option<String>,
         filter: Option<WorkflowFilterInput>,
     ) -> GqlResult<Connection<String, WorkflowObject>> {
-        allowed(ctx, Resource::Workflows, Operation::Read)?;
+        let caller = signed_in(ctx)?;
         let size = page_size(ctx, first)?;
         let after = after.as_deref().map(decode_cursor).transpose()?;
         let filter = WorkflowFilter {
             search: filter.and_then(|f| f.search).filter(|s| !s.is_empty()),
         };
+        let viewer = caller.viewer(Resource::Workflows);
         let mut rows = gateway(ctx)
             .store
-            .workflows(&filter, after.as_deref(), size as i64 + 1)
-            .await?;
+            .workflows(&filter, &viewer, after.as_deref(), size as i64 + 1)
+            .await
+            .map_err(ApiError::from)?;
         let more = rows.len() > size;
         rows.truncate(size);
         let mut page = Connection::new(after.is_some(), more);
@@ -244,13 +273,14 @@ impl WorkflowQuery {
     }
 
     async fn workflow(&self, ctx: &Context<'_>, id: ID) -> GqlResult<WorkflowObject> {
-        allowed(ctx, Resource::Workflows, Operation::Read)?;
-        Ok(WorkflowObject(stored(gateway(ctx), &id).await?, Vec::new()))
+        let caller = signed_in(ctx)?;
+        let (row, _) = workflow_for(gateway(ctx), caller, &id, Operation::Read).await?;
+        Ok(WorkflowObject(row, Vec::new()))
     }
 
     /// Every problem of a workflow document (either format), without storing anything.
     async fn validate_workflow(&self, ctx: &Context<'_>, json: Json) -> GqlResult<Validation> {
-        allowed(ctx, Resource::Workflows, Operation::Read)?;
+        allowed(ctx, Resource::AppApis, Operation::Read)?;
         let (workflow, format, warnings) = parse(&json)?;
         let problems = match plan(gateway(ctx), &workflow).await? {
             Ok(_) => Vec::new(),
@@ -271,8 +301,8 @@ impl WorkflowQuery {
         id: ID,
         format: Option<WorkflowFormat>,
     ) -> GqlResult<Json> {
-        allowed(ctx, Resource::Workflows, Operation::Read)?;
-        let row = stored(gateway(ctx), &id).await?;
+        let caller = signed_in(ctx)?;
+        let (row, _) = workflow_for(gateway(ctx), caller, &id, Operation::Read).await?;
         let format = match format.unwrap_or(WorkflowFormat::Walkoff) {
             WorkflowFormat::Walkoff => Format::Canonical,
             WorkflowFormat::Walkoff1 => Format::Walkoff1,
@@ -288,33 +318,58 @@ pub struct WorkflowMutation;
 impl WorkflowMutation {
     /// Store a new workflow (either format) under the id and name it carries; both must be
     /// free, and it must be valid (every problem is listed in `extensions.problems`).
-    async fn create_workflow(&self, ctx: &Context<'_>, json: Json) -> GqlResult<WorkflowObject> {
+    /// `permissions` default to EVERYONE (as each caller's roles allow).
+    async fn create_workflow(
+        &self,
+        ctx: &Context<'_>,
+        json: Json,
+        permissions: Option<PermissionsInput>,
+    ) -> GqlResult<WorkflowObject> {
         let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
         let gateway = gateway(ctx);
+        let access = parse_permissions(ctx, permissions, &caller.user_id).await?;
         let (workflow, _, _) = parse(&json)?;
         valid(gateway, &workflow).await?;
         let row = gateway
             .store
-            .insert_workflow(&workflow, Some(&caller.username))
-            .await?;
+            .insert_workflow(&workflow, Some(&caller.username), &access)
+            .await
+            .map_err(ApiError::from)?;
+        gateway.access.invalidate(&row.id).await;
         Ok(WorkflowObject(row, Vec::new()))
     }
 
-    /// Replace a workflow's document. With `expectedVersion`, a save based on an older version
-    /// than the stored one is refused with CONFLICT instead of overwriting someone's change.
+    /// Replace a workflow's document (and its permissions, when given). With
+    /// `expectedVersion`, a save based on an older version than the stored one is refused with
+    /// CONFLICT instead of overwriting someone's change.
     async fn update_workflow(
         &self,
         ctx: &Context<'_>,
         id: ID,
         json: Json,
         expected_version: Option<i64>,
+        permissions: Option<PermissionsInput>,
     ) -> GqlResult<WorkflowObject> {
-        allowed(ctx, Resource::Workflows, Operation::Update)?;
+        let caller = signed_in(ctx)?;
         let gateway = gateway(ctx);
+        let (_, current) = workflow_for(gateway, caller, &id, Operation::Update).await?;
+        let access = match permissions {
+            None => None,
+            Some(input) => {
+                let creator = current.creator_id.as_deref().unwrap_or(&caller.user_id);
+                Some(parse_permissions(ctx, Some(input), creator).await?)
+            }
+        };
         let (mut workflow, _, _) = parse(&json)?;
         workflow.id = id.to_string();
         valid(gateway, &workflow).await?;
-        match gateway.store.update_workflow(&workflow, expected_version).await? {
+        let updated = gateway
+            .store
+            .update_workflow(&workflow, expected_version, access.as_ref())
+            .await
+            .map_err(ApiError::from)?;
+        gateway.access.invalidate(id.as_str()).await;
+        match updated {
             crate::store::Updated::Done(row) => {
                 gateway
                     .plans
@@ -332,18 +387,24 @@ impl WorkflowMutation {
     }
 
     async fn delete_workflow(&self, ctx: &Context<'_>, id: ID) -> GqlResult<bool> {
-        allowed(ctx, Resource::Workflows, Operation::Delete)?;
+        let caller = signed_in(ctx)?;
         let gateway = gateway(ctx);
-        let row = stored(gateway, &id).await?;
-        if !gateway.store.delete_workflow(&id).await? {
+        let (row, _) = workflow_for(gateway, caller, &id, Operation::Delete).await?;
+        if !gateway
+            .store
+            .delete_workflow(&id)
+            .await
+            .map_err(ApiError::from)?
+        {
             return Err(ApiError::not_found("workflow", &id).into());
         }
+        gateway.access.invalidate(id.as_str()).await;
         gateway.plans.invalidate(&(row.id, row.version)).await;
         Ok(true)
     }
 
     /// A copy with every id new and every reference rewired; named `name`, or after the source
-    /// with " (Copy)".
+    /// with " (Copy)". It keeps the source's permissions, with the caller as its creator.
     async fn copy_workflow(
         &self,
         ctx: &Context<'_>,
@@ -352,7 +413,11 @@ impl WorkflowMutation {
     ) -> GqlResult<WorkflowObject> {
         let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
         let gateway = gateway(ctx);
-        let source = stored(gateway, &id).await?;
+        let (source, source_access) = workflow_for(gateway, caller, &id, Operation::Read).await?;
+        let access = ObjectAccess {
+            creator_id: Some(caller.user_id.clone()),
+            ..source_access.as_ref().clone()
+        };
         let mut copy = source.workflow.with_new_ids(fresh_id);
         copy.name = match name.filter(|n| !n.trim().is_empty()) {
             Some(name) => name,
@@ -360,24 +425,36 @@ impl WorkflowMutation {
         };
         let row = gateway
             .store
-            .insert_workflow(&copy, Some(&caller.username))
-            .await?;
+            .insert_workflow(&copy, Some(&caller.username), &access)
+            .await
+            .map_err(ApiError::from)?;
+        gateway.access.invalidate(&row.id).await;
         Ok(WorkflowObject(row, Vec::new()))
     }
 
     /// Store a workflow file (either format) as a new workflow: ids are regenerated and
     /// references rewired, and a taken name gets a number, so an import never overwrites.
-    async fn import_workflow(&self, ctx: &Context<'_>, json: Json) -> GqlResult<WorkflowObject> {
+    /// `permissions` default to EVERYONE (a WALKOFF export's own are not kept: they name
+    /// another server's roles and users).
+    async fn import_workflow(
+        &self,
+        ctx: &Context<'_>,
+        json: Json,
+        permissions: Option<PermissionsInput>,
+    ) -> GqlResult<WorkflowObject> {
         let caller = allowed(ctx, Resource::Workflows, Operation::Create)?;
         let gateway = gateway(ctx);
+        let access = parse_permissions(ctx, permissions, &caller.user_id).await?;
         let (workflow, _, warnings) = parse(&json)?;
         valid(gateway, &workflow).await?;
         let mut imported = workflow.with_new_ids(fresh_id);
         imported.name = free_name(gateway, &workflow.name).await?;
         let row = gateway
             .store
-            .insert_workflow(&imported, Some(&caller.username))
-            .await?;
+            .insert_workflow(&imported, Some(&caller.username), &access)
+            .await
+            .map_err(ApiError::from)?;
+        gateway.access.invalidate(&row.id).await;
         Ok(WorkflowObject(row, warnings))
     }
 }

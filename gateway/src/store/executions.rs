@@ -19,6 +19,7 @@ pub struct ExecutionRow {
     pub workflow: Workflow,
     pub status: WorkflowStatus,
     pub started_by: Option<String>,
+    pub started_by_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -109,6 +110,7 @@ pub struct NewExecution<'a> {
     pub workflow_version: i64,
     pub workflow: &'a Workflow,
     pub started_by: Option<&'a str>,
+    pub started_by_id: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -124,7 +126,7 @@ macro_rules! select_executions {
     ($rest:literal) => {
         concat!(
             "SELECT id, workflow_id, workflow_version, workflow_name, workflow, status, ",
-            "started_by, created_at, started_at, finished_at, error, last_seq FROM executions ",
+            "started_by, created_at, started_at, finished_at, error, last_seq, started_by_id FROM executions ",
             $rest
         )
     };
@@ -145,6 +147,7 @@ fn execution(row: &AnyRow) -> StoreResult<ExecutionRow> {
         workflow: serde_json::from_str(&workflow).map_err(StoreError::corrupt)?,
         status: status_of(&status)?,
         started_by: row.try_get("started_by")?,
+        started_by_id: row.try_get("started_by_id")?,
         created_at: from_micros(row.try_get("created_at")?),
         started_at: opt_time(row, "started_at")?,
         finished_at: opt_time(row, "finished_at")?,
@@ -175,7 +178,8 @@ impl Store {
         let document = serde_json::to_string(new.workflow).map_err(StoreError::corrupt)?;
         let done = sqlx::query(
             "INSERT INTO executions (id, workflow_id, workflow_version, workflow_name, workflow, \
-             status, started_by, created_at, last_seq) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7, 0)",
+             status, started_by, created_at, last_seq, started_by_id) \
+             VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7, 0, $8)",
         )
         .bind(new.id)
         .bind(new.workflow_id)
@@ -184,6 +188,7 @@ impl Store {
         .bind(document)
         .bind(new.started_by)
         .bind(micros(now))
+        .bind(new.started_by_id)
         .execute(&self.pool)
         .await;
         match done {
@@ -204,6 +209,7 @@ impl Store {
             workflow: new.workflow.clone(),
             status: WorkflowStatus::Pending,
             started_by: new.started_by.map(str::to_string),
+            started_by_id: new.started_by_id.map(str::to_string),
             created_at: super::from_micros(micros(now)),
             started_at: None,
             finished_at: None,
@@ -233,10 +239,12 @@ impl Store {
             .transpose()
     }
 
-    /// Up to `limit` executions, newest first, after the cursor `(created_at, id)`.
+    /// Up to `limit` executions `viewer` may see (they may read its workflow, or started
+    /// it), newest first, after the cursor `(created_at, id)`.
     pub async fn executions(
         &self,
         filter: &ExecutionFilter,
+        viewer: &super::Viewer,
         after: Option<(DateTime<Utc>, &str)>,
         limit: i64,
     ) -> StoreResult<Vec<ExecutionRow>> {
@@ -251,6 +259,12 @@ impl Store {
              AND (CAST($3 AS BIGINT) IS NULL OR created_at >= $3) \
              AND (CAST($4 AS BIGINT) IS NULL OR created_at < $4) \
              AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5 OR (created_at = $5 AND id < $6)) \
+             AND ($8 = 1 OR started_by_id = $9 OR EXISTS (SELECT 1 FROM workflows w \
+                  WHERE w.id = executions.workflow_id AND (w.creator_id = $9 \
+                  OR (w.access_level = 1 AND $10 = 1) \
+                  OR (w.access_level = 2 AND EXISTS (SELECT 1 FROM object_permissions p \
+                      WHERE p.object_id = w.id AND p.can_read = 1 \
+                      AND $11 LIKE '%,' || p.role_id || ',%'))))) \
              ORDER BY created_at DESC, id DESC LIMIT $7"
         ))
         .bind(filter.workflow_id.as_deref())
@@ -260,6 +274,10 @@ impl Store {
         .bind(after.map(|(at, _)| micros(at)))
         .bind(after.map(|(_, id)| id.to_string()))
         .bind(limit)
+        .bind(i64::from(viewer.unrestricted))
+        .bind(&viewer.user_id)
+        .bind(i64::from(viewer.everyone))
+        .bind(&viewer.roles)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(execution).collect()

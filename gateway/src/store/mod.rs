@@ -5,6 +5,7 @@
 //! both backends share. Every change that writes more than one row is one transaction.
 
 mod executions;
+mod roles;
 mod users;
 mod workflows;
 
@@ -18,8 +19,9 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row, SqlSafeStr};
 
 pub use executions::{ExecutionFilter, ExecutionRow, NewExecution, Progress, Recorded};
+pub use roles::{framed, RoleRow, Table};
 pub use users::{TokenRow, UserRow};
-pub use workflows::{Updated, WorkflowFilter, WorkflowRow};
+pub use workflows::{truncate_micros, Updated, Viewer, WorkflowFilter, WorkflowRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,13 +72,27 @@ impl std::fmt::Debug for Store {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("initial"),
-        MigrationType::Simple,
-        include_str!("../../migrations/0001_initial.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |version, name, sql: &'static str| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "initial",
+            include_str!("../../migrations/0001_initial.sql"),
+        ),
+        migration(
+            2,
+            "roles and permissions",
+            include_str!("../../migrations/0002_roles_and_permissions.sql"),
+        ),
+    ])
 }
 
 impl Store {
@@ -124,11 +140,13 @@ impl Store {
         migrator().run(&pool).await?;
         let write_gate =
             (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        Ok(Store {
+        let store = Store {
             pool,
             backend,
             write_gate,
-        })
+        };
+        store.seed_default_roles().await?;
+        Ok(store)
     }
 
     /// Wait for this process's turn to write (SQLite), held until the returned guard drops.

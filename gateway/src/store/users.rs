@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
-use super::{from_micros, is_unique_violation, micros, Store, StoreError, StoreResult};
+use super::{from_micros, is_unique_violation, micros, Backend, Store, StoreError, StoreResult};
+use crate::rbac::{Grants, Operation, Resource};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRow {
@@ -80,6 +81,93 @@ impl Store {
             .as_ref()
             .map(user)
             .transpose()
+    }
+
+    /// Every user, by name.
+    pub async fn users(&self) -> StoreResult<Vec<UserRow>> {
+        sqlx::query(
+            "SELECT id, username, password_hash, roles, active, created_at FROM users ORDER BY username",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(user)
+        .collect()
+    }
+
+    /// Replace a user's name, password hash, roles and active flag, revoking every login of
+    /// theirs; refused when no active user able to manage users would remain. Returns the
+    /// token hashes revoked, or `None` when there is no such user.
+    pub async fn update_user(&self, changed: &UserRow) -> StoreResult<Option<Vec<String>>> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        self.lock_users(&mut tx).await?;
+        let roles = serde_json::to_string(&changed.roles).map_err(StoreError::corrupt)?;
+        let done = sqlx::query(
+            "UPDATE users SET username = $1, password_hash = $2, roles = $3, active = $4 WHERE id = $5",
+        )
+        .bind(&changed.username)
+        .bind(&changed.password_hash)
+        .bind(roles)
+        .bind(i64::from(changed.active))
+        .bind(&changed.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("a user named '{}' exists", changed.username))
+            } else {
+                e.into()
+            }
+        })?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        a_user_manager_remains(&mut tx).await?;
+        let revoked = revoke_user_tokens(&mut tx, &changed.id).await?;
+        tx.commit().await?;
+        Ok(Some(revoked))
+    }
+
+    /// Delete a user (their tokens go with them); refused when no active user able to manage
+    /// users would remain. Returns the token hashes that stop working, or `None` when there is
+    /// no such user.
+    pub async fn delete_user(&self, id: &str) -> StoreResult<Option<Vec<String>>> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        self.lock_users(&mut tx).await?;
+        let revoked = revoke_user_tokens(&mut tx, id).await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        a_user_manager_remains(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Some(revoked))
+    }
+
+    /// Changes that must leave a user manager hold every user row until they commit, so two of
+    /// them (two admins deleting each other) cannot both pass the check. SQLite writes one
+    /// transaction at a time already.
+    async fn lock_users(&self, tx: &mut Transaction<'static, Any>) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT id FROM users FOR UPDATE")
+                .fetch_all(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Revoke every login of a user; the token hashes revoked.
+    pub async fn revoke_user(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        let revoked = revoke_user_tokens(&mut tx, user_id).await?;
+        tx.commit().await?;
+        Ok(revoked)
     }
 
     pub async fn user_by_id(&self, id: &str) -> StoreResult<Option<UserRow>> {
@@ -171,4 +259,86 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// Users holding the role `role_id`, with all their roles.
+pub(super) async fn users_holding(
+    tx: &mut Transaction<'static, Any>,
+    role_id: &str,
+) -> StoreResult<Vec<(String, Vec<String>)>> {
+    let pattern = format!("%\"{role_id}\"%");
+    let rows = sqlx::query("SELECT id, roles FROM users WHERE roles LIKE $1")
+        .bind(pattern)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut holders = Vec::new();
+    for row in rows {
+        let roles: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("roles")?)
+            .map_err(StoreError::corrupt)?;
+        if roles.iter().any(|r| r == role_id) {
+            holders.push((row.try_get("id")?, roles));
+        }
+    }
+    Ok(holders)
+}
+
+pub(super) async fn set_roles(
+    tx: &mut Transaction<'static, Any>,
+    user_id: &str,
+    roles: &[String],
+) -> StoreResult<()> {
+    let roles = serde_json::to_string(roles).map_err(StoreError::corrupt)?;
+    sqlx::query("UPDATE users SET roles = $1 WHERE id = $2")
+        .bind(roles)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn revoke_user_tokens(
+    tx: &mut Transaction<'static, Any>,
+    user_id: &str,
+) -> StoreResult<Vec<String>> {
+    let hashes = sqlx::query("SELECT token_hash FROM tokens WHERE user_id = $1 AND revoked = 0")
+        .bind(user_id)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String, _>("token_hash"))
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(hashes)
+}
+
+/// Refuses (CONFLICT) unless some active user's roles still grant managing users: the last
+/// account able to give others their rights cannot be removed, deactivated or demoted.
+pub(super) async fn a_user_manager_remains(tx: &mut Transaction<'static, Any>) -> StoreResult<()> {
+    let roles = sqlx::query("SELECT id, resources FROM roles")
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut managing = std::collections::BTreeSet::new();
+    for row in roles {
+        let grants: Grants = serde_json::from_str(&row.try_get::<String, _>("resources")?)
+            .map_err(StoreError::corrupt)?;
+        if grants.allows(Resource::Users, Operation::Update) {
+            managing.insert(row.try_get::<String, _>("id")?);
+        }
+    }
+    let users = sqlx::query("SELECT roles FROM users WHERE active = 1")
+        .fetch_all(&mut **tx)
+        .await?;
+    for row in users {
+        let held: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("roles")?)
+            .map_err(StoreError::corrupt)?;
+        if held.iter().any(|r| managing.contains(r)) {
+            return Ok(());
+        }
+    }
+    Err(StoreError::Conflict(
+        "this would leave no active user able to manage users (users: update); give that right to another user first".into(),
+    ))
 }

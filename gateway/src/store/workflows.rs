@@ -5,7 +5,9 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use walkoff_schema::Workflow;
 
+use super::roles::{forget_object, write_object_roles};
 use super::{from_micros, is_unique_violation, micros, Store, StoreError, StoreResult};
+use crate::rbac::{AccessLevel, ObjectAccess};
 
 #[derive(Debug, Clone)]
 pub struct WorkflowRow {
@@ -16,6 +18,20 @@ pub struct WorkflowRow {
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub access_level: AccessLevel,
+    pub creator_id: Option<String>,
+}
+
+/// Who is listing: what decides which objects they may read.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub user_id: String,
+    /// Their role ids, framed (`crate::store::framed`).
+    pub roles: String,
+    /// Whether their roles grant reading the resource (what `Everyone` objects ask).
+    pub everyone: bool,
+    /// super_admin and internal roles read everything.
+    pub unrestricted: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -28,7 +44,8 @@ pub struct WorkflowFilter {
 macro_rules! select_workflows {
     ($rest:literal) => {
         concat!(
-            "SELECT id, name, version, document, created_by, created_at, updated_at FROM workflows ",
+            "SELECT id, name, version, document, created_by, created_at, updated_at, ",
+            "access_level, creator_id FROM workflows ",
             $rest
         )
     };
@@ -44,6 +61,8 @@ fn workflow(row: &AnyRow) -> StoreResult<WorkflowRow> {
         created_by: row.try_get("created_by")?,
         created_at: from_micros(row.try_get("created_at")?),
         updated_at: from_micros(row.try_get("updated_at")?),
+        access_level: AccessLevel::from_i64(row.try_get("access_level")?),
+        creator_id: row.try_get("creator_id")?,
     })
 }
 
@@ -71,26 +90,31 @@ pub enum Updated {
 }
 
 impl Store {
-    /// Store a new workflow (version 1); its id and name must be free.
+    /// Store a new workflow (version 1) with its permissions; its id and name must be free.
     pub async fn insert_workflow(
         &self,
         workflow: &Workflow,
         created_by: Option<&str>,
+        access: &ObjectAccess,
     ) -> StoreResult<WorkflowRow> {
         let _turn = self.write_turn().await;
         let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
-            "INSERT INTO workflows (id, name, version, document, created_by, created_at, updated_at) \
-             VALUES ($1, $2, 1, $3, $4, $5, $5)",
+            "INSERT INTO workflows (id, name, version, document, created_by, created_at, updated_at, \
+             access_level, creator_id) VALUES ($1, $2, 1, $3, $4, $5, $5, $6, $7)",
         )
         .bind(&workflow.id)
         .bind(&workflow.name)
         .bind(document(workflow)?)
         .bind(created_by)
         .bind(micros(now))
-        .execute(&self.pool)
+        .bind(access.level as i64)
+        .bind(access.creator_id.as_deref())
+        .execute(&mut *tx)
         .await;
         if let Err(e) = result {
+            drop(tx);
             if is_unique_violation(&e) && self.workflow(&workflow.id).await?.is_some() {
                 return Err(StoreError::Conflict(format!(
                     "a workflow with id '{}' exists",
@@ -99,6 +123,8 @@ impl Store {
             }
             return Err(name_taken(&workflow.name)(e));
         }
+        write_object_roles(&mut tx, &workflow.id, access).await?;
+        tx.commit().await?;
         Ok(WorkflowRow {
             id: workflow.id.clone(),
             name: workflow.name.clone(),
@@ -107,6 +133,8 @@ impl Store {
             created_by: created_by.map(str::to_string),
             created_at: truncate_micros(now),
             updated_at: truncate_micros(now),
+            access_level: access.level,
+            creator_id: access.creator_id.clone(),
         })
     }
 
@@ -128,12 +156,13 @@ impl Store {
             .is_some())
     }
 
-    /// Replace a workflow's document when its stored version is `expected` (any version when
-    /// `None`); the version goes up by one.
+    /// Replace a workflow's document (and its permissions, when given) when its stored version
+    /// is `expected` (any version when `None`); the version goes up by one.
     pub async fn update_workflow(
         &self,
         workflow: &Workflow,
         expected: Option<i64>,
+        access: Option<&ObjectAccess>,
     ) -> StoreResult<Updated> {
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
@@ -164,6 +193,14 @@ impl Store {
         if changed.rows_affected() != 1 {
             return Ok(Updated::Stale(version + 1));
         }
+        if let Some(access) = access {
+            sqlx::query("UPDATE workflows SET access_level = $1 WHERE id = $2")
+                .bind(access.level as i64)
+                .bind(&workflow.id)
+                .execute(&mut *tx)
+                .await?;
+            write_object_roles(&mut tx, &workflow.id, access).await?;
+        }
         tx.commit().await?;
         Ok(match self.workflow(&workflow.id).await? {
             Some(row) => Updated::Done(Box::new(row)),
@@ -173,17 +210,21 @@ impl Store {
 
     pub async fn delete_workflow(&self, id: &str) -> StoreResult<bool> {
         let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM workflows WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        forget_object(&mut tx, id).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Up to `limit` workflows after `after` (a name), by name.
+    /// Up to `limit` workflows `viewer` may read after `after` (a name), by name.
     pub async fn workflows(
         &self,
         filter: &WorkflowFilter,
+        viewer: &Viewer,
         after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<WorkflowRow>> {
@@ -194,11 +235,19 @@ impl Store {
         let rows = sqlx::query(select_workflows!(
             "WHERE (CAST($1 AS TEXT) IS NULL OR name > $1) \
              AND (CAST($2 AS TEXT) IS NULL OR LOWER(name) LIKE $2 ESCAPE '\\') \
+             AND ($4 = 1 OR creator_id = $5 OR (access_level = 1 AND $6 = 1) \
+                  OR (access_level = 2 AND EXISTS (SELECT 1 FROM object_permissions p \
+                      WHERE p.object_id = workflows.id AND p.can_read = 1 \
+                      AND $7 LIKE '%,' || p.role_id || ',%'))) \
              ORDER BY name LIMIT $3"
         ))
         .bind(after)
         .bind(pattern)
         .bind(limit)
+        .bind(i64::from(viewer.unrestricted))
+        .bind(&viewer.user_id)
+        .bind(i64::from(viewer.everyone))
+        .bind(&viewer.roles)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(workflow).collect()
@@ -213,6 +262,6 @@ fn escape_like(text: &str) -> String {
 }
 
 /// What a time reads back as from the store.
-pub(crate) fn truncate_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+pub fn truncate_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     from_micros(micros(at))
 }

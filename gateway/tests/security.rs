@@ -1,0 +1,859 @@
+//! Who may do what, through the GraphQL API: the role matrix and the per-object matrix read from
+//! `docs/security.md` and run cell by cell, the rules of users and roles, and a property test
+//! that no sequence of role changes leaves a user with rights their roles do not grant.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+const SECURITY_DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/security.md");
+
+/// The rows of the table between `<!-- NAME:start -->` and `<!-- NAME:end -->`, header first.
+fn doc_table(name: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(SECURITY_DOC).unwrap();
+    let start = text
+        .find(&format!("<!-- {name}:start -->"))
+        .unwrap_or_else(|| panic!("docs/security.md has no {name} table"));
+    let end = text.find(&format!("<!-- {name}:end -->")).unwrap();
+    text[start..end]
+        .lines()
+        .filter(|line| line.starts_with('|') && !line.starts_with("|---"))
+        .map(|line| {
+            line.trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// What a request came to: `✓`, or the code of its first error.
+async fn outcome(api: &Api, token: &str, query: &str, variables: Value) -> String {
+    let response = api.run(Some(token), query, variables).await;
+    match response.errors.first() {
+        None => "✓".into(),
+        Some(error) => serde_json::to_value(&error.extensions).unwrap()["code"]
+            .as_str()
+            .unwrap_or("no code")
+            .to_string(),
+    }
+}
+
+struct World {
+    api: Api,
+    root: String,
+    roles: BTreeMap<String, String>,
+    counter: std::sync::atomic::AtomicUsize,
+}
+
+impl World {
+    async fn start() -> World {
+        let api = Api::start().await;
+        let root = api.login_as("super_admin", SUPER_PASSWORD).await;
+        let listed = api.ok(&root, "{ roles { id name } }", json!({})).await;
+        let roles = listed["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_string(),
+                    r["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        World {
+            api,
+            root,
+            roles,
+            counter: Default::default(),
+        }
+    }
+
+    fn unique(&self, prefix: &str) -> String {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{prefix}-{n}")
+    }
+
+    /// A new user holding `role_ids`; their id.
+    async fn user(&self, role_ids: &[&str]) -> (String, String) {
+        let username = self.unique("user");
+        let created = self
+            .api
+            .ok(
+                &self.root,
+                "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
+                json!({"i": {"username": username, "password": PASSWORD, "roleIds": role_ids}}),
+            )
+            .await;
+        (
+            created["createUser"]["id"].as_str().unwrap().to_string(),
+            username,
+        )
+    }
+
+    /// A signed-in user holding the role named `role`.
+    async fn token_for(&self, role: &str) -> String {
+        if role == "super_admin" {
+            return self.root.clone();
+        }
+        let id = self.roles[role].clone();
+        let (_, username) = self.user(&[id.as_str()]).await;
+        self.api.login_as(&username, PASSWORD).await
+    }
+
+    async fn import(&self, token: &str, permissions: Option<Value>) -> String {
+        let data = self
+            .api
+            .ok(
+                token,
+                "mutation($json: JSON!, $p: PermissionsInput) { importWorkflow(json: $json, permissions: $p) { id } }",
+                json!({"json": semantics_mix(), "p": permissions}),
+            )
+            .await;
+        data["importWorkflow"]["id"].as_str().unwrap().to_string()
+    }
+
+    async fn export(&self, id: &str) -> Value {
+        self.api
+            .ok(
+                &self.root,
+                "query($id: ID!) { exportWorkflow(id: $id) }",
+                json!({"id": id}),
+            )
+            .await["exportWorkflow"]
+            .clone()
+    }
+
+    async fn role(&self) -> String {
+        let data = self
+            .api
+            .ok(
+                &self.root,
+                "mutation($n: String!) { createRole(input: {name: $n}) { id } }",
+                json!({"n": self.unique("role")}),
+            )
+            .await;
+        data["createRole"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Run `operation` on `resource` as `token`, on objects made for it by super_admin.
+    async fn attempt(&self, token: &str, resource: &str, operation: &str) -> String {
+        let api = &self.api;
+        match (resource, operation) {
+            ("app_apis", "read") => outcome(api, token, "{ apps { name } }", json!({})).await,
+            ("workflows", "create") => {
+                outcome(
+                    api,
+                    token,
+                    "mutation($json: JSON!) { importWorkflow(json: $json) { id } }",
+                    json!({"json": semantics_mix()}),
+                )
+                .await
+            }
+            ("workflows", op) => {
+                let id = self.import(&self.root, None).await;
+                self.on_workflow(token, op, &id).await
+            }
+            ("workflowstatus", "read") => {
+                outcome(
+                    api,
+                    token,
+                    "{ executions { edges { node { id } } } }",
+                    json!({}),
+                )
+                .await
+            }
+            ("workflowstatus", "delete") => {
+                outcome(
+                    api,
+                    token,
+                    "mutation { deleteExecutions(olderThan: \"2000-01-01T00:00:00Z\") }",
+                    json!({}),
+                )
+                .await
+            }
+            ("roles", "create") => {
+                outcome(
+                    api,
+                    token,
+                    "mutation($n: String!) { createRole(input: {name: $n}) { id } }",
+                    json!({"n": self.unique("role")}),
+                )
+                .await
+            }
+            ("roles", "read") => outcome(api, token, "{ roles { id } }", json!({})).await,
+            ("roles", "update") => {
+                let id = self.role().await;
+                outcome(
+                    api,
+                    token,
+                    "mutation($id: ID!) { updateRole(id: $id, input: {description: \"changed\"}) { id } }",
+                    json!({"id": id}),
+                )
+                .await
+            }
+            ("roles", "delete") => {
+                let id = self.role().await;
+                outcome(
+                    api,
+                    token,
+                    "mutation($id: ID!) { deleteRole(id: $id) }",
+                    json!({"id": id}),
+                )
+                .await
+            }
+            ("users", "create") => {
+                outcome(
+                    api,
+                    token,
+                    "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
+                    json!({"i": {"username": self.unique("new"), "password": PASSWORD}}),
+                )
+                .await
+            }
+            ("users", "read") => outcome(api, token, "{ users { id } }", json!({})).await,
+            ("users", "update") => {
+                let (id, _) = self.user(&[]).await;
+                outcome(
+                    api,
+                    token,
+                    "mutation($id: ID!) { updateUser(id: $id, input: {active: false}) { id } }",
+                    json!({"id": id}),
+                )
+                .await
+            }
+            ("users", "delete") => {
+                let (id, _) = self.user(&[]).await;
+                outcome(
+                    api,
+                    token,
+                    "mutation($id: ID!) { deleteUser(id: $id) }",
+                    json!({"id": id}),
+                )
+                .await
+            }
+            other => panic!("the role matrix names {other:?}, which this test cannot run"),
+        }
+    }
+
+    /// One operation on one workflow.
+    async fn on_workflow(&self, token: &str, operation: &str, id: &str) -> String {
+        let api = &self.api;
+        match operation {
+            "read" => {
+                outcome(
+                    api,
+                    token,
+                    "query($id: ID!) { workflow(id: $id) { id } }",
+                    json!({"id": id}),
+                )
+                .await
+            }
+            "update" => {
+                let document = self.export(id).await;
+                outcome(
+                    api,
+                    token,
+                    "mutation($id: ID!, $json: JSON!) { updateWorkflow(id: $id, json: $json) { id } }",
+                    json!({"id": id, "json": document}),
+                )
+                .await
+            }
+            "delete" => {
+                outcome(
+                    api,
+                    token,
+                    "mutation($id: ID!) { deleteWorkflow(id: $id) }",
+                    json!({"id": id}),
+                )
+                .await
+            }
+            "execute" => outcome(api, token, EXECUTE, json!({"w": id})).await,
+            other => panic!("no workflow operation '{other}'"),
+        }
+    }
+
+    async fn listed(&self, token: &str, id: &str) -> bool {
+        let data = self
+            .api
+            .ok(
+                token,
+                "{ workflows(first: 200) { edges { node { id } } } }",
+                json!({}),
+            )
+            .await;
+        data["workflows"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["node"]["id"] == id)
+    }
+}
+
+#[tokio::test]
+async fn every_default_role_may_do_what_the_role_matrix_says_and_nothing_else() {
+    let world = World::start().await;
+    let table = doc_table("role-matrix");
+    let header = &table[0];
+    let role_columns: Vec<String> = header[2..].to_vec();
+
+    // The table covers every visible default role and every operation a role can grant.
+    let listed = world
+        .api
+        .ok(
+            &world.root,
+            "{ roles { name builtin } availableResourceActions { name operations } }",
+            json!({}),
+        )
+        .await;
+    let defaults: BTreeSet<String> = listed["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["builtin"] == true)
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        defaults,
+        role_columns.iter().cloned().collect::<BTreeSet<_>>(),
+        "the matrix's columns are the visible default roles"
+    );
+    let mut catalogue = BTreeSet::new();
+    for resource in listed["availableResourceActions"].as_array().unwrap() {
+        for op in resource["operations"].as_array().unwrap() {
+            catalogue.insert((
+                resource["name"].as_str().unwrap().to_string(),
+                op.as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    let rows: BTreeSet<(String, String)> = table[1..]
+        .iter()
+        .map(|row| (row[0].clone(), row[1].clone()))
+        .collect();
+    assert_eq!(
+        rows, catalogue,
+        "the matrix's rows are every resource × operation"
+    );
+
+    let mut tokens = BTreeMap::new();
+    for role in &role_columns {
+        tokens.insert(role.clone(), world.token_for(role).await);
+    }
+    let mut wrong = Vec::new();
+    for row in &table[1..] {
+        let (resource, operation) = (&row[0], &row[1]);
+        for (column, role) in role_columns.iter().enumerate() {
+            let expected = &row[2 + column];
+            let got = world.attempt(&tokens[role], resource, operation).await;
+            if &got != expected {
+                wrong.push(format!(
+                    "{role} {operation} {resource}: expected {expected}, got {got}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // A role granting nothing (WALKOFF's limited_role) is refused everything: before any
+    // lookup, or as if the workflow did not exist.
+    let nothing = world.role().await;
+    let (_, limited) = world.user(&[nothing.as_str()]).await;
+    let limited = world.api.login_as(&limited, PASSWORD).await;
+    for (resource, operation) in &catalogue {
+        let expected = if resource == "workflows" && operation != "create" {
+            "NOT_FOUND"
+        } else {
+            "FORBIDDEN"
+        };
+        let got = world.attempt(&limited, resource, operation).await;
+        assert_eq!(
+            got, expected,
+            "a user without grants: {operation} {resource}"
+        );
+    }
+    world.api.stop().await;
+}
+
+#[tokio::test]
+async fn each_access_level_lets_whom_the_object_matrix_says() {
+    let world = World::start().await;
+    let table = doc_table("object-matrix");
+    assert_eq!(
+        table[0],
+        [
+            "Access level",
+            "Caller",
+            "listed",
+            "read",
+            "update",
+            "delete",
+            "execute"
+        ]
+    );
+    let developer = world.roles["workflow_developer"].clone();
+    let (_, dev) = world.user(&[developer.as_str()]).await;
+    let dev = world.api.login_as(&dev, PASSWORD).await;
+    let mut callers = BTreeMap::new();
+    callers.insert("creator", dev.clone());
+    callers.insert(
+        "other workflow_developer",
+        world.token_for("workflow_developer").await,
+    );
+    for role in ["workflow_operator", "admin", "super_admin"] {
+        callers.insert(role, world.token_for(role).await);
+    }
+    let operator = world.roles["workflow_operator"].clone();
+    let mut wrong = Vec::new();
+    for row in &table[1..] {
+        let level = row[0].as_str();
+        let permissions = match level {
+            "ROLE_BASED" => json!({"accessLevel": level, "roles": [
+                {"roleId": operator, "operations": ["read", "execute"]}
+            ]}),
+            _ => json!({"accessLevel": level}),
+        };
+        let caller = row[1].as_str();
+        let token = callers
+            .get(caller)
+            .unwrap_or_else(|| panic!("the object matrix names an unknown caller '{caller}'"));
+        let id = world.import(&dev, Some(permissions.clone())).await;
+        let listed = if world.listed(token, &id).await {
+            "✓"
+        } else {
+            "no"
+        };
+        if listed != row[2] {
+            wrong.push(format!(
+                "{level} {caller} listed: expected {}, got {listed}",
+                row[2]
+            ));
+        }
+        // An execution its creator started is visible exactly when the workflow is readable.
+        let started = world.api.ok(&dev, EXECUTE, json!({"w": id})).await;
+        let execution = started["executeWorkflow"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let seen = outcome(
+            &world.api,
+            token,
+            "query($id: ID!) { execution(id: $id) { id } }",
+            json!({"id": execution}),
+        )
+        .await;
+        if seen != row[3] {
+            wrong.push(format!(
+                "{level} {caller} reading an execution: expected {}, got {seen}",
+                row[3]
+            ));
+        }
+        for (column, operation) in ["read", "update", "delete", "execute"].iter().enumerate() {
+            let expected = &row[3 + column];
+            let id = world.import(&dev, Some(permissions.clone())).await;
+            let got = world.on_workflow(token, operation, &id).await;
+            if &got != expected {
+                wrong.push(format!(
+                    "{level} {caller} {operation}: expected {expected}, got {got}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    world.api.stop().await;
+}
+
+#[tokio::test]
+async fn users_and_roles_keep_walkoffs_rules() {
+    let world = World::start().await;
+    let api = &world.api;
+    let root = world.root.as_str();
+    let admin = api.login().await;
+
+    // WALKOFF's seeded accounts, with its fixed ids; the internal role is hidden.
+    let users = api
+        .ok(root, "{ users { id username roles { name } } }", json!({}))
+        .await;
+    let names: Vec<&str> = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "super_admin"]);
+    let admin_user = api
+        .ok(
+            root,
+            "{ user(id: \"admin\") { id roles { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        admin_user["user"]["id"],
+        "00000000-0000-6164-6d69-6e5f75736572"
+    );
+    assert_eq!(
+        admin_user["user"]["roles"][0]["id"],
+        "00000000-0000-6164-6d69-6e5f726f6c65"
+    );
+    let roles = api.ok(root, "{ roles { name } }", json!({})).await;
+    assert_eq!(roles["roles"].as_array().unwrap().len(), 5);
+    let (code, _) = api
+        .error(
+            Some(root),
+            "{ role(id: \"internal_user\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+    let (code, _) = api
+        .error(Some(root), "{ user(id: \"404\") { id } }", json!({}))
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+
+    // Nobody deletes themselves; nobody touches super_admin but super_admin.
+    let delete = "mutation($id: ID!) { deleteUser(id: $id) }";
+    let (code, _) = api
+        .error(Some(&admin), delete, json!({"id": "admin"}))
+        .await;
+    assert_eq!(code, "FORBIDDEN");
+    let (code, _) = api
+        .error(Some(&admin), delete, json!({"id": "super_admin"}))
+        .await;
+    assert_eq!(code, "FORBIDDEN");
+    let (code, _) = api
+        .error(Some(root), delete, json!({"id": "super_admin"}))
+        .await;
+    assert_eq!(code, "FORBIDDEN");
+    let rename =
+        "mutation($id: ID!, $i: UpdateUserInput!) { updateUser(id: $id, input: $i) { username } }";
+    let (code, _) = api
+        .error(
+            Some(&admin),
+            rename,
+            json!({"id": "super_admin", "i": {"username": "mine"}}),
+        )
+        .await;
+    assert_eq!(code, "FORBIDDEN");
+    let (code, _) = api
+        .error(
+            Some(root),
+            rename,
+            json!({"id": "super_admin", "i": {"active": false}}),
+        )
+        .await;
+    assert_eq!(code, "FORBIDDEN", "super_admin cannot deactivate itself");
+
+    // The reserved roles are given to nobody; unknown roles are named.
+    let create = "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }";
+    for reserved in [
+        "00000000-0073-6164-6d69-6e5f726f6c65",
+        "00000069-6e74-6572-6e61-6c5f726f6c65",
+    ] {
+        let (code, _) = api
+            .error(
+                Some(root),
+                create,
+                json!({"i": {"username": "x1", "password": PASSWORD, "roleIds": [reserved]}}),
+            )
+            .await;
+        assert_eq!(code, "FORBIDDEN");
+    }
+    let (code, extensions) = api
+        .error(
+            Some(root),
+            create,
+            json!({"i": {"username": "x1", "password": PASSWORD, "roleIds": ["nope"]}}),
+        )
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT", "{extensions}");
+    let (code, _) = api
+        .error(
+            Some(root),
+            create,
+            json!({"i": {"username": "admin", "password": PASSWORD}}),
+        )
+        .await;
+    assert_eq!(
+        code,
+        "CONFLICT",
+        "a taken username: {:?}",
+        api.run(
+            Some(root),
+            create,
+            json!({"i": {"username": "admin", "password": PASSWORD}})
+        )
+        .await
+        .errors
+    );
+    let (code, _) = api
+        .error(
+            Some(root),
+            create,
+            json!({"i": {"username": "short", "password": "1234567"}}),
+        )
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT", "a password under 8 characters");
+
+    // Default roles are immutable; custom ones change and go.
+    for role in ["admin", "workflow_operator", "super_admin"] {
+        let (code, _) = api
+            .error(
+                Some(root),
+                "mutation($id: ID!) { updateRole(id: $id, input: {description: \"x\"}) { id } }",
+                json!({"id": role}),
+            )
+            .await;
+        assert_eq!(code, "FORBIDDEN", "updating {role}");
+        let (code, _) = api
+            .error(
+                Some(root),
+                "mutation($id: ID!) { deleteRole(id: $id) }",
+                json!({"id": role}),
+            )
+            .await;
+        assert_eq!(code, "FORBIDDEN", "deleting {role}");
+    }
+    let (code, extensions) = api
+        .error(
+            Some(root),
+            "mutation { createRole(input: {name: \"r\", resources: [{name: \"dashboards\", operations: [\"read\"]}]}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "BAD_USER_INPUT", "{extensions}");
+
+    // The last account able to manage users stays: with super_admin able to, admin may go;
+    // a custom role's holder is demoted as soon as the role loses the grant.
+    let managers = api
+        .ok(
+            root,
+            "mutation { createRole(input: {name: \"managers\", resources: [{name: \"users\", operations: [\"read\", \"update\"]}]}) { id } }",
+            json!({}),
+        )
+        .await["createRole"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (manager_id, manager) = world.user(&[managers.as_str()]).await;
+    let manager = api.login_as(&manager, PASSWORD).await;
+    api.ok(&manager, "{ users { id } }", json!({})).await;
+    api.ok(
+        root,
+        "mutation($id: ID!) { updateRole(id: $id, input: {resources: [{name: \"roles\", operations: [\"read\"]}]}) { id } }",
+        json!({"id": managers}),
+    )
+    .await;
+    let (code, _) = api
+        .error(Some(&manager), "{ users { id } }", json!({}))
+        .await;
+    assert_eq!(
+        code, "FORBIDDEN",
+        "a changed role applies to its holders' next request"
+    );
+    api.ok(root, delete, json!({"id": "admin"})).await;
+    api.ok(root, delete, json!({"id": manager_id})).await;
+    let (code, _) = api.error(Some(&admin), "{ me { id } }", json!({})).await;
+    assert_eq!(
+        code, "UNAUTHENTICATED",
+        "a deleted user's token stops working at once"
+    );
+
+    // updateMe asks for the current password, and ends every login of the user.
+    let me = "mutation($i: UpdateMeInput!) { updateMe(input: $i) { username } }";
+    let (code, _) = api
+        .error(
+            Some(root),
+            me,
+            json!({"i": {"oldPassword": "wrong password", "newPassword": "a new password"}}),
+        )
+        .await;
+    assert_eq!(code, "FORBIDDEN");
+    api.ok(
+        root,
+        me,
+        json!({"i": {"oldPassword": SUPER_PASSWORD, "newPassword": "a new password"}}),
+    )
+    .await;
+    let (code, _) = api.error(Some(root), "{ me { id } }", json!({})).await;
+    assert_eq!(code, "UNAUTHENTICATED");
+    api.login_as("super_admin", "a new password").await;
+    world.api.stop().await;
+}
+
+#[tokio::test]
+async fn the_last_user_manager_cannot_be_removed() {
+    let world = World::start().await;
+    let api = &world.api;
+    let admin = api.login().await;
+    // A store where admin is the only account able to manage users: super_admin deleted
+    // directly, as a migrated WALKOFF deployment might be.
+    api.embedded
+        .as_ref()
+        .unwrap()
+        .gateway
+        .store
+        .delete_user("00000000-0073-6164-6d69-6e5f75736572")
+        .await
+        .unwrap();
+    let (id, _) = world
+        .user(&[world.roles["workflow_operator"].as_str()])
+        .await;
+    let other = world.user(&[world.roles["admin"].as_str()]).await;
+    api.ok(
+        &admin,
+        "mutation($id: ID!) { deleteUser(id: $id) }",
+        json!({"id": other.0}),
+    )
+    .await;
+    let demote = "mutation($i: UpdateUserInput!) { updateUser(id: \"admin\", input: $i) { id } }";
+    let (code, extensions) = api
+        .error(
+            Some(&admin),
+            demote,
+            json!({"i": {"roleIds": [world.roles["workflow_operator"]]}}),
+        )
+        .await;
+    assert_eq!(code, "CONFLICT", "{extensions}");
+    let (code, _) = api
+        .error(Some(&admin), demote, json!({"i": {"active": false}}))
+        .await;
+    assert_eq!(code, "CONFLICT");
+    // Nothing was written: admin still manages users, the operator is still there.
+    api.ok(
+        &admin,
+        "query($id: ID!) { user(id: $id) { id } }",
+        json!({"id": id}),
+    )
+    .await;
+    world.api.stop().await;
+}
+
+/// A step of the property test, applied as super_admin.
+#[derive(Debug, Clone)]
+enum Change {
+    /// Give the custom role `n` these (resource, operation) grants.
+    Grant(usize, Vec<(usize, usize)>),
+    /// Make the subject hold these custom roles.
+    Hold(Vec<usize>),
+    DeleteRole(usize),
+}
+
+const ROLES: usize = 3;
+
+fn catalogue() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("app_apis", "read"),
+        ("workflows", "create"),
+        ("workflows", "read"),
+        ("workflows", "execute"),
+        ("workflowstatus", "read"),
+        ("workflowstatus", "delete"),
+        ("roles", "read"),
+        ("roles", "create"),
+        ("users", "read"),
+        ("users", "create"),
+    ]
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    let grants = prop::collection::vec((0..catalogue().len(), 0..1usize), 0..5);
+    prop_oneof![
+        (0..ROLES, grants).prop_map(|(n, g)| Change::Grant(n, g)),
+        prop::collection::vec(0..ROLES, 0..3).prop_map(Change::Hold),
+        (0..ROLES).prop_map(Change::DeleteRole),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// After every change, what the subject may do (asked of the gates themselves, with the
+    /// token they hold, signing in again only when a change ended their login) is exactly what
+    /// their roles grant now.
+    #[test]
+    fn no_sequence_of_role_changes_leaves_rights_the_roles_do_not_grant(
+        changes in prop::collection::vec(change(), 1..7)
+    ) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let world = World::start().await;
+            let api = &world.api;
+            let mut roles: Vec<Option<String>> = Vec::new();
+            let mut grants: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); ROLES];
+            for _ in 0..ROLES {
+                roles.push(Some(world.role().await));
+            }
+            let (subject, username) = world.user(&[]).await;
+            let mut held: BTreeSet<usize> = BTreeSet::new();
+            let mut token = api.login_as(&username, PASSWORD).await;
+            let table = catalogue();
+            for change in changes {
+                match change {
+                    Change::Grant(n, pairs) => {
+                        let Some(id) = roles[n].clone() else { continue };
+                        let chosen: BTreeSet<usize> = pairs.into_iter().map(|(i, _)| i).collect();
+                        let mut resources: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                        for i in &chosen {
+                            resources.entry(table[*i].0).or_default().push(table[*i].1);
+                        }
+                        let resources: Vec<Value> = resources
+                            .into_iter()
+                            .map(|(name, ops)| json!({"name": name, "operations": ops}))
+                            .collect();
+                        api.ok(
+                            &world.root,
+                            "mutation($id: ID!, $r: [ResourceGrantInput!]) { updateRole(id: $id, input: {resources: $r}) { id } }",
+                            json!({"id": id, "r": resources}),
+                        )
+                        .await;
+                        grants[n] = chosen;
+                    }
+                    Change::Hold(ns) => {
+                        let ids: Vec<String> = ns.iter().filter_map(|n| roles[*n].clone()).collect();
+                        api.ok(
+                            &world.root,
+                            "mutation($id: ID!, $r: [ID!]) { updateUser(id: $id, input: {roleIds: $r}) { id } }",
+                            json!({"id": subject, "r": ids}),
+                        )
+                        .await;
+                        held = ns.into_iter().filter(|n| roles[*n].is_some()).collect();
+                    }
+                    Change::DeleteRole(n) => {
+                        let Some(id) = roles[n].take() else { continue };
+                        api.ok(&world.root, "mutation($id: ID!) { deleteRole(id: $id) }", json!({"id": id})).await;
+                        held.remove(&n);
+                        grants[n].clear();
+                    }
+                }
+                // The token in hand, or a new one when the change ended the login.
+                if !api.run(Some(&token), "{ me { id } }", json!({})).await.errors.is_empty() {
+                    token = api.login_as(&username, PASSWORD).await;
+                }
+                let granted: BTreeSet<usize> = held.iter().flat_map(|n| grants[*n].iter().copied()).collect();
+                let read_workflows = table.iter().position(|p| *p == ("workflows", "read"));
+                for (i, (resource, operation)) in table.iter().enumerate() {
+                    let got = world.attempt(&token, resource, operation).await;
+                    let allowed = got == "✓";
+                    // A workflow one may not read is not found, whatever else one may do.
+                    let expected = granted.contains(&i)
+                        && (*resource != "workflows" || *operation == "create"
+                            || read_workflows.is_some_and(|r| granted.contains(&r)));
+                    assert_eq!(
+                        allowed,
+                        expected,
+                        "{operation} {resource}: got {got}; holding {held:?} with grants {grants:?}"
+                    );
+                }
+            }
+            world.api.stop().await;
+        });
+    }
+}
