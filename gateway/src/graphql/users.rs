@@ -7,7 +7,7 @@ use super::{allowed, credentials, gateway, signed_in};
 use crate::auth::{hash_password, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::{
-    default_roles, is_reserved_role, Grants, Operation, Resource, CATALOGUE, INTERNAL_USER_ROLE,
+    default_roles, is_reserved_role, Grants, Operation, Resource, INTERNAL_USER_ROLE,
     SUPER_ADMIN_ROLE,
 };
 use crate::store::{RoleRow, UserRow};
@@ -64,6 +64,15 @@ impl RoleObject {
     }
 }
 
+/// The roles with these ids (a role deleted meanwhile is left out).
+async fn role_objects(ctx: &Context<'_>, ids: &[String]) -> ApiResult<Vec<RoleObject>> {
+    let known = gateway(ctx).auth.roles().await?;
+    Ok(ids
+        .iter()
+        .filter_map(|id| known.get(id).cloned().map(RoleObject))
+        .collect())
+}
+
 pub struct UserObject(UserRow);
 
 #[Object(name = "User")]
@@ -81,13 +90,7 @@ impl UserObject {
         self.0.created_at
     }
     async fn roles(&self, ctx: &Context<'_>) -> GqlResult<Vec<RoleObject>> {
-        let known = gateway(ctx).auth.roles().await?;
-        Ok(self
-            .0
-            .roles
-            .iter()
-            .filter_map(|id| known.get(id).cloned().map(RoleObject))
-            .collect())
+        Ok(role_objects(ctx, &self.0.roles).await?)
     }
 }
 
@@ -104,13 +107,7 @@ impl Me {
         &self.0.username
     }
     async fn roles(&self, ctx: &Context<'_>) -> GqlResult<Vec<RoleObject>> {
-        let known = gateway(ctx).auth.roles().await?;
-        Ok(self
-            .0
-            .roles
-            .iter()
-            .filter_map(|id| known.get(id).cloned().map(RoleObject))
-            .collect())
+        Ok(role_objects(ctx, &self.0.roles).await?)
     }
     /// Everything their roles grant together.
     async fn permissions(&self) -> Vec<ResourceGrant> {
@@ -328,13 +325,7 @@ impl UserQuery {
     /// Every resource a role can grant, with the operations it offers.
     async fn available_resource_actions(&self, ctx: &Context<'_>) -> GqlResult<Vec<ResourceGrant>> {
         allowed(ctx, Resource::Roles, Operation::Read)?;
-        Ok(CATALOGUE
-            .iter()
-            .map(|(resource, ops)| ResourceGrant {
-                name: resource.as_str().to_string(),
-                operations: ops.iter().map(|o| o.as_str().to_string()).collect(),
-            })
-            .collect())
+        Ok(resource_grants(&Grants::everything()))
     }
 }
 
