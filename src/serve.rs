@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
+use walkoff_gateway::keys::{default_key_path, MasterKey};
 use walkoff_gateway::serve::{
     serve_distributed, serve_embedded, DistributedOptions, EmbeddedOptions, Passwords,
 };
@@ -28,6 +29,8 @@ pub struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     passwords: PasswordArgs,
+    #[command(flatten)]
+    key: KeyArgs,
     /// The built-in apps this server runs. `diagnostics` (no-ops, sleeps, and an action that
     /// appends to a file a workflow names) is for drills and load tests, not for a shared server.
     #[arg(
@@ -51,6 +54,39 @@ pub struct GatewayArgs {
     listen: SocketAddr,
     #[command(flatten)]
     passwords: PasswordArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+}
+
+/// Where the master key comes from.
+#[derive(Args)]
+pub struct KeyArgs {
+    /// The file holding the deployment's master key (created, readable by its owner only,
+    /// when missing); by default `$XDG_CONFIG_HOME/walkoff/key` or `~/.config/walkoff/key`.
+    /// `WALKOFF_KEY` (the key itself, base64) takes precedence.
+    #[arg(long, env = "WALKOFF_KEY_FILE")]
+    key_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    fn load(&self) -> Result<MasterKey, String> {
+        if let Some(key) = std::env::var("WALKOFF_KEY").ok().filter(|k| !k.is_empty()) {
+            return MasterKey::from_base64(&key, "WALKOFF_KEY").map_err(|e| e.to_string());
+        }
+        let path = self
+            .key_file
+            .clone()
+            .or_else(default_key_path)
+            .ok_or("no key: set WALKOFF_KEY_FILE (or HOME, for the default place)")?;
+        let (key, created) = MasterKey::load_or_create(&path).map_err(|e| e.to_string())?;
+        if created {
+            println!(
+                "created the master key {} (keep it safe and out of backups of the data: tokens are signed and globals encrypted with it)",
+                path.display()
+            );
+        }
+        Ok(key)
+    }
 }
 
 /// The passwords of the accounts a store's first start creates.
@@ -89,12 +125,20 @@ fn exit_code(served: anyhow::Result<()>) -> ExitCode {
 }
 
 pub async fn gateway(args: GatewayArgs) -> ExitCode {
+    let key = match args.key.load() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = DistributedOptions {
         redis: args.redis.redis,
         prefix: args.redis.prefix,
         database: args.database,
         config: GatewayConfig {
             listen: args.listen,
+            key,
             ..GatewayConfig::default()
         },
         passwords: args.passwords.into(),
@@ -108,8 +152,16 @@ pub async fn gateway(args: GatewayArgs) -> ExitCode {
 }
 
 pub async fn serve(args: ServeArgs) -> ExitCode {
+    let key = match args.key.load() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = GatewayConfig {
         listen: args.listen,
+        key,
         ..GatewayConfig::default()
     };
     let mut registry = walkoff_executors::Registry::new();

@@ -21,6 +21,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 const PASSWORD: &str = "s3cret enough";
+/// A master key for the servers the tests start (32 bytes, base64).
+const TEST_KEY: &str = "dGVzdHMgb25seTogbm90IGEgc2VjcmV0IGF0IGFsbCE=";
 
 /// A running `walkoff serve`.
 struct Server {
@@ -60,6 +62,9 @@ impl Server {
     fn spawn(mut command: Command) -> Server {
         command
             .env("WALKOFF_ADMIN_PASSWORD", PASSWORD)
+            // Every replica of a deployment holds the same master key; no key file is left
+            // behind by the tests.
+            .env("WALKOFF_KEY", TEST_KEY)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = command.spawn().expect("walkoff starts");
@@ -402,6 +407,26 @@ async fn the_example_runs_on_a_deployment_with_two_gateway_replicas() {
     // One user database: a token from one replica works on the other.
     let token = a.login().await;
 
+    // A login ended on one replica is refused by the other at once, not after its cache's
+    // minute: the revocation travels on walkoff:gateway:auth.
+    let other = a.login().await;
+    // Twice: the second answer comes from B's cache of checked tokens.
+    b.ok(&other, "{ me { id } }", json!({})).await;
+    b.ok(&other, "{ me { id } }", json!({})).await;
+    a.ok(&other, "mutation { logout }", json!({})).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let body = b.graphql(Some(&other), "{ me { id } }", json!({})).await;
+        if body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica B still accepts a token logged out on A: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // The app catalogue is cached, and an app registered in Redis shows at once.
     let apps = "{ apps { name version } }";
     let names = |data: Value| -> Vec<String> {
@@ -515,6 +540,7 @@ fn a_gateway_that_cannot_reach_redis_says_so_without_its_password() {
     let dir = tempfile::tempdir().unwrap();
     let port = redis_server::free_port();
     let output = Command::new(env!("CARGO_BIN_EXE_walkoff"))
+        .env("WALKOFF_KEY", TEST_KEY)
         .args(["gateway", "--listen", "127.0.0.1:0", "--redis"])
         .arg(format!("redis://:hunter2@127.0.0.1:{port}"))
         .arg("--database")
@@ -565,6 +591,19 @@ async fn sockets_without_a_valid_token_are_closed_with_4401_or_4403() {
     )
     .await;
     assert_eq!(receive(&mut socket).await.unwrap_err().0, 4401);
+
+    // A socket whose login ends (here by logout elsewhere) is closed with 4403 within
+    // seconds, its subscription with it.
+    let token = server.login().await;
+    let mut socket = authenticated_socket(&server, &token).await;
+    send(
+        &mut socket,
+        json!({"id": "s", "type": "subscribe", "payload": {"query": "subscription { executionStatus { id } }"}}),
+    )
+    .await;
+    server.ok(&token, "mutation { logout }", json!({})).await;
+    let (code, reason) = receive(&mut socket).await.unwrap_err();
+    assert_eq!(code, 4403, "{reason}");
     server.stop();
 }
 

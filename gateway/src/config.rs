@@ -1,15 +1,18 @@
-//! What an operator can set: where to listen, token lifetimes, and the limits every request and
+//! What an operator can set: where to listen, the master key, and the limits every request and
 //! subscription is held to (each breach is a clear error, never a stalled server).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::auth::TokenSettings;
+use crate::keys::MasterKey;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
-    pub tokens: TokenSettings,
+    /// The deployment's master key (tokens are signed, globals encrypted, by keys derived
+    /// from it). The default is a random one, good for one process's life: `walkoff serve` and
+    /// `walkoff gateway` read theirs from a file.
+    pub key: MasterKey,
     pub limits: Limits,
 }
 
@@ -17,7 +20,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            tokens: TokenSettings::default(),
+            key: MasterKey::random(),
             limits: Limits::default(),
         }
     }

@@ -30,6 +30,7 @@ use walkoff_dataflow::bus::{ExecutionRecord, RedisBus, Wake};
 use walkoff_dataflow::{Bus, BusError, Client, ControlError, Plan, SubmitError};
 use walkoff_schema::{AppCatalog, Event, EventKind, ExecutionId};
 
+use crate::auth::{Auth, AuthChange};
 use crate::engine::Engine;
 use crate::hub::Hub;
 use crate::recorder::record;
@@ -47,6 +48,9 @@ const READ_COUNT: usize = 512;
 const FINISHED_COUNT: usize = 256;
 /// The Redis channel of status changes (execution ids, comma-separated).
 const STATUS_CHANNEL: &str = "gateway:statuses";
+
+/// Where replicas tell each other of revocations and of changed roles and settings.
+const AUTH_CHANNEL: &str = "gateway:auth";
 /// Status changes waiting to be relayed; beyond this they are dropped (they are advisory).
 const RELAY_QUEUE: usize = 4096;
 /// How often a waiting subscriber reads the store again (another replica may have stored what
@@ -290,6 +294,7 @@ pub struct RedisRecorder {
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     bus: Arc<RedisBus>,
+    consumer: String,
 }
 
 impl RedisRecorder {
@@ -338,13 +343,88 @@ impl RedisRecorder {
                 store.clone(),
                 Arc::clone(&hub),
                 following,
-                consumer,
+                consumer.clone(),
                 stopping.clone(),
             )),
             tokio::spawn(send_statuses(Arc::clone(&bus), relayed, stopping.clone())),
             tokio::spawn(receive_statuses(Arc::clone(&bus), store, hub, stopping)),
         ];
-        Ok((RedisRecorder { tasks, stop, bus }, engine))
+        Ok((
+            RedisRecorder {
+                tasks,
+                stop,
+                bus,
+                consumer,
+            },
+            engine,
+        ))
+    }
+
+    /// Carry `auth`'s changes (revocations, roles, settings) to every other replica, and
+    /// theirs to it, so a token revoked on one is refused on all at once.
+    pub fn relay_auth(&mut self, auth: Arc<Auth>) {
+        let (changes, mut announced) = mpsc::unbounded_channel();
+        auth.announce_to(changes);
+        let bus = Arc::clone(&self.bus);
+        let me = self.consumer.clone();
+        let mut stopping = self.stop.subscribe();
+        self.tasks.push(tokio::spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    change = announced.recv() => change,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                };
+                let Some(change) = change else { return };
+                let message = format!("{me}|{}", change.encode());
+                match bus.announce(AUTH_CHANNEL, &message).await {
+                    Ok(()) | Err(BusError::Closed) => {}
+                    Err(e) => tracing::error!(error = %e, "could not tell the other gateways of a revocation"),
+                }
+            }
+        }));
+        let bus = Arc::clone(&self.bus);
+        let me = self.consumer.clone();
+        let mut stopping = self.stop.subscribe();
+        self.tasks.push(tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                let listening = tokio::select! {
+                    listening = bus.listen(AUTH_CHANNEL) => listening,
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                };
+                match listening {
+                    Ok(changes) => {
+                        failures = 0;
+                        let mut changes = std::pin::pin!(changes);
+                        loop {
+                            let message = tokio::select! {
+                                message = changes.next() => message,
+                                _ = stopping.wait_for(|stop| *stop) => return,
+                            };
+                            let Some(message) = message else { break };
+                            let Some((from, change)) = message.split_once('|') else {
+                                continue;
+                            };
+                            if from == me {
+                                continue;
+                            }
+                            if let Some(change) = AuthChange::decode(change) {
+                                auth.apply(&change).await;
+                            }
+                        }
+                        tracing::warn!("the auth channel closed; listening again");
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(error = %e, "could not listen for revocations");
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(failures)) => {}
+                    _ = stopping.wait_for(|stop| *stop) => return,
+                }
+            }
+        }));
     }
 
     /// Stop reading (what was read is stored first) and close the connection to Redis.

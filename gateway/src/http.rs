@@ -23,7 +23,7 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use crate::auth::Credentials;
+use crate::auth::{ClientAddress, Credentials};
 use crate::graphql::{build_schema, WalkoffSchema};
 use crate::Gateway;
 
@@ -147,6 +147,14 @@ async fn graphql_post(State(state): State<AppState>, request: Request) -> Respon
     if multipart {
         return multipart_response(&state, batch, credentials);
     }
+    let address = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| ClientAddress(info.0.ip()));
+    let batch = match address {
+        Some(address) => batch.data(address),
+        None => batch,
+    };
     let run = state.schema.execute_batch(batch.data(credentials));
     match tokio::time::timeout(limits.request_timeout, run).await {
         Ok(response) => axum::Json(response).into_response(),
@@ -285,6 +293,9 @@ async fn graphiql_asset(Path(asset): Path<String>) -> Response {
     }
 }
 
+/// How often an open WebSocket's token is checked again (a cache read, unless it was revoked).
+const TOKEN_RECHECK: Duration = Duration::from_secs(2);
+
 /// Read and write buffer of a WebSocket, in bytes (they grow for a larger message).
 const SOCKET_BUFFER: usize = 4096;
 
@@ -310,6 +321,10 @@ async fn serve_socket(state: AppState, socket: WebSocket, protocol: WebSocketPro
         state.gateway.config.limits.max_subscriptions_per_connection,
     ));
     let gateway = Arc::clone(&state.gateway);
+    // The token the connection was accepted with, checked again every few seconds: when it
+    // expires or its login is revoked, the connection closes with 4403.
+    let accepted: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let accepting = Arc::clone(&accepted);
     let messages = async_graphql::http::WebSocket::new(state.schema.clone(), input, protocol)
         .connection_data(connection)
         .on_connection_init(move |payload| async move {
@@ -329,6 +344,10 @@ async fn serve_socket(state: AppState, socket: WebSocket, protocol: WebSocketPro
                     Err(async_graphql::Error::new(format!("{FORBIDDEN}{reason}")))
                 }
                 credentials @ Credentials::Checked(Ok(_)) => {
+                    let token = authorization
+                        .and_then(|a| a.strip_prefix("Bearer "))
+                        .map(|t| t.trim().to_string());
+                    *accepting.lock().unwrap_or_else(|e| e.into_inner()) = token;
                     let mut data = Data::default();
                     data.insert(credentials);
                     Ok(data)
@@ -336,8 +355,18 @@ async fn serve_socket(state: AppState, socket: WebSocket, protocol: WebSocketPro
             }
         });
     futures::pin_mut!(messages);
+    let mut recheck = tokio::time::interval(TOKEN_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let close = loop {
         tokio::select! {
+            _ = recheck.tick() => {
+                let token = accepted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(token) = token {
+                    if let Err(reason) = state.gateway.auth.check(&token).await {
+                        break CloseFrame { code: 4403, reason: format!("Forbidden: {reason}").into() };
+                    }
+                }
+            }
             message = messages.next() => {
                 // Events come in bursts (a step's end and the next one's start): what is
                 // ready goes out in one write instead of one system call per message.

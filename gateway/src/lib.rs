@@ -13,6 +13,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod hub;
+pub mod keys;
 pub mod rbac;
 pub mod recorder;
 pub mod serve;
@@ -49,7 +50,7 @@ impl Gateway {
         hub: Arc<hub::Hub>,
         config: GatewayConfig,
     ) -> Arc<Gateway> {
-        let auth = auth::Auth::new(store.clone(), config.tokens.clone());
+        let auth = auth::Auth::new(store.clone(), &config.key);
         Arc::new(Gateway {
             store,
             auth,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub enum Resource {
     /// The app catalogue (apps, actions, parameter schemas).
     AppApis,
+    Settings,
     Workflows,
     /// Executions (WALKOFF's workflow status records).
     Workflowstatus,
@@ -35,9 +36,10 @@ use Operation::{Create, Delete, Execute, Read, Update};
 /// Every resource with the operations the API checks on it. WALKOFF's `apps`, `umpire`,
 /// `dashboards`, `scheduler` and `workflow_variables` are left out: walkoff has no API they
 /// would guard, and a grant that guards nothing would mislead whoever edits a role.
-/// (`settings` and `global_variables` join when their API does.)
+/// (`global_variables` joins when its API does.)
 pub const CATALOGUE: &[(Resource, &[Operation])] = &[
     (Resource::AppApis, &[Read]),
+    (Resource::Settings, &[Read, Update]),
     (
         Resource::Workflows,
         &[Create, Read, Update, Delete, Execute],
@@ -48,8 +50,9 @@ pub const CATALOGUE: &[(Resource, &[Operation])] = &[
 ];
 
 impl Resource {
-    pub const ALL: [Resource; 5] = [
+    pub const ALL: [Resource; 6] = [
         Resource::AppApis,
+        Resource::Settings,
         Resource::Workflows,
         Resource::Workflowstatus,
         Resource::Roles,
@@ -59,6 +62,7 @@ impl Resource {
     pub fn as_str(self) -> &'static str {
         match self {
             Resource::AppApis => "app_apis",
+            Resource::Settings => "settings",
             Resource::Workflows => "workflows",
             Resource::Workflowstatus => "workflowstatus",
             Resource::Roles => "roles",
@@ -234,6 +238,7 @@ pub fn default_roles() -> Vec<DefaultRole> {
     let admin = Grants::everything();
     let developer = Grants::of(&[
         (Resource::AppApis, &[Read]),
+        (Resource::Settings, &[Read]),
         (
             Resource::Workflows,
             &[Create, Read, Update, Delete, Execute],
@@ -244,6 +249,7 @@ pub fn default_roles() -> Vec<DefaultRole> {
     ]);
     let operator = Grants::of(&[
         (Resource::AppApis, &[Read]),
+        (Resource::Settings, &[Read]),
         (Resource::Workflows, &[Read, Execute]),
         (Resource::Workflowstatus, &[Read]),
         (Resource::Roles, &[Read]),

@@ -66,11 +66,13 @@ pub async fn serve_embedded(
     let store = open_store(&database).await?;
     let embedded = Embedded::start(store, &options.registry, options.config.clone()).await?;
     let gateway = Arc::clone(&embedded.gateway);
+    let retention = keep_retention(Arc::clone(&gateway));
     let served = async {
         bootstrap_users(&gateway, &options.passwords).await?;
         serve_http(gateway, on_ready, shutdown).await
     }
     .await;
+    retention.abort();
     embedded.stop().await;
     served
 }
@@ -113,7 +115,7 @@ pub async fn serve_distributed(
         )
     })?;
     let hub = Hub::new(options.config.limits.subscriber_buffer);
-    let (recorder, engine) = RedisRecorder::start(
+    let (mut recorder, engine) = RedisRecorder::start(
         bus,
         store.clone(),
         Arc::clone(&hub),
@@ -123,14 +125,51 @@ pub async fn serve_distributed(
     )
     .await?;
     let gateway = Gateway::new(store, engine as Arc<dyn Engine>, hub, options.config);
+    recorder.relay_auth(Arc::clone(&gateway.auth));
+    let retention = keep_retention(Arc::clone(&gateway));
     let served = async {
         bootstrap_users(&gateway, &options.passwords).await?;
         serve_http(Arc::clone(&gateway), on_ready, shutdown).await
     }
     .await;
+    retention.abort();
     recorder.stop().await;
     gateway.store.close().await;
     served
+}
+
+/// How often finished executions past their retention are deleted.
+const RETENTION_PERIOD: Duration = Duration::from_secs(600);
+
+/// Delete the finished executions older than the settings' retention (none when it is 0);
+/// how many went.
+pub async fn apply_retention(gateway: &Gateway) -> crate::ApiResult<u64> {
+    let days = gateway.auth.settings().await?.execution_retention_days;
+    if days == 0 {
+        return Ok(0);
+    }
+    let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+    Ok(gateway.store.delete_executions(before).await?)
+}
+
+/// Apply the retention now and every `RETENTION_PERIOD`, until aborted.
+fn keep_retention(gateway: Arc<Gateway>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_PERIOD);
+        loop {
+            tick.tick().await;
+            match apply_retention(&gateway).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    deleted = n,
+                    "finished executions past their retention deleted"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e.message(), "could not apply the retention of executions")
+                }
+            }
+        }
+    })
 }
 
 /// Connect to the database at `url`, saying which (without its password) when it fails.
@@ -183,13 +222,17 @@ async fn serve_http(
     let (state, stop_sockets, mut sockets_closed) = http::state(gateway);
     let router = http::router(state);
     on_ready(address);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_sockets.send(true);
-        })
-        .await
-        .context("the server failed")?;
+    // The peer's address reaches login throttling (behind a proxy it is the proxy's).
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_sockets.send(true);
+    })
+    .await
+    .context("the server failed")?;
     // Every WebSocket got its close frame (or the grace ran out).
     let _ = tokio::time::timeout(STOP_GRACE, sockets_closed.recv()).await;
     Ok(())

@@ -148,6 +148,18 @@ impl World {
         let api = &self.api;
         match (resource, operation) {
             ("app_apis", "read") => outcome(api, token, "{ apps { name } }", json!({})).await,
+            ("settings", "read") => {
+                outcome(api, token, "{ settings { loginAttemptsPerMinute } }", json!({})).await
+            }
+            ("settings", "update") => {
+                outcome(
+                    api,
+                    token,
+                    "mutation { updateSettings(input: {executionRetentionDays: 0}) { executionRetentionDays } }",
+                    json!({}),
+                )
+                .await
+            }
             ("workflows", "create") => {
                 outcome(
                     api,
@@ -693,6 +705,10 @@ async fn the_last_user_manager_cannot_be_removed() {
     let world = World::start().await;
     let api = &world.api;
     let admin = api.login().await;
+    let (id, _) = world
+        .user(&[world.roles["workflow_operator"].as_str()])
+        .await;
+    let other = world.user(&[world.roles["admin"].as_str()]).await;
     // A store where admin is the only account able to manage users: super_admin deleted
     // directly, as a migrated WALKOFF deployment might be.
     api.embedded
@@ -703,10 +719,6 @@ async fn the_last_user_manager_cannot_be_removed() {
         .delete_user("00000000-0073-6164-6d69-6e5f75736572")
         .await
         .unwrap();
-    let (id, _) = world
-        .user(&[world.roles["workflow_operator"].as_str()])
-        .await;
-    let other = world.user(&[world.roles["admin"].as_str()]).await;
     api.ok(
         &admin,
         "mutation($id: ID!) { deleteUser(id: $id) }",
@@ -751,6 +763,7 @@ const ROLES: usize = 3;
 fn catalogue() -> Vec<(&'static str, &'static str)> {
     vec![
         ("app_apis", "read"),
+        ("settings", "read"),
         ("workflows", "create"),
         ("workflows", "read"),
         ("workflows", "execute"),
@@ -856,4 +869,333 @@ proptest! {
             world.api.stop().await;
         });
     }
+}
+
+#[tokio::test]
+async fn settings_are_read_changed_checked_and_applied_to_new_tokens() {
+    let world = World::start().await;
+    let api = &world.api;
+    let root = world.root.as_str();
+    let read = "{ settings { accessTokenLifetimeMinutes refreshTokenLifetimeDays loginAttemptsPerMinute executionRetentionDays } }";
+    let defaults = api.ok(root, read, json!({})).await;
+    assert_eq!(
+        defaults["settings"],
+        json!({"accessTokenLifetimeMinutes": 15, "refreshTokenLifetimeDays": 90, "loginAttemptsPerMinute": 10, "executionRetentionDays": 0})
+    );
+    let update =
+        "mutation($i: SettingsInput!) { updateSettings(input: $i) { accessTokenLifetimeMinutes } }";
+    // Out of range, or an access token outliving its refresh token: refused, nothing changed.
+    for bad in [
+        json!({"accessTokenLifetimeMinutes": 0}),
+        json!({"refreshTokenLifetimeDays": 4000}),
+        json!({"accessTokenLifetimeMinutes": 1440, "refreshTokenLifetimeDays": 1}),
+        json!({"loginAttemptsPerMinute": 0, "executionRetentionDays": 5}),
+    ] {
+        let (code, extensions) = api.error(Some(root), update, json!({"i": bad})).await;
+        assert_eq!(code, "BAD_USER_INPUT", "{bad}: {extensions}");
+    }
+    assert_eq!(api.ok(root, read, json!({})).await, defaults);
+    api.ok(
+        root,
+        update,
+        json!({"i": {"accessTokenLifetimeMinutes": 2}}),
+    )
+    .await;
+    // The next token lives two minutes.
+    let token = api.login_as("super_admin", SUPER_PASSWORD).await;
+    let claims = claims_of(&token);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        120
+    );
+
+    // Retention: a finished execution older than the days kept goes, with its events; a
+    // newer one stays.
+    let workflow = world.import(root, None).await;
+    let mut finished = Vec::new();
+    for _ in 0..2 {
+        let started = api.ok(root, EXECUTE, json!({"w": workflow})).await;
+        let id = started["executeWorkflow"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        api.ok(
+            root,
+            "mutation($id: ID!) { abortExecution(id: $id) }",
+            json!({"id": id}),
+        )
+        .await;
+        finished.push(id);
+    }
+    for id in &finished {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let data = api
+                .ok(
+                    root,
+                    "query($id: ID!) { execution(id: $id) { status } }",
+                    json!({"id": id}),
+                )
+                .await;
+            if data["execution"]["status"] == "ABORTED" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{data}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let gateway = &api.embedded.as_ref().unwrap().gateway;
+    let three_days_ago = (chrono::Utc::now() - chrono::Duration::days(3)).timestamp_micros();
+    sqlx::query("UPDATE executions SET created_at = $1 WHERE id = $2")
+        .bind(three_days_ago)
+        .bind(&finished[0])
+        .execute(gateway.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        walkoff_gateway::serve::apply_retention(gateway)
+            .await
+            .unwrap(),
+        0,
+        "0 keeps everything"
+    );
+    api.ok(root, update, json!({"i": {"executionRetentionDays": 2}}))
+        .await;
+    assert_eq!(
+        walkoff_gateway::serve::apply_retention(gateway)
+            .await
+            .unwrap(),
+        1
+    );
+    let (code, _) = api
+        .error(
+            Some(root),
+            "query($id: ID!) { execution(id: $id) { id } }",
+            json!({"id": finished[0]}),
+        )
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+    api.ok(
+        root,
+        "query($id: ID!) { execution(id: $id) { id } }",
+        json!({"id": finished[1]}),
+    )
+    .await;
+    world.api.stop().await;
+}
+
+/// The claims of a JWT, read without checking it.
+fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn forged_expired_and_foreign_tokens_are_refused() {
+    use base64::Engine as _;
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use walkoff_gateway::keys::{MasterKey, Purpose};
+
+    let key = MasterKey::random();
+    let api = Api::start_with(walkoff_gateway::GatewayConfig {
+        key: key.clone(),
+        ..Default::default()
+    })
+    .await;
+    let good = api.login().await;
+    let claims = claims_of(&good);
+    let me = "{ me { id } }";
+    api.ok(&good, me, json!({})).await;
+    let secret = key.derive(Purpose::Tokens);
+    let sign = |claims: &Value, algorithm: Algorithm, secret: &[u8]| {
+        encode(
+            &Header::new(algorithm),
+            claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let now = chrono::Utc::now().timestamp();
+    let mut expired = claims.clone();
+    expired["iat"] = json!(now - 600);
+    expired["exp"] = json!(now - 1);
+    let mut longer = claims.clone();
+    longer["exp"] = json!(now + 365 * 24 * 3600);
+    let mut someone_else = claims.clone();
+    someone_else["sub"] = json!("00000000-0073-6164-6d69-6e5f75736572");
+    let mut unknown_login = claims.clone();
+    unknown_login["fam"] = json!(uuid::Uuid::new_v4().to_string());
+    let mut not_access = claims.clone();
+    not_access["typ"] = json!("refresh");
+    let (header, payload, _) = {
+        let mut parts = good.split('.');
+        (
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().to_string(),
+            parts.next().unwrap().to_string(),
+        )
+    };
+    let forged_payload = b64(serde_json::to_string(&longer).unwrap().as_bytes());
+    let attacks = [
+        ("expired", sign(&expired, Algorithm::HS256, &secret)),
+        (
+            "signed with another key",
+            sign(&longer, Algorithm::HS256, b"not the server's key at all"),
+        ),
+        (
+            "HS512 with the right key",
+            sign(&claims, Algorithm::HS512, &secret),
+        ),
+        (
+            "alg none",
+            format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), payload),
+        ),
+        (
+            "alg none, signature kept",
+            format!(
+                "{}.{}.{}",
+                b64(br#"{"alg":"none","typ":"JWT"}"#),
+                payload,
+                good.split('.').nth(2).unwrap()
+            ),
+        ),
+        (
+            "payload changed, signature kept",
+            format!(
+                "{header}.{forged_payload}.{}",
+                good.split('.').nth(2).unwrap()
+            ),
+        ),
+        (
+            "another user's id (signed: a leaked key)",
+            sign(&someone_else, Algorithm::HS256, &secret),
+        ),
+        (
+            "a login that does not exist",
+            sign(&unknown_login, Algorithm::HS256, &secret),
+        ),
+        (
+            "not an access token",
+            sign(&not_access, Algorithm::HS256, &secret),
+        ),
+        ("garbage", "a.b.c".to_string()),
+        ("empty", String::new()),
+    ];
+    for (what, token) in attacks {
+        let (code, extensions) = api.error(Some(&token), me, json!({})).await;
+        assert_eq!(code, "UNAUTHENTICATED", "{what}: {extensions}");
+    }
+    // A refresh token is not an access token either way round.
+    let pair = api
+        .ok_anonymous(
+            "mutation($p: String!) { login(username: \"admin\", password: $p) { accessToken refreshToken } }",
+            json!({"p": PASSWORD}),
+        )
+        .await;
+    let refresh = pair["login"]["refreshToken"].as_str().unwrap();
+    let access = pair["login"]["accessToken"].as_str().unwrap();
+    let (code, _) = api.error(Some(refresh), me, json!({})).await;
+    assert_eq!(code, "UNAUTHENTICATED");
+    let (code, _) = api
+        .error(
+            None,
+            "mutation($r: String!) { refresh(refreshToken: $r) { accessToken } }",
+            json!({"r": access}),
+        )
+        .await;
+    assert_eq!(code, "UNAUTHENTICATED");
+    api.ok(&good, me, json!({})).await;
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_wrong_logins_are_refused_and_throttled_without_touching_the_store() {
+    let world = World::start().await;
+    let api = &world.api;
+    let login =
+        "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { accessToken } }";
+    let users_before = api
+        .ok(&world.root, "{ users { id username active } }", json!({}))
+        .await;
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    for n in 0..1000 {
+        let (code, _) = api
+            .error(
+                None,
+                login,
+                json!({"u": "admin", "p": format!("guess {n}")}),
+            )
+            .await;
+        *codes.entry(code).or_default() += 1;
+    }
+    // The first attempts of the minute are checked (and fail); the rest are refused unchecked.
+    assert_eq!(codes.get("UNAUTHENTICATED"), Some(&10), "{codes:?}");
+    assert_eq!(codes.get("RATE_LIMITED"), Some(&990), "{codes:?}");
+    // The right password is refused too while the username is throttled.
+    let (code, _) = api
+        .error(None, login, json!({"u": "admin", "p": PASSWORD}))
+        .await;
+    assert_eq!(code, "RATE_LIMITED");
+    // Another user is not.
+    api.login_as("super_admin", SUPER_PASSWORD).await;
+    // Nothing was written: the same users, still active, and a token issued earlier works.
+    assert_eq!(
+        api.ok(&world.root, "{ users { id username active } }", json!({}))
+            .await,
+        users_before
+    );
+    world.api.stop().await;
+}
+
+#[tokio::test]
+async fn nobody_follows_an_execution_they_may_not_see() {
+    let world = World::start().await;
+    let api = &world.api;
+    let developer = world.roles["workflow_developer"].clone();
+    let (_, dev) = world.user(&[developer.as_str()]).await;
+    let dev = api.login_as(&dev, PASSWORD).await;
+    let operator = world.token_for("workflow_operator").await;
+    let id = world
+        .import(&dev, Some(json!({"accessLevel": "ONLY_ME"})))
+        .await;
+    let started = api.ok(&dev, EXECUTE, json!({"w": id})).await;
+    let execution = started["executeWorkflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The operator's subscription to it ends at once with NOT_FOUND, no event delivered;
+    // its creator's delivers its first event.
+    let first = |token: String| {
+        let execution = execution.clone();
+        async move {
+            use futures::StreamExt;
+            let request = async_graphql::Request::new(EVENTS)
+                .variables(async_graphql::Variables::from_json(
+                    json!({"e": execution, "from": 1}),
+                ))
+                .data(api.credentials(Some(&token)).await);
+            let mut stream = api.schema.execute_stream(request);
+            let response = stream.next().await.unwrap();
+            let code = response.errors.first().map(|e| {
+                serde_json::to_value(&e.extensions).unwrap()["code"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            });
+            let ended = stream.next().await.is_none();
+            (code, response.data.into_json().unwrap(), ended)
+        }
+    };
+    let (code, _, ended) = first(operator.clone()).await;
+    assert_eq!(code.as_deref(), Some("NOT_FOUND"));
+    assert!(ended, "the refused subscription ends");
+    let (code, data, _) = first(dev.clone()).await;
+    assert_eq!(code, None, "{data}");
+    assert_eq!(data["executionEvents"]["sequence"], 1);
+    world.api.stop().await;
 }

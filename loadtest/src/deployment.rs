@@ -227,6 +227,8 @@ impl Deployment {
             let child = Command::new(&binary)
                 .args(&args)
                 .env("WALKOFF_LOG", "warn")
+                // Gateways share the deployment's master key, kept with its files.
+                .env("WALKOFF_KEY_FILE", dir.path().join("key"))
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()

@@ -308,6 +308,8 @@ impl GatewayServer {
             ])
             .arg(dir.path().join("data"))
             .env("WALKOFF_ADMIN_PASSWORD", &password)
+            // The run's own master key, left with its data directory.
+            .env("WALKOFF_KEY_FILE", dir.path().join("key"))
             .env("WALKOFF_LOG", "warn")
             .env_remove("WALKOFF_DATABASE")
             .stdout(Stdio::null())

@@ -5,6 +5,7 @@ mod apps;
 mod executions;
 mod json;
 mod permissions;
+mod settings;
 mod users;
 mod workflows;
 
@@ -31,6 +32,7 @@ pub struct Query(
     workflows::WorkflowQuery,
     executions::ExecutionQuery,
     apps::AppQuery,
+    settings::SettingsQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -38,6 +40,7 @@ pub struct Mutation(
     users::UserMutation,
     workflows::WorkflowMutation,
     executions::ExecutionMutation,
+    settings::SettingsMutation,
 );
 
 #[derive(MergedSubscription, Default)]

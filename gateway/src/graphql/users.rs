@@ -4,7 +4,7 @@ use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
 use super::{allowed, credentials, gateway, signed_in};
-use crate::auth::{hash_password, Caller};
+use crate::auth::{hash_password, Caller, ClientAddress};
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::{
     default_roles, is_reserved_role, Grants, Operation, Resource, INTERNAL_USER_ROLE,
@@ -341,7 +341,11 @@ impl UserMutation {
         username: String,
         password: String,
     ) -> GqlResult<AuthTokens> {
-        let tokens = gateway(ctx).auth.login(&username, &password).await?;
+        let address = ctx.data_opt::<ClientAddress>().map(|a| a.0);
+        let tokens = gateway(ctx)
+            .auth
+            .login(&username, &password, address)
+            .await?;
         Ok(AuthTokens {
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,

@@ -6,6 +6,7 @@
 
 mod executions;
 mod roles;
+mod settings;
 mod users;
 mod workflows;
 
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Row, SqlSafeStr};
 
 pub use executions::{ExecutionFilter, ExecutionRow, NewExecution, Progress, Recorded};
 pub use roles::{framed, RoleRow, Table};
+pub use settings::Settings;
 pub use users::{TokenRow, UserRow};
 pub use workflows::{truncate_micros, Updated, Viewer, WorkflowFilter, WorkflowRow};
 
@@ -91,6 +93,11 @@ fn migrator() -> Migrator {
             2,
             "roles and permissions",
             include_str!("../../migrations/0002_roles_and_permissions.sql"),
+        ),
+        migration(
+            3,
+            "settings",
+            include_str!("../../migrations/0003_settings.sql"),
         ),
     ])
 }

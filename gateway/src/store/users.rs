@@ -204,6 +204,28 @@ impl Store {
         Ok(())
     }
 
+    /// The user `user_id` when their login `family` still has an unrevoked refresh token (one
+    /// read: what checking a new access token costs).
+    pub async fn user_of_live_login(
+        &self,
+        user_id: &str,
+        family: &str,
+    ) -> StoreResult<Option<UserRow>> {
+        sqlx::query(
+            "SELECT id, username, password_hash, roles, active, created_at FROM users u \
+             WHERE u.id = $1 AND EXISTS (SELECT 1 FROM tokens t WHERE t.family = $2 \
+             AND t.user_id = u.id AND t.revoked = 0 AND t.expires_at > $3)",
+        )
+        .bind(user_id)
+        .bind(family)
+        .bind(micros(Utc::now()))
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(user)
+        .transpose()
+    }
+
     pub async fn token(&self, hash: &str) -> StoreResult<Option<TokenRow>> {
         let row = sqlx::query(
             "SELECT user_id, family, kind, expires_at, revoked FROM tokens WHERE token_hash = $1",

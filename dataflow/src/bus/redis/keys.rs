@@ -161,6 +161,7 @@ mod tests {
             keys.app_apis_version(),
             keys.wake("{gateway}"),
             keys.channel("gateway:statuses"),
+            keys.channel("gateway:auth"),
             keys.dead_letters(),
             keys.stats(),
         ]

@@ -1,9 +1,15 @@
-//! Who is calling: passwords (argon2id), access and refresh tokens, and the identity every
-//! request carries. Tokens are random and opaque; the store keeps only their SHA-256, and checks
-//! go through a moka cache that logout invalidates, so a revoked token stops working at once.
+//! Who is calling: passwords (argon2id), access tokens (JWTs, `tokens`), refresh tokens
+//! (random, stored as their SHA-256), login throttling (`throttle`), and the identity every
+//! request carries. Checks go through a moka cache that every revocation invalidates, so a
+//! revoked token stops working at once; `AuthChange`s carry revocations to other replicas.
+
+mod throttle;
+mod tokens;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -15,11 +21,14 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
+use crate::keys::MasterKey;
 use crate::rbac::{
     is_unrestricted_role, AccessLevel, Grants, ObjectAccess, Operation, Resource, ADMIN_ROLE,
     ADMIN_USER, SUPER_ADMIN_ROLE, SUPER_ADMIN_USER,
 };
-use crate::store::{framed, RoleRow, Store, TokenRow, UserRow, Viewer};
+use crate::store::{framed, RoleRow, Settings, Store, TokenRow, UserRow, Viewer};
+
+pub use tokens::Claims;
 
 /// The authenticated user behind a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +81,10 @@ impl Caller {
     }
 }
 
+/// The address a request came from, put into its data by the transport (for throttling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
 /// What a request presented, put into every request's data by the transport.
 #[derive(Debug, Clone)]
 pub enum Credentials {
@@ -106,17 +119,37 @@ pub fn authorize(caller: &Caller, resource: Resource, operation: Operation) -> A
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct TokenSettings {
-    pub access_ttl: Duration,
-    pub refresh_ttl: Duration,
+/// A change another gateway replica must know of at once: whose cached checks to drop, or
+/// what to read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthChange {
+    /// A user's logins were revoked, or their roles changed.
+    User(String),
+    /// One login was revoked.
+    Family(String),
+    /// A role changed: read them again.
+    Roles,
+    /// The settings changed: read them again.
+    Settings,
 }
 
-impl Default for TokenSettings {
-    fn default() -> Self {
-        TokenSettings {
-            access_ttl: Duration::from_secs(15 * 60),
-            refresh_ttl: Duration::from_secs(90 * 24 * 3600),
+impl AuthChange {
+    pub fn encode(&self) -> String {
+        match self {
+            AuthChange::User(id) => format!("user:{id}"),
+            AuthChange::Family(id) => format!("family:{id}"),
+            AuthChange::Roles => "roles".into(),
+            AuthChange::Settings => "settings".into(),
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<AuthChange> {
+        match text.split_once(':') {
+            Some(("user", id)) => Some(AuthChange::User(id.into())),
+            Some(("family", id)) => Some(AuthChange::Family(id.into())),
+            None if text == "roles" => Some(AuthChange::Roles),
+            None if text == "settings" => Some(AuthChange::Settings),
+            _ => None,
         }
     }
 }
@@ -129,12 +162,20 @@ pub struct Tokens {
 
 pub struct Auth {
     store: Store,
-    settings: TokenSettings,
-    /// Checked access tokens by hash; entries live no longer than a minute, and logout,
+    signer: tokens::Signer,
+    /// Checked access tokens by id; entries live no longer than a minute, and logout,
     /// user and role changes remove theirs at once.
     checked: Cache<String, Caller>,
     /// Every role by id, read once and again after each change of a role.
     roles: RwLock<Option<Arc<BTreeMap<String, RoleRow>>>>,
+    /// The settings, read again every few seconds (another replica may change them).
+    settings: Cache<(), Arc<Settings>>,
+    throttle: throttle::Throttle,
+    /// Where changes go to reach the other replicas (set in a distributed deployment).
+    changes: OnceLock<tokio::sync::mpsc::UnboundedSender<AuthChange>>,
+    /// Raised by every revocation: a check that read the store before one does not cache
+    /// what it read after it.
+    revocations: AtomicU64,
 }
 
 /// Users a store's first start creates, with their passwords (given or generated).
@@ -145,7 +186,6 @@ pub struct Bootstrapped {
     pub generated: bool,
 }
 
-const ACCESS: &str = "access";
 const REFRESH: &str = "refresh";
 
 fn hash_token(token: &str) -> String {
@@ -189,17 +229,67 @@ pub fn generate_password() -> String {
 }
 
 impl Auth {
-    pub fn new(store: Store, settings: TokenSettings) -> Arc<Auth> {
+    pub fn new(store: Store, key: &MasterKey) -> Arc<Auth> {
         Arc::new(Auth {
             store,
-            settings,
+            signer: tokens::Signer::new(key),
             checked: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(60))
                 .support_invalidation_closures()
                 .build(),
             roles: RwLock::new(None),
+            settings: Cache::builder()
+                .max_capacity(1)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
+            throttle: throttle::Throttle::new(Settings::default().login_attempts_per_minute),
+            changes: OnceLock::new(),
+            revocations: AtomicU64::new(0),
         })
+    }
+
+    /// Send every change from now on to `changes` too (to reach the other replicas).
+    pub fn announce_to(&self, changes: tokio::sync::mpsc::UnboundedSender<AuthChange>) {
+        let _ = self.changes.set(changes);
+    }
+
+    fn announce(&self, change: AuthChange) {
+        if let Some(changes) = self.changes.get() {
+            let _ = changes.send(change);
+        }
+    }
+
+    /// Apply a change made elsewhere (another replica) here.
+    pub async fn apply(&self, change: &AuthChange) {
+        match change {
+            AuthChange::User(id) => self.forget_user_here(id),
+            AuthChange::Family(id) => self.forget_family_here(id),
+            AuthChange::Roles => {
+                if let Err(e) = self.read_roles().await {
+                    tracing::warn!(error = %e.message(), "could not read the roles again");
+                }
+            }
+            AuthChange::Settings => self.settings.invalidate_all(),
+        }
+    }
+
+    /// The settings now in force.
+    pub async fn settings(&self) -> ApiResult<Arc<Settings>> {
+        if let Some(settings) = self.settings.get(&()).await {
+            return Ok(settings);
+        }
+        let settings = Arc::new(self.store.settings().await?);
+        self.settings.insert((), Arc::clone(&settings)).await;
+        Ok(settings)
+    }
+
+    /// Store new settings; they apply here at once, elsewhere within seconds.
+    pub async fn save_settings(&self, settings: &Settings) -> ApiResult<()> {
+        self.store.save_settings(settings).await?;
+        self.settings.invalidate_all();
+        self.announce(AuthChange::Settings);
+        Ok(())
     }
 
     /// On a store with no user at all, create WALKOFF's two accounts with its fixed ids:
@@ -269,9 +359,15 @@ impl Auth {
         self.reload_roles().await
     }
 
-    /// Read the roles again, after a change; every cached caller is checked again, since
-    /// what their roles grant may have changed.
+    /// Read the roles again, after a change (here and on the other replicas); every cached
+    /// caller is checked again, since what their roles grant may have changed.
     pub async fn reload_roles(&self) -> ApiResult<Arc<BTreeMap<String, RoleRow>>> {
+        let roles = self.read_roles().await?;
+        self.announce(AuthChange::Roles);
+        Ok(roles)
+    }
+
+    async fn read_roles(&self) -> ApiResult<Arc<BTreeMap<String, RoleRow>>> {
         let roles: BTreeMap<String, RoleRow> = self
             .store
             .roles()
@@ -281,13 +377,29 @@ impl Auth {
             .collect();
         let roles = Arc::new(roles);
         *self.roles.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&roles));
+        self.revocations.fetch_add(1, Ordering::AcqRel);
         self.checked.invalidate_all();
         Ok(roles)
     }
 
     /// Forget the cached checks of one user's tokens (after their tokens were revoked, their
-    /// roles changed or they were deleted).
+    /// roles changed or they were deleted), here and on the other replicas.
     pub fn forget_user(&self, user_id: &str) {
+        self.forget_user_here(user_id);
+        self.announce(AuthChange::User(user_id.to_string()));
+    }
+
+    fn forget_family_here(&self, family: &str) {
+        self.revocations.fetch_add(1, Ordering::AcqRel);
+        let family = family.to_string();
+        // Only fails when closures are not supported, which the builder turns on.
+        let _ = self
+            .checked
+            .invalidate_entries_if(move |_, caller| caller.family == family);
+    }
+
+    fn forget_user_here(&self, user_id: &str) {
+        self.revocations.fetch_add(1, Ordering::AcqRel);
         let user_id = user_id.to_string();
         // Only fails when closures are not supported, which the builder turns on.
         let _ = self
@@ -310,8 +422,27 @@ impl Auth {
         ))
     }
 
-    pub async fn login(&self, username: &str, password: &str) -> ApiResult<Tokens> {
+    /// Tokens for a username and password, from a client at `address` (when known). Attempts
+    /// are throttled per username and per address (`RATE_LIMITED`, before the password is
+    /// checked); a failure is logged with the username, never the password.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        address: Option<IpAddr>,
+    ) -> ApiResult<Tokens> {
         const REFUSED: &str = "invalid username or password";
+        let settings = self.settings().await?;
+        if let Err(wait) =
+            self.throttle
+                .attempt(username, address, settings.login_attempts_per_minute)
+        {
+            tracing::warn!(username, ?address, "login throttled");
+            return Err(ApiError::RateLimited(format!(
+                "too many login attempts for this user or from this address; try again in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
         let user = self.store.user_by_name(username).await?;
         let Some(user) = user else {
             // Spend the time a check would, so a response's timing does not tell which
@@ -324,7 +455,7 @@ impl Auth {
             .await
             .unwrap_or(false);
         if !matches {
-            tracing::info!(username, "failed login");
+            tracing::info!(username, ?address, "failed login");
             return Err(ApiError::Unauthenticated(REFUSED.into()));
         }
         if !user.active {
@@ -334,35 +465,32 @@ impl Auth {
             .await
     }
 
+    /// A new pair in the login `family`: the refresh token is stored (as its hash), the access
+    /// token is a signed JWT that names the family.
     async fn issue(&self, user_id: &str, family: &str) -> ApiResult<Tokens> {
-        let now = Utc::now();
-        let access = new_token("wa_");
+        let settings = self.settings().await?;
         let refresh = new_token("wr_");
-        let ttl = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let refresh_ttl = chrono::Duration::days(i64::from(settings.refresh_token_lifetime_days));
         self.store
-            .insert_tokens(&[
-                (
-                    hash_token(&access),
-                    TokenRow {
-                        user_id: user_id.into(),
-                        family: family.into(),
-                        kind: ACCESS.into(),
-                        expires_at: now + ttl(self.settings.access_ttl),
-                        revoked: false,
-                    },
-                ),
-                (
-                    hash_token(&refresh),
-                    TokenRow {
-                        user_id: user_id.into(),
-                        family: family.into(),
-                        kind: REFRESH.into(),
-                        expires_at: now + ttl(self.settings.refresh_ttl),
-                        revoked: false,
-                    },
-                ),
-            ])
+            .insert_tokens(&[(
+                hash_token(&refresh),
+                TokenRow {
+                    user_id: user_id.into(),
+                    family: family.into(),
+                    kind: REFRESH.into(),
+                    expires_at: Utc::now() + refresh_ttl,
+                    revoked: false,
+                },
+            )])
             .await?;
+        let access = self
+            .signer
+            .issue(
+                user_id,
+                family,
+                i64::from(settings.access_token_lifetime_minutes) * 60,
+            )
+            .map_err(ApiError::Internal)?;
         Ok(Tokens {
             access_token: access,
             refresh_token: refresh,
@@ -398,32 +526,28 @@ impl Auth {
     }
 
     async fn revoke_family(&self, family: &str) -> ApiResult<()> {
-        for hash in self.store.revoke_family(family).await? {
-            self.checked.invalidate(&hash).await;
-        }
+        self.store.revoke_family(family).await?;
+        self.forget_family_here(family);
+        self.announce(AuthChange::Family(family.to_string()));
         Ok(())
     }
 
-    /// The caller an access token stands for, or why it is refused.
+    /// The caller an access token stands for, or why it is refused: a token this server
+    /// signed, unexpired, of a login not revoked, of an active user. Checked once per token
+    /// (one store read), then from the cache until a revocation drops it.
     pub async fn check(&self, access_token: &str) -> Result<Caller, String> {
-        let hash = hash_token(access_token);
-        if let Some(caller) = self.checked.get(&hash).await {
+        let claims = self.signer.verify(access_token)?;
+        if let Some(caller) = self.checked.get(&claims.jti).await {
             return Ok(caller);
         }
+        let revocations = self.revocations.load(Ordering::Acquire);
         const REFUSED: &str =
-            "the access token is not valid (expired, revoked or unknown); sign in again or refresh";
-        let token = match self.store.token(&hash).await {
-            Ok(Some(token)) => token,
-            Ok(None) => return Err(REFUSED.into()),
-            Err(e) => {
-                tracing::error!(error = %e, "token check failed");
-                return Err("the token could not be checked; try again".into());
-            }
-        };
-        if token.kind != ACCESS || token.revoked || token.expires_at < Utc::now() {
-            return Err(REFUSED.into());
-        }
-        let user = match self.store.user_by_id(&token.user_id).await {
+            "this login has ended (logged out, revoked or the user changed); sign in again";
+        let user = match self
+            .store
+            .user_of_live_login(&claims.sub, &claims.fam)
+            .await
+        {
             Ok(Some(user)) if user.active => user,
             Ok(_) => return Err(REFUSED.into()),
             Err(e) => {
@@ -439,13 +563,14 @@ impl Auth {
             user_id: user.id,
             username: user.username,
             roles: user.roles,
-            family: token.family,
+            family: claims.fam,
             grants,
             unrestricted,
         };
-        // Cached no longer than the token lives.
-        if token.expires_at > Utc::now() + chrono::Duration::seconds(60) {
-            self.checked.insert(hash, caller.clone()).await;
+        // The expiry is checked on every request before the cache is asked, so an entry
+        // never outlives its token's validity.
+        if self.revocations.load(Ordering::Acquire) == revocations {
+            self.checked.insert(claims.jti, caller.clone()).await;
         }
         Ok(caller)
     }
