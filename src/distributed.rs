@@ -56,6 +56,10 @@ pub struct ExecutorArgs {
     /// Actions in flight at once (default: twice the number of cores).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// The deployment's master key, to open the globals actions are given (without one, an
+    /// action given a global fails saying so).
+    #[command(flatten)]
+    key: crate::serve::KeyArgs,
 }
 
 #[derive(Args)]
@@ -228,6 +232,14 @@ pub async fn executor(args: ExecutorArgs) -> ExitCode {
             args.app,
             known.join(", ")
         )]);
+    };
+    let app = match args.key.load_existing() {
+        Ok(Some(key)) => Arc::new(
+            walkoff_executors::PreparedApp::new(app.app())
+                .opening_with(Arc::new(walkoff_executors::secrets::Secrets::new(&key))),
+        ),
+        Ok(None) => app,
+        Err(e) => return invalid([format!("the master key: {e}")]),
     };
     let mut interrupt = Interrupt::listen();
     let Some(bus) =

@@ -49,6 +49,8 @@ enum Command {
     },
     /// Run a workflow in this process on the embedded in-memory bus.
     Run(run::RunArgs),
+    /// Re-seal every global of a database under a new master key (then run with that key).
+    RotateKey(serve::RotateKeyArgs),
     /// Run dataflow operators for executions of a Redis deployment (any number of workers).
     Worker(distributed::WorkerArgs),
     /// Serve one app's actions for a Redis deployment.
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
         // A server: requests, the engine and the store share both cores.
         Command::Serve(args) => block_on_threads(serve::serve(args)),
         Command::Gateway(args) => block_on_threads(serve::gateway(args)),
+        Command::RotateKey(args) => block_on(serve::rotate_key(args)),
         Command::Worker(args) => block_on(distributed::worker(args)),
         Command::Executor(args) => block_on(distributed::executor(args)),
         Command::Submit(args) => block_on(distributed::submit(args)),

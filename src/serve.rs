@@ -59,7 +59,7 @@ pub struct GatewayArgs {
 }
 
 /// Where the master key comes from.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct KeyArgs {
     /// The file holding the deployment's master key (created, readable by its owner only,
     /// when missing); by default `$XDG_CONFIG_HOME/walkoff/key` or `~/.config/walkoff/key`.
@@ -69,7 +69,20 @@ pub struct KeyArgs {
 }
 
 impl KeyArgs {
-    fn load(&self) -> Result<MasterKey, String> {
+    /// The key given, or in its default place; `None` when none was given and there is none
+    /// there (an executor without one runs actions that use no global).
+    pub fn load_existing(&self) -> Result<Option<MasterKey>, String> {
+        if std::env::var("WALKOFF_KEY").is_ok_and(|k| !k.is_empty()) || self.key_file.is_some() {
+            return self.load().map(Some);
+        }
+        match default_key_path() {
+            Some(path) if path.exists() => self.load().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The key given, or in its default place (created there when missing).
+    pub fn load(&self) -> Result<MasterKey, String> {
         if let Some(key) = std::env::var("WALKOFF_KEY").ok().filter(|k| !k.is_empty()) {
             return MasterKey::from_base64(&key, "WALKOFF_KEY").map_err(|e| e.to_string());
         }
@@ -187,4 +200,48 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     let mut interrupt = Interrupt::listen();
     let shutdown = async move { interrupt.recv().await };
     exit_code(serve_embedded(options, announce, shutdown).await)
+}
+
+#[derive(Args)]
+pub struct RotateKeyArgs {
+    /// The database whose globals are re-sealed (sqlite://PATH or postgres://…).
+    #[arg(long, env = "WALKOFF_DATABASE")]
+    database: String,
+    /// The current key (as for `serve`: WALKOFF_KEY, --key-file or the default place).
+    #[command(flatten)]
+    key: KeyArgs,
+    /// The file holding the new key (created when missing).
+    #[arg(long)]
+    new_key_file: PathBuf,
+}
+
+/// `walkoff rotate-key`: re-seal every global under a new master key, in one transaction.
+pub async fn rotate_key(args: RotateKeyArgs) -> ExitCode {
+    let old = match args.key.load() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let new = match MasterKey::load_or_create(&args.new_key_file) {
+        Ok((key, _)) => key,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match walkoff_gateway::serve::rotate_key(&args.database, &old, &new).await {
+        Ok(n) => {
+            println!(
+                "re-sealed {n} global(s) with the key in {}; start every gateway and executor with it (WALKOFF_KEY_FILE): tokens signed with the old key no longer work, so everyone signs in again",
+                args.new_key_file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

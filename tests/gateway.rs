@@ -59,14 +59,20 @@ impl Server {
         Server::spawn(command)
     }
 
-    fn spawn(mut command: Command) -> Server {
+    fn spawn(command: Command) -> Server {
+        Server::spawn_logging(command, Stdio::inherit())
+    }
+
+    fn spawn_logging(mut command: Command, log: impl Into<Stdio>) -> Server {
+        // Every replica of a deployment holds the same master key; no key file is left
+        // behind by the tests (unless a test gives one).
+        if !command.get_envs().any(|(k, _)| k == "WALKOFF_KEY_FILE") {
+            command.env("WALKOFF_KEY", TEST_KEY);
+        }
         command
             .env("WALKOFF_ADMIN_PASSWORD", PASSWORD)
-            // Every replica of a deployment holds the same master key; no key file is left
-            // behind by the tests.
-            .env("WALKOFF_KEY", TEST_KEY)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(log);
         let mut child = command.spawn().expect("walkoff starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let address = loop {
@@ -355,10 +361,15 @@ struct Process(Child);
 
 impl Process {
     fn start(args: &[&str]) -> Process {
+        Process::start_logging(args, Stdio::inherit())
+    }
+
+    fn start_logging(args: &[&str], log: impl Into<Stdio>) -> Process {
         let child = Command::new(env!("CARGO_BIN_EXE_walkoff"))
             .args(args)
+            .env("WALKOFF_KEY", TEST_KEY)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("walkoff starts");
         Process(child)
@@ -869,4 +880,259 @@ async fn the_graphql_ws_reference_client_follows_a_run() {
         .iter()
         .any(|e| e["label"] == "shout" && e["result"] == "ECHOING: WENT LEFT"));
     server.stop();
+}
+
+/// A workflow whose one action is given the global `global` (and echoes it).
+fn uses_a_global(global: &str) -> Value {
+    json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "name": format!("uses {global}"),
+        "start": "use it",
+        "nodes": [{"label": "use it", "kind": "action", "app": "basics", "action": "echo_string",
+                   "parameters": [{"name": "call", "variant": "GLOBAL", "value": global}]}],
+        "branches": []
+    })
+}
+
+/// Create a global holding a fresh random secret and run a workflow that echoes it, to its end;
+/// the secret, and every event of the run.
+async fn run_with_a_secret(server: &Server, token: &str) -> (String, Vec<Value>) {
+    let secret = format!("walkoff-secret-{}", uuid::Uuid::new_v4().simple());
+    let created = server
+        .ok(
+            token,
+            "mutation($v: JSON!) { createGlobal(input: {name: \"api token\", value: $v}) { id } }",
+            json!({"v": secret}),
+        )
+        .await;
+    let global = created["createGlobal"]["id"].as_str().unwrap().to_string();
+    // A reader opens it.
+    let read = server
+        .ok(
+            token,
+            "query($id: ID!) { global(id: $id) { value } }",
+            json!({"id": global}),
+        )
+        .await;
+    assert_eq!(read["global"]["value"], secret.as_str());
+    let workflow = server
+        .ok(
+            token,
+            "mutation($j: JSON!) { createWorkflow(json: $j) { id } }",
+            json!({"j": uses_a_global(&global)}),
+        )
+        .await["createWorkflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let execution = uuid::Uuid::new_v4().to_string();
+    let mut socket = authenticated_socket(server, token).await;
+    send(
+        &mut socket,
+        json!({"id": "e", "type": "subscribe", "payload": {"query": "subscription($e: ID!) { executionEvents(executionId: $e) { sequence status label parameters result error } }", "variables": {"e": execution}}}),
+    )
+    .await;
+    server
+        .ok(
+            token,
+            "mutation($w: ID!, $e: ID!) { executeWorkflow(workflowId: $w, executionId: $e) { id } }",
+            json!({"w": workflow, "e": execution}),
+        )
+        .await;
+    let mut events = Vec::new();
+    loop {
+        let message = receive(&mut socket).await.unwrap();
+        if message["type"] == "complete" {
+            break;
+        }
+        events.push(message["payload"]["data"]["executionEvents"].clone());
+    }
+    let done = server.ok(token, EXECUTION, json!({"e": execution})).await;
+    assert_eq!(done["execution"]["status"], "COMPLETED", "{done}");
+    // The action got the value (it echoed it), and what it answered is masked.
+    let node = &done["execution"]["nodes"][0];
+    assert_eq!(node["result"], "ECHOING: ***", "{done}");
+    let executing = events
+        .iter()
+        .find(|e| e["status"] == "EXECUTING" && e["label"] == "use it")
+        .expect("the action's EXECUTING event");
+    assert_eq!(executing["parameters"]["call"], "***", "{executing}");
+    (secret, events)
+}
+
+/// Every file under `dir` that holds `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
+        } else if std::fs::read(&path)
+            .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_globals_value_is_nowhere_in_clear_on_the_embedded_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_walkoff"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("WALKOFF_LOG", "debug")
+        .env_remove("WALKOFF_DATABASE");
+    let server = Server::spawn_logging(command, log);
+    let token = server.login().await;
+    let (secret, events) = run_with_a_secret(&server, &token).await;
+    server.stop();
+    let events = serde_json::to_string(&events).unwrap();
+    assert!(
+        !events.contains(&secret),
+        "an event holds the secret: {events}"
+    );
+    // The SQLite database (with its WAL) and the server's debug log.
+    let holding = files_holding(dir.path(), secret.as_bytes());
+    assert!(
+        holding.is_empty(),
+        "these files hold the secret: {holding:?}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(!log.is_empty(), "the debug log was written");
+}
+
+#[tokio::test]
+async fn a_globals_value_is_nowhere_in_clear_in_a_deployment() {
+    let redis = RedisServer::start();
+    let postgres = postgres_server::PostgresServer::start();
+    let database = postgres.database("walkoff");
+    let url = redis.url();
+    let logs = tempfile::tempdir().unwrap();
+    let log = |name: &str| std::fs::File::create(logs.path().join(name)).unwrap();
+    let _worker = Process::start_logging(&["worker", "--redis", &url], log("worker.log"));
+    let _executor = Process::start_logging(
+        &["executor", "--redis", &url, "--app", "basics"],
+        log("executor.log"),
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_walkoff"));
+    command
+        .args([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &url,
+            "--database",
+            &database,
+        ])
+        .env("WALKOFF_LOG", "debug");
+    let gateway = Server::spawn_logging(command, log("gateway.log"));
+    let token = gateway.login().await;
+    let (secret, events) = run_with_a_secret(&gateway, &token).await;
+    let events = serde_json::to_string(&events).unwrap();
+    assert!(
+        !events.contains(&secret),
+        "an event holds the secret: {events}"
+    );
+    // Every key of Redis, dumped.
+    let mut connection = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    for key in &keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(
+            !dump.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the Redis key {key} holds the secret"
+        );
+    }
+    gateway.stop();
+    // PostgreSQL's files (tables and write-ahead log) and every process's log.
+    let holding = files_holding(postgres.data_dir(), secret.as_bytes());
+    assert!(
+        holding.is_empty(),
+        "these PostgreSQL files hold the secret: {holding:?}"
+    );
+    let holding = files_holding(logs.path(), secret.as_bytes());
+    assert!(
+        holding.is_empty(),
+        "these logs hold the secret: {holding:?}"
+    );
+}
+
+#[tokio::test]
+async fn rotating_the_key_reseals_every_global_and_the_old_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let token = server.login().await;
+    let created = server
+        .ok(
+            &token,
+            "mutation($v: JSON!) { createGlobal(input: {name: \"vault\", value: $v}) { id } }",
+            json!({"v": {"user": "svc", "password": "rotate me please"}}),
+        )
+        .await;
+    let global = created["createGlobal"]["id"].as_str().unwrap().to_string();
+    server.stop();
+
+    let database = format!("sqlite://{}", dir.path().join("walkoff.db").display());
+    let new_key = dir.path().join("new.key");
+    let rotated = Command::new(env!("CARGO_BIN_EXE_walkoff"))
+        .args(["rotate-key", "--database", &database, "--new-key-file"])
+        .arg(&new_key)
+        .env("WALKOFF_KEY", TEST_KEY)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&rotated.stdout).to_string()
+        + &String::from_utf8_lossy(&rotated.stderr);
+    assert!(rotated.status.success(), "{said}");
+    assert!(said.contains("re-sealed 1 global"), "{said}");
+
+    // With the new key: the same value, opened.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_walkoff"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("WALKOFF_KEY_FILE", &new_key)
+        .env_remove("WALKOFF_KEY")
+        .env_remove("WALKOFF_DATABASE");
+    let server = Server::spawn(command);
+    let token = server.login().await;
+    let read = server
+        .ok(
+            &token,
+            "query($id: ID!) { global(id: $id) { value } }",
+            json!({"id": global}),
+        )
+        .await;
+    assert_eq!(read["global"]["value"]["password"], "rotate me please");
+    server.stop();
+
+    // The old key no longer opens this database: the server refuses to start, saying why.
+    let refused = Command::new(env!("CARGO_BIN_EXE_walkoff"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("WALKOFF_KEY", TEST_KEY)
+        .env_remove("WALKOFF_DATABASE")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        said.contains("not the one this database's globals were sealed with"),
+        "{said}"
+    );
 }

@@ -442,6 +442,11 @@ impl Execution {
     ) {
         let seq = self.next_seq();
         let node = &self.plan.nodes[index];
+        // A global's value never reaches an event, even sealed.
+        let parameters = parameters.map(|mut p| {
+            walkoff_schema::sealed::redact_sealed(&mut p);
+            p
+        });
         let attempt = match shard {
             Some(s) => self
                 .parallel

@@ -1,7 +1,9 @@
 //! Running actions: the [`App`] trait, the [`Registry`] of apps, the in-process [`LocalExecutor`],
 //! and the executor loop that serves an app's queue on the bus.
 
+pub mod keys;
 mod local;
+pub mod secrets;
 
 pub use local::LocalExecutor;
 
@@ -17,6 +19,8 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use walkoff_dataflow::{Bus, BusError, Delivery};
 use walkoff_schema::{ActionRequest, AppApi, AppCatalog, AppRef, NodeResult, Outcome};
+
+use crate::secrets::{Mask, Secrets};
 
 /// An app: a set of actions described by its WALKOFF `api.yaml`.
 #[async_trait]
@@ -64,6 +68,8 @@ pub struct PreparedApp {
     app_ref: AppRef,
     /// Per action, the compiled schema of each parameter, in the order the API lists them.
     validators: HashMap<String, Vec<Option<jsonschema::Validator>>>,
+    /// What opens globals' sealed values (none: a request carrying one fails, saying why).
+    secrets: Option<Arc<Secrets>>,
 }
 
 impl PreparedApp {
@@ -95,11 +101,38 @@ impl PreparedApp {
             },
             app,
             validators,
+            secrets: None,
+        }
+    }
+
+    /// Open globals' sealed values in this app's requests with `secrets`.
+    pub fn opening_with(mut self, secrets: Arc<Secrets>) -> PreparedApp {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// Open the sealed values among `parameters`; what to mask in the answer.
+    fn open(&self, parameters: &mut Map<String, Value>) -> Result<Mask, ActionError> {
+        match &self.secrets {
+            Some(secrets) => secrets
+                .open_parameters(parameters)
+                .map_err(ActionError::permanent),
+            None => match parameters.iter().find(|(_, v)| walkoff_schema::sealed::is_sealed(v)) {
+                Some((name, _)) => Err(ActionError::permanent(format!(
+                    "parameter '{name}' is a global's sealed value, and this executor holds no key to open it (start it with WALKOFF_KEY_FILE or WALKOFF_KEY)"
+                ))),
+                None => Ok(Mask::default()),
+            },
         }
     }
 
     pub fn app_ref(&self) -> &AppRef {
         &self.app_ref
+    }
+
+    /// The app itself.
+    pub fn app(&self) -> Arc<dyn App> {
+        Arc::clone(&self.app)
     }
 
     pub fn api(&self) -> &AppApi {
@@ -157,57 +190,44 @@ impl PreparedApp {
 
     /// Run one request: check its parameters, call the action under its timeout, and turn a panic
     /// into a failure rather than a lost result.
-    pub async fn run(&self, request: ActionRequest) -> NodeResult {
+    pub async fn run(&self, mut request: ActionRequest) -> NodeResult {
         let started_at = Utc::now();
         let timeout = Duration::from_millis(request.timeout_ms.max(1));
+        let (opened, mask) = match self.open(&mut request.parameters) {
+            Ok(mask) => (Ok(()), mask),
+            Err(e) => (Err(e), Mask::default()),
+        };
         // Checking runs on the executor's read loop for actions that finish at once: a panic in
         // it must not take the loop down.
-        let checked = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.check(&request.action, &request.parameters)
-        }))
-        .unwrap_or_else(|panic| {
-            Err(ActionError::permanent(format!(
-                "checking the parameters of action '{}' of app {} panicked: {}",
-                request.action,
-                self.app_ref,
-                panic_message(&panic)
-            )))
+        let checked = opened.and_then(|()| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.check(&request.action, &request.parameters)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(ActionError::permanent(format!(
+                    "checking the parameters of action '{}' of app {} panicked: {}",
+                    request.action,
+                    self.app_ref,
+                    panic_message(&panic)
+                )))
+            })
         });
-        let outcome = match checked {
-            Err(e) => Outcome::Failure {
-                error: e.message,
-                retryable: e.retryable,
-            },
-            Ok(()) => {
-                let mut call = AssertUnwindSafe(self.app.call(&request.action, request.parameters))
-                    .catch_unwind()
-                    .boxed();
-                // Many actions finish on their first poll; only arm the timeout for the others.
-                let finished = match futures::poll!(call.as_mut()) {
-                    std::task::Poll::Ready(done) => Ok(done),
-                    std::task::Poll::Pending => tokio::time::timeout(timeout, call).await,
-                };
-                match finished {
-                    Err(_) => Outcome::Failure {
-                        error: format!("timed out after {} ms", timeout.as_millis()),
-                        retryable: true,
-                    },
-                    // A bug, not a passing fault: another attempt would panic again.
-                    Ok(Err(panic)) => Outcome::Failure {
-                        error: format!(
-                            "action '{}' of app {} panicked: {}",
-                            request.action,
-                            self.app_ref,
-                            panic_message(&panic)
-                        ),
-                        retryable: false,
-                    },
-                    Ok(Ok(Ok(result))) => Outcome::Success { result },
-                    Ok(Ok(Err(e))) => Outcome::Failure {
-                        error: e.message,
-                        retryable: e.retryable,
-                    },
-                }
+        let parameters = std::mem::take(&mut request.parameters);
+        let outcome = self
+            .outcome(&request.action, parameters, checked, timeout)
+            .await;
+        // What the action answers never carries a global's value out of the executor.
+        let outcome = if mask.is_empty() {
+            outcome
+        } else {
+            match outcome {
+                Outcome::Success { result } => Outcome::Success {
+                    result: mask.value(result),
+                },
+                Outcome::Failure { error, retryable } => Outcome::Failure {
+                    error: mask.text(&error),
+                    retryable,
+                },
             }
         };
         NodeResult {
@@ -218,6 +238,50 @@ impl PreparedApp {
             outcome,
             started_at,
             finished_at: Utc::now(),
+        }
+    }
+
+    /// What calling the action came to, unless its parameters were refused.
+    async fn outcome(
+        &self,
+        action: &str,
+        parameters: Map<String, Value>,
+        checked: Result<(), ActionError>,
+        timeout: Duration,
+    ) -> Outcome {
+        if let Err(e) = checked {
+            return Outcome::Failure {
+                error: e.message,
+                retryable: e.retryable,
+            };
+        }
+        let mut call = AssertUnwindSafe(self.app.call(action, parameters))
+            .catch_unwind()
+            .boxed();
+        // Many actions finish on their first poll; only arm the timeout for the others.
+        let finished = match futures::poll!(call.as_mut()) {
+            std::task::Poll::Ready(done) => Ok(done),
+            std::task::Poll::Pending => tokio::time::timeout(timeout, call).await,
+        };
+        match finished {
+            Err(_) => Outcome::Failure {
+                error: format!("timed out after {} ms", timeout.as_millis()),
+                retryable: true,
+            },
+            // A bug, not a passing fault: another attempt would panic again.
+            Ok(Err(panic)) => Outcome::Failure {
+                error: format!(
+                    "action '{action}' of app {} panicked: {}",
+                    self.app_ref,
+                    panic_message(&panic)
+                ),
+                retryable: false,
+            },
+            Ok(Ok(Ok(result))) => Outcome::Success { result },
+            Ok(Ok(Err(e))) => Outcome::Failure {
+                error: e.message,
+                retryable: e.retryable,
+            },
         }
     }
 }
@@ -251,6 +315,21 @@ impl Registry {
     pub fn with(mut self, app: Arc<dyn App>) -> Registry {
         self.register(app);
         self
+    }
+
+    /// Every app of this registry opening globals' sealed values with `secrets`.
+    pub fn opening_with(self, secrets: Arc<Secrets>) -> Registry {
+        Registry {
+            apps: self
+                .apps
+                .into_iter()
+                .map(|(app_ref, prepared)| {
+                    let reopened = PreparedApp::new(Arc::clone(&prepared.app))
+                        .opening_with(Arc::clone(&secrets));
+                    (app_ref, Arc::new(reopened))
+                })
+                .collect(),
+        }
     }
 
     pub fn get(&self, app: &AppRef) -> Option<&Arc<PreparedApp>> {

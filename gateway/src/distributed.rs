@@ -120,10 +120,8 @@ impl Engine for RedisEngine {
         plan: Arc<Plan>,
         execution_id: ExecutionId,
         variables: BTreeMap<String, Value>,
+        globals: BTreeMap<String, Value>,
     ) -> Result<(), SubmitError> {
-        // Globals arrive with the security work; until then a workflow using one is refused
-        // before it gets here.
-        let globals: BTreeMap<String, Value> = BTreeMap::new();
         let id = self
             .submitter
             .submit_plan(&plan, execution_id, variables, &globals)

@@ -25,12 +25,14 @@ pub trait Engine: Send + Sync + 'static {
     /// (a workflow named an app the cached catalogue lacks, which may just have registered).
     async fn catalog(&self, fresh: bool) -> Result<Arc<AppCatalog>, BusError>;
 
-    /// Enqueue an execution of `plan` under `execution_id`.
+    /// Enqueue an execution of `plan` under `execution_id`, with the (sealed) values of the
+    /// globals it uses, by the key it names them with.
     async fn submit(
         &self,
         plan: Arc<Plan>,
         execution_id: ExecutionId,
         variables: BTreeMap<String, Value>,
+        globals: BTreeMap<String, Value>,
     ) -> Result<(), SubmitError>;
 
     async fn trigger(
@@ -96,10 +98,8 @@ impl Engine for EmbeddedEngine {
         plan: Arc<Plan>,
         execution_id: ExecutionId,
         variables: BTreeMap<String, Value>,
+        globals: BTreeMap<String, Value>,
     ) -> Result<(), SubmitError> {
-        // Globals arrive with the security work; until then a workflow using one is refused
-        // before it gets here.
-        let globals: BTreeMap<String, Value> = BTreeMap::new();
         self.runtime
             .submit_plan(plan, execution_id, variables, &globals)
             .await

@@ -13,7 +13,6 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod hub;
-pub mod keys;
 pub mod rbac;
 pub mod recorder;
 pub mod serve;
@@ -26,6 +25,9 @@ use walkoff_dataflow::Plan;
 
 pub use config::{GatewayConfig, Limits};
 pub use error::{ApiError, ApiResult};
+/// The master key and what is derived from it (shared with executors, which open globals).
+pub use walkoff_executors::keys;
+pub use walkoff_executors::secrets;
 
 /// Everything a request may need, shared by every request.
 pub struct Gateway {
@@ -41,6 +43,8 @@ pub struct Gateway {
     /// event of a subscription. Changes here drop theirs at once; another replica's show
     /// within the time to live.
     pub access: Cache<String, Option<Arc<rbac::ObjectAccess>>>,
+    /// Seals globals' values (and opens them for callers who may read them).
+    pub secrets: Arc<secrets::Secrets>,
 }
 
 impl Gateway {
@@ -51,6 +55,7 @@ impl Gateway {
         config: GatewayConfig,
     ) -> Arc<Gateway> {
         let auth = auth::Auth::new(store.clone(), &config.key);
+        let secrets = Arc::new(secrets::Secrets::new(&config.key));
         Arc::new(Gateway {
             store,
             auth,
@@ -62,6 +67,7 @@ impl Gateway {
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(5))
                 .build(),
+            secrets,
         })
     }
 

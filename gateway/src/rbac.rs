@@ -14,6 +14,7 @@ pub enum Resource {
     /// The app catalogue (apps, actions, parameter schemas).
     AppApis,
     Settings,
+    GlobalVariables,
     Workflows,
     /// Executions (WALKOFF's workflow status records).
     Workflowstatus,
@@ -36,10 +37,14 @@ use Operation::{Create, Delete, Execute, Read, Update};
 /// Every resource with the operations the API checks on it. WALKOFF's `apps`, `umpire`,
 /// `dashboards`, `scheduler` and `workflow_variables` are left out: walkoff has no API they
 /// would guard, and a grant that guards nothing would mislead whoever edits a role.
-/// (`global_variables` joins when its API does.)
+/// `execute` on `global_variables` is using a global in a workflow without reading it.
 pub const CATALOGUE: &[(Resource, &[Operation])] = &[
     (Resource::AppApis, &[Read]),
     (Resource::Settings, &[Read, Update]),
+    (
+        Resource::GlobalVariables,
+        &[Create, Read, Update, Delete, Execute],
+    ),
     (
         Resource::Workflows,
         &[Create, Read, Update, Delete, Execute],
@@ -50,9 +55,10 @@ pub const CATALOGUE: &[(Resource, &[Operation])] = &[
 ];
 
 impl Resource {
-    pub const ALL: [Resource; 6] = [
+    pub const ALL: [Resource; 7] = [
         Resource::AppApis,
         Resource::Settings,
+        Resource::GlobalVariables,
         Resource::Workflows,
         Resource::Workflowstatus,
         Resource::Roles,
@@ -63,6 +69,7 @@ impl Resource {
         match self {
             Resource::AppApis => "app_apis",
             Resource::Settings => "settings",
+            Resource::GlobalVariables => "global_variables",
             Resource::Workflows => "workflows",
             Resource::Workflowstatus => "workflowstatus",
             Resource::Roles => "roles",
@@ -240,6 +247,10 @@ pub fn default_roles() -> Vec<DefaultRole> {
         (Resource::AppApis, &[Read]),
         (Resource::Settings, &[Read]),
         (
+            Resource::GlobalVariables,
+            &[Create, Read, Update, Delete, Execute],
+        ),
+        (
             Resource::Workflows,
             &[Create, Read, Update, Delete, Execute],
         ),
@@ -250,6 +261,7 @@ pub fn default_roles() -> Vec<DefaultRole> {
     let operator = Grants::of(&[
         (Resource::AppApis, &[Read]),
         (Resource::Settings, &[Read]),
+        (Resource::GlobalVariables, &[Execute]),
         (Resource::Workflows, &[Read, Execute]),
         (Resource::Workflowstatus, &[Read]),
         (Resource::Roles, &[Read]),

@@ -18,6 +18,8 @@ use walkoff_schema::{AppCatalog, Event};
 use crate::distributed::RedisRecorder;
 use crate::engine::{EmbeddedEngine, Engine};
 use crate::hub::Hub;
+use crate::keys::MasterKey;
+use crate::secrets::Secrets;
 use crate::store::Store;
 use crate::{http, recorder, Gateway, GatewayConfig};
 
@@ -100,6 +102,7 @@ pub async fn serve_distributed(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = open_store(&options.database).await?;
+    check_key(&store, &options.config.key).await?;
     let bus = RedisBus::connect_with(
         &options.redis,
         RedisBusConfig {
@@ -137,6 +140,50 @@ pub async fn serve_distributed(
     gateway.store.close().await;
     served
 }
+
+/// Refuse a master key other than the one the store's globals were sealed with (the first
+/// start with a key records a value sealed with it).
+pub async fn check_key(store: &Store, key: &MasterKey) -> anyhow::Result<()> {
+    let secrets = Secrets::new(key);
+    match store.key_check().await? {
+        None => {
+            store
+                .save_key_check(&secrets.seal(KEY_CHECK_ID, &serde_json::json!(KEY_CHECK_ID)))
+                .await?;
+            Ok(())
+        }
+        Some(sealed) => match secrets.open(&sealed) {
+            Ok(Some(_)) => Ok(()),
+            _ => anyhow::bail!(
+                "this master key is not the one this database's globals were sealed with: give the key it was started with (WALKOFF_KEY_FILE or WALKOFF_KEY), or change keys with `walkoff rotate-key`"
+            ),
+        },
+    }
+}
+
+/// Re-seal every global of the store at `database` (and its key check) from `old` to `new`,
+/// in one transaction; how many globals were re-sealed. Tokens signed with the old key stop
+/// working once the servers run with the new one.
+pub async fn rotate_key(database: &str, old: &MasterKey, new: &MasterKey) -> anyhow::Result<usize> {
+    let store = open_store(database).await?;
+    check_key(&store, old).await?;
+    let (old_secrets, new_secrets) = (Secrets::new(old), Secrets::new(new));
+    let mut resealed = Vec::new();
+    for global in store.all_globals().await? {
+        let value = old_secrets
+            .open(&global.sealed)
+            .map_err(|e| anyhow::anyhow!("global '{}': {e}", global.name))?
+            .ok_or_else(|| anyhow::anyhow!("global '{}' is stored unsealed", global.name))?;
+        resealed.push((global.id.clone(), new_secrets.seal(&global.id, &value)));
+    }
+    let check = new_secrets.seal(KEY_CHECK_ID, &serde_json::json!(KEY_CHECK_ID));
+    store.reseal(&resealed, &check).await?;
+    store.close().await;
+    Ok(resealed.len())
+}
+
+/// The name a store's key check is sealed under.
+pub const KEY_CHECK_ID: &str = "walkoff key check";
 
 /// How often finished executions past their retention are deleted.
 const RETENTION_PERIOD: Duration = Duration::from_secs(600);
@@ -255,6 +302,12 @@ impl Embedded {
         config: GatewayConfig,
     ) -> anyhow::Result<Embedded> {
         end_interrupted(&store).await?;
+        check_key(&store, &config.key).await?;
+        // The built-in apps open the globals they are given, with this deployment's key.
+        let registry = registry
+            .clone()
+            .opening_with(Arc::new(Secrets::new(&config.key)));
+        let registry = &registry;
         let hub = Hub::new(config.limits.subscriber_buffer);
         let (events, recorded) = mpsc::channel(RECORDER_QUEUE);
         let (stop_recorder, recorder_stopping) = watch::channel(false);

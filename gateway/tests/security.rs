@@ -160,6 +160,19 @@ impl World {
                 )
                 .await
             }
+            ("global_variables", "create") => {
+                outcome(
+                    api,
+                    token,
+                    "mutation($n: String!) { createGlobal(input: {name: $n, value: \"v\"}) { id } }",
+                    json!({"n": self.unique("global")}),
+                )
+                .await
+            }
+            ("global_variables", op) => {
+                let id = self.global(None).await;
+                self.on_global(token, op, &id).await
+            }
             ("workflows", "create") => {
                 outcome(
                     api,
@@ -253,6 +266,86 @@ impl World {
             }
             other => panic!("the role matrix names {other:?}, which this test cannot run"),
         }
+    }
+
+    /// A global made by super_admin (holding "the value"), with these permissions.
+    async fn global(&self, permissions: Option<Value>) -> String {
+        self.global_as(&self.root, permissions).await
+    }
+
+    async fn global_as(&self, token: &str, permissions: Option<Value>) -> String {
+        let data = self
+            .api
+            .ok(
+                token,
+                "mutation($n: String!, $p: PermissionsInput) { createGlobal(input: {name: $n, value: \"the value\", permissions: $p}) { id } }",
+                json!({"n": self.unique("global"), "p": permissions}),
+            )
+            .await;
+        data["createGlobal"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// One operation on one global; `execute` runs a workflow (open to everyone) that uses it.
+    async fn on_global(&self, token: &str, operation: &str, id: &str) -> String {
+        let api = &self.api;
+        match operation {
+            "read" => {
+                outcome(
+                    api,
+                    token,
+                    "query($id: ID!) { global(id: $id) { id value } }",
+                    json!({"id": id}),
+                )
+                .await
+            }
+            "update" => {
+                outcome(
+                    api,
+                    token,
+                    "mutation($id: ID!) { updateGlobal(id: $id, input: {description: \"changed\"}) { id } }",
+                    json!({"id": id}),
+                )
+                .await
+            }
+            "delete" => {
+                outcome(
+                    api,
+                    token,
+                    "mutation($id: ID!) { deleteGlobal(id: $id) }",
+                    json!({"id": id}),
+                )
+                .await
+            }
+            "execute" => {
+                let workflow = json!({
+                    "id": uuid::Uuid::new_v4().to_string(),
+                    "name": self.unique("uses a global"),
+                    "start": "use",
+                    "nodes": [{"label": "use", "kind": "action", "app": "basics", "action": "echo_string",
+                               "parameters": [{"name": "call", "variant": "GLOBAL", "value": id}]}],
+                    "branches": []
+                });
+                let created = api
+                    .ok(
+                        &self.root,
+                        "mutation($j: JSON!) { createWorkflow(json: $j) { id } }",
+                        json!({"j": workflow}),
+                    )
+                    .await;
+                let workflow = created["createWorkflow"]["id"].as_str().unwrap().to_string();
+                outcome(api, token, EXECUTE, json!({"w": workflow})).await
+            }
+            other => panic!("no global operation '{other}'"),
+        }
+    }
+
+    async fn global_listed(&self, token: &str, id: &str) -> bool {
+        let data = self.api.ok(token, "{ globals { id } }", json!({})).await;
+        data["globals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["id"] == id)
     }
 
     /// One operation on one workflow.
@@ -380,7 +473,9 @@ async fn every_default_role_may_do_what_the_role_matrix_says_and_nothing_else() 
     let (_, limited) = world.user(&[nothing.as_str()]).await;
     let limited = world.api.login_as(&limited, PASSWORD).await;
     for (resource, operation) in &catalogue {
-        let expected = if resource == "workflows" && operation != "create" {
+        let expected = if (resource == "workflows" || resource == "global_variables")
+            && operation != "create"
+        {
             "NOT_FOUND"
         } else {
             "FORBIDDEN"
@@ -471,6 +566,73 @@ async fn each_access_level_lets_whom_the_object_matrix_says() {
             let expected = &row[3 + column];
             let id = world.import(&dev, Some(permissions.clone())).await;
             let got = world.on_workflow(token, operation, &id).await;
+            if &got != expected {
+                wrong.push(format!(
+                    "{level} {caller} {operation}: expected {expected}, got {got}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    world.api.stop().await;
+}
+
+#[tokio::test]
+async fn each_access_level_lets_whom_the_global_matrix_says() {
+    let world = World::start().await;
+    let table = doc_table("global-matrix");
+    assert_eq!(
+        table[0],
+        [
+            "Access level",
+            "Caller",
+            "listed",
+            "read",
+            "update",
+            "delete",
+            "execute"
+        ]
+    );
+    let developer = world.roles["workflow_developer"].clone();
+    let (_, dev) = world.user(&[developer.as_str()]).await;
+    let dev = world.api.login_as(&dev, PASSWORD).await;
+    let mut callers = BTreeMap::new();
+    callers.insert("creator", dev.clone());
+    callers.insert(
+        "other workflow_developer",
+        world.token_for("workflow_developer").await,
+    );
+    for role in ["workflow_operator", "admin", "super_admin"] {
+        callers.insert(role, world.token_for(role).await);
+    }
+    let operator = world.roles["workflow_operator"].clone();
+    let mut wrong = Vec::new();
+    for row in &table[1..] {
+        let level = row[0].as_str();
+        let permissions = match level {
+            "ROLE_BASED" => json!({"accessLevel": level, "roles": [
+                {"roleId": operator, "operations": ["execute"]}
+            ]}),
+            _ => json!({"accessLevel": level}),
+        };
+        let caller = row[1].as_str();
+        let token = &callers[caller];
+        let id = world.global_as(&dev, Some(permissions.clone())).await;
+        let listed = if world.global_listed(token, &id).await {
+            "✓"
+        } else {
+            "no"
+        };
+        if listed != row[2] {
+            wrong.push(format!(
+                "{level} {caller} listed: expected {}, got {listed}",
+                row[2]
+            ));
+        }
+        for (column, operation) in ["read", "update", "delete", "execute"].iter().enumerate() {
+            let expected = &row[3 + column];
+            let id = world.global_as(&dev, Some(permissions.clone())).await;
+            let got = world.on_global(token, operation, &id).await;
             if &got != expected {
                 wrong.push(format!(
                     "{level} {caller} {operation}: expected {expected}, got {got}"

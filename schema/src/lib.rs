@@ -3,6 +3,7 @@
 
 pub mod app_api;
 pub mod model;
+pub mod sealed;
 mod tagged;
 mod timestamp;
 pub mod validate;

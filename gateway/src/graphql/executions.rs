@@ -592,15 +592,9 @@ impl ExecutionMutation {
                 .into());
             }
         }
-        let globals = plan.referenced_globals();
-        if !globals.is_empty() {
-            let names: Vec<String> = globals.into_iter().collect();
-            return Err(ApiError::BadUserInput(format!(
-                "this workflow uses globals ({}), which this server does not hold yet",
-                names.join(", ")
-            ))
-            .into());
-        }
+        // The globals it uses, sealed: the caller must be allowed to use each.
+        let globals =
+            super::globals::globals_for_run(gateway, caller, plan.referenced_globals()).await?;
         // Committed before it is enqueued: whatever happens next, the execution is on record.
         let row = gateway
             .store
@@ -616,7 +610,7 @@ impl ExecutionMutation {
             .map_err(ApiError::from)?;
         if let Err(e) = gateway
             .engine
-            .submit(plan, execution_id.clone(), variables)
+            .submit(plan, execution_id.clone(), variables, globals)
             .await
         {
             gateway

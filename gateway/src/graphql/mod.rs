@@ -3,6 +3,7 @@
 
 mod apps;
 mod executions;
+mod globals;
 mod json;
 mod permissions;
 mod settings;
@@ -33,6 +34,7 @@ pub struct Query(
     executions::ExecutionQuery,
     apps::AppQuery,
     settings::SettingsQuery,
+    globals::GlobalQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -41,6 +43,7 @@ pub struct Mutation(
     workflows::WorkflowMutation,
     executions::ExecutionMutation,
     settings::SettingsMutation,
+    globals::GlobalMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -5,6 +5,7 @@
 //! both backends share. Every change that writes more than one row is one transaction.
 
 mod executions;
+mod globals;
 mod roles;
 mod settings;
 mod users;
@@ -20,6 +21,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row, SqlSafeStr};
 
 pub use executions::{ExecutionFilter, ExecutionRow, NewExecution, Progress, Recorded};
+pub use globals::GlobalRow;
 pub use roles::{framed, RoleRow, Table};
 pub use settings::Settings;
 pub use users::{TokenRow, UserRow};
@@ -98,6 +100,11 @@ fn migrator() -> Migrator {
             3,
             "settings",
             include_str!("../../migrations/0003_settings.sql"),
+        ),
+        migration(
+            4,
+            "globals",
+            include_str!("../../migrations/0004_globals.sql"),
         ),
     ])
 }

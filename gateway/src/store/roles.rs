@@ -192,12 +192,14 @@ impl Store {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
     Workflows,
+    Globals,
 }
 
 impl Table {
     fn access_sql(self) -> &'static str {
         match self {
             Table::Workflows => "SELECT access_level, creator_id FROM workflows WHERE id = $1",
+            Table::Globals => "SELECT access_level, creator_id FROM globals WHERE id = $1",
         }
     }
 }

@@ -77,6 +77,7 @@ impl Settings {
 }
 
 const NAME: &str = "settings";
+const KEY_CHECK: &str = "key check";
 
 impl Store {
     /// The stored settings, or the defaults when none were ever stored.
@@ -90,6 +91,32 @@ impl Store {
             Some(row) => serde_json::from_str(&row.try_get::<String, _>("document")?)
                 .map_err(StoreError::corrupt),
         }
+    }
+
+    /// A value sealed with the master key the store's globals are sealed with, if any.
+    pub async fn key_check(&self) -> StoreResult<Option<serde_json::Value>> {
+        let row = sqlx::query("SELECT document FROM settings WHERE name = $1")
+            .bind(KEY_CHECK)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            serde_json::from_str(&row.try_get::<String, _>("document")?)
+                .map_err(StoreError::corrupt)
+        })
+        .transpose()
+    }
+
+    pub async fn save_key_check(&self, sealed: &serde_json::Value) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO settings (name, document) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET document = excluded.document",
+        )
+        .bind(KEY_CHECK)
+        .bind(sealed.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn save_settings(&self, settings: &Settings) -> StoreResult<()> {

@@ -151,6 +151,11 @@ impl PostgresServer {
     }
 
     /// A new empty database; its URL.
+    /// Where the cluster keeps its files.
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     pub fn database(&self, name: &str) -> String {
         let status = Command::new(self.bin.join("createdb"))
             .args([
