@@ -87,6 +87,17 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Conflict(message) => ApiError::Conflict(message),
+            // PostgreSQL stores no NUL character in text (SQLite does): refused as input, the
+            // same on both, rather than as a failure of the store.
+            StoreError::Database(e)
+                if e.as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|code| code == "22021") =>
+            {
+                ApiError::BadUserInput(
+                    "a text holds a NUL character (\\u0000), which cannot be stored".into(),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::Internal("the store failed; the change was not made".into())

@@ -1361,3 +1361,225 @@ async fn nobody_follows_an_execution_they_may_not_see() {
     assert_eq!(data["executionEvents"]["sequence"], 1);
     world.api.stop().await;
 }
+
+#[path = "postgres_server/mod.rs"]
+mod postgres_server;
+
+/// Strings a careless store would run as SQL, or match as patterns.
+const NASTY: [&str; 9] = [
+    "'; DROP TABLE users; --",
+    "\" OR \"1\"=\"1",
+    "Robert'); DELETE FROM workflows;--",
+    "100% _sure_ \\ escaped",
+    "$1 $2 ?",
+    "ünïcödé 🔥 \u{202e}reversed",
+    "' UNION SELECT password_hash FROM users --",
+    "%",
+    "_",
+];
+
+/// Every string field takes the nasty strings as data: stored and read back exactly, matched
+/// literally by searches, nothing else touched; a NUL character is refused with its field named
+/// (PostgreSQL cannot store one in text) and changes nothing.
+async fn nasty_strings_are_only_data(api: &Api) {
+    let root = api.login_as("super_admin", SUPER_PASSWORD).await;
+    let count = |data: &Value, list: &str| -> usize {
+        data[list]
+            .as_array()
+            .map_or_else(|| data[list]["edges"].as_array().unwrap().len(), Vec::len)
+    };
+    for (i, nasty) in NASTY.iter().enumerate() {
+        // A role, a user holding it (the nasty string as name and password), a global, a
+        // workflow: each named by it.
+        let role = api
+            .ok(
+                &root,
+                "mutation($n: String!, $d: String!) { createRole(input: {name: $n, description: $d}) { id name description } }",
+                json!({"n": format!("{nasty} role"), "d": nasty}),
+            )
+            .await;
+        assert_eq!(role["createRole"]["description"], *nasty);
+        let role_id = role["createRole"]["id"].clone();
+        let username = format!("{nasty} user");
+        let password = format!("{nasty} password");
+        api.ok(
+            &root,
+            "mutation($i: CreateUserInput!) { createUser(input: $i) { id } }",
+            json!({"i": {"username": username, "password": password, "roleIds": [role_id]}}),
+        )
+        .await;
+        let token = api.login_as(&username, &password).await;
+        let me = api
+            .ok(&token, "{ me { username roles { name } } }", json!({}))
+            .await;
+        assert_eq!(me["me"]["username"], username.as_str());
+        assert_eq!(me["me"]["roles"][0]["name"], format!("{nasty} role"));
+        let global = api
+            .ok(
+                &root,
+                "mutation($n: String!, $v: JSON!) { createGlobal(input: {name: $n, value: $v, description: $n}) { id } }",
+                json!({"n": format!("{nasty} global"), "v": nasty}),
+            )
+            .await["createGlobal"]["id"]
+            .clone();
+        let read = api
+            .ok(
+                &root,
+                "query($id: ID!) { global(id: $id) { name value description } }",
+                json!({"id": global}),
+            )
+            .await;
+        assert_eq!(read["global"]["value"], *nasty);
+        let mut workflow = semantics_mix();
+        workflow["name"] = json!(format!("{nasty} workflow {i}"));
+        workflow["description"] = json!(nasty);
+        let imported = api
+            .ok(
+                &root,
+                "mutation($j: JSON!) { importWorkflow(json: $j) { id name description } }",
+                json!({"j": workflow}),
+            )
+            .await;
+        assert_eq!(
+            imported["importWorkflow"]["name"],
+            format!("{nasty} workflow {i}")
+        );
+        assert_eq!(imported["importWorkflow"]["description"], *nasty);
+        // A search for it matches it literally (and `%` or `_` match only themselves).
+        let found = api
+            .ok(
+                &root,
+                "query($s: String!) { workflows(first: 200, filter: {search: $s}) { edges { node { name } } } }",
+                json!({"s": nasty}),
+            )
+            .await;
+        for edge in found["workflows"]["edges"].as_array().unwrap() {
+            let name = edge["node"]["name"].as_str().unwrap().to_lowercase();
+            assert!(
+                name.contains(&nasty.to_lowercase()),
+                "searching {nasty:?} found {name:?}"
+            );
+        }
+        assert!(
+            count(&found, "workflows") >= 1,
+            "searching {nasty:?} found nothing"
+        );
+        // As a login, or a token, it is only a wrong one.
+        let (code, _) = api
+            .error(
+                None,
+                "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { accessToken } }",
+                json!({"u": nasty, "p": nasty}),
+            )
+            .await;
+        assert_eq!(code, "UNAUTHENTICATED");
+        let (code, _) = api.error(Some(nasty), "{ me { id } }", json!({})).await;
+        assert_eq!(code, "UNAUTHENTICATED");
+    }
+    // Everything is still there: WALKOFF's two accounts and one user per string.
+    let users = api.ok(&root, "{ users { id } }", json!({})).await;
+    assert_eq!(count(&users, "users"), 2 + NASTY.len());
+    let workflows = api
+        .ok(
+            &root,
+            "{ workflows(first: 200) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(count(&workflows, "workflows"), NASTY.len());
+
+    // NUL: refused, naming the field, nothing written.
+    let nul = "before\u{0}after";
+    let refusals = [
+        ("mutation($n: String!) { createRole(input: {name: \"r\", description: $n}) { id } }", "description"),
+        ("mutation($n: String!) { createUser(input: {username: $n, password: \"long enough\"}) { id } }", "username"),
+        ("mutation($n: String!) { createGlobal(input: {name: \"g\", value: 1, description: $n}) { id } }", "description"),
+        ("mutation($n: String!) { createGlobal(input: {name: $n, value: 1}) { id } }", "name"),
+    ];
+    for (query, field) in refusals {
+        let (code, extensions) = api.error(Some(&root), query, json!({"n": nul})).await;
+        assert_eq!(code, "BAD_USER_INPUT", "{query}: {extensions}");
+        let message = api.run(Some(&root), query, json!({"n": nul})).await.errors[0]
+            .message
+            .clone();
+        assert!(message.contains(field), "{message}");
+    }
+    // Where a NUL can only be a lookup (an id, a search, a login), it finds nothing, or is
+    // refused as input; never a failure of the store.
+    for (query, variables) in [
+        (
+            "query($n: ID!) { workflow(id: $n) { id } }",
+            json!({"n": nul}),
+        ),
+        (
+            "query($n: String!) { workflows(filter: {search: $n}) { edges { node { id } } } }",
+            json!({"n": nul}),
+        ),
+        ("query($n: ID!) { user(id: $n) { id } }", json!({"n": nul})),
+        (
+            "mutation($n: String!) { login(username: $n, password: $n) { accessToken } }",
+            json!({"n": nul}),
+        ),
+    ] {
+        let response = api.run(Some(&root), query, variables).await;
+        if let Some(error) = response.errors.first() {
+            let code = serde_json::to_value(&error.extensions).unwrap()["code"].clone();
+            assert!(
+                ["NOT_FOUND", "BAD_USER_INPUT", "UNAUTHENTICATED"]
+                    .contains(&code.as_str().unwrap_or("")),
+                "{query}: {code} {}",
+                error.message
+            );
+        }
+    }
+    let mut workflow = semantics_mix();
+    workflow["name"] = json!(nul);
+    let (code, _) = api
+        .error(
+            Some(&root),
+            "mutation($j: JSON!) { importWorkflow(json: $j) { id } }",
+            json!({"j": workflow}),
+        )
+        .await;
+    assert!(
+        code == "BAD_USER_INPUT" || code == "VALIDATION_FAILED",
+        "{code}"
+    );
+    assert_eq!(
+        count(&api.ok(&root, "{ users { id } }", json!({})).await, "users"),
+        2 + NASTY.len()
+    );
+    assert_eq!(
+        count(
+            &api.ok(
+                &root,
+                "{ workflows(first: 200) { edges { node { id } } } }",
+                json!({})
+            )
+            .await,
+            "workflows"
+        ),
+        NASTY.len()
+    );
+}
+
+#[tokio::test]
+async fn sql_metacharacters_in_every_string_field_are_only_data_on_sqlite() {
+    let api = Api::start().await;
+    nasty_strings_are_only_data(&api).await;
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn sql_metacharacters_in_every_string_field_are_only_data_on_postgresql() {
+    let server = postgres_server::PostgresServer::start();
+    let url = server.database("nasty");
+    let api = Api::on(
+        &url,
+        walkoff_gateway::GatewayConfig::default(),
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    nasty_strings_are_only_data(&api).await;
+    api.stop().await;
+}

@@ -224,7 +224,7 @@ impl GlobalMutation {
             sealed: gateway.secrets.seal(&id, &input.value.0),
             id,
             name,
-            description: input.description,
+            description: super::users::checked_description(input.description)?,
             access_level: access.level,
             creator_id: access.creator_id.clone(),
             created_at: now,
@@ -255,7 +255,7 @@ impl GlobalMutation {
             row.name = checked_name(name)?;
         }
         if let Some(description) = input.description {
-            row.description = description;
+            row.description = super::users::checked_description(description)?;
         }
         if let Some(value) = &input.value {
             checked_value(&value.0)?;

@@ -249,6 +249,16 @@ async fn find_role(gateway: &Gateway, id_or_name: &str) -> ApiResult<RoleRow> {
         .ok_or_else(|| ApiError::not_found("role", id_or_name))
 }
 
+/// A description: any text but a NUL character (which PostgreSQL cannot store).
+pub(crate) fn checked_description(description: String) -> ApiResult<String> {
+    if description.contains('\0') {
+        return Err(ApiError::BadUserInput(
+            "description: a NUL character (\\u0000) cannot be stored".into(),
+        ));
+    }
+    Ok(description)
+}
+
 fn parse_grants(resources: &[ResourceGrantInput]) -> ApiResult<Grants> {
     Grants::parse(
         resources
@@ -525,7 +535,7 @@ impl UserMutation {
         let row = RoleRow {
             id: uuid::Uuid::new_v4().to_string(),
             name: checked_role_name(&input.name)?,
-            description: input.description,
+            description: checked_description(input.description)?,
             grants: parse_grants(&input.resources)?,
             builtin: false,
         };
@@ -554,7 +564,7 @@ impl UserMutation {
             role.name = checked_role_name(name)?;
         }
         if let Some(description) = input.description {
-            role.description = description;
+            role.description = checked_description(description)?;
         }
         if let Some(resources) = &input.resources {
             role.grants = parse_grants(resources)?;

@@ -160,7 +160,14 @@ fn parse(json: &Json) -> ApiResult<(Workflow, Format, Vec<String>)> {
         Value::String(text) => text.clone(),
         other => serde_json::to_string_pretty(other).unwrap_or_default(),
     };
-    load_workflow_with_warnings(&text).map_err(|e| ApiError::BadUserInput(e.to_string()))
+    let parsed =
+        load_workflow_with_warnings(&text).map_err(|e| ApiError::BadUserInput(e.to_string()))?;
+    if parsed.0.name.chars().any(char::is_control) {
+        return Err(ApiError::BadUserInput(
+            "name: a workflow's name holds no control characters".into(),
+        ));
+    }
+    Ok(parsed)
 }
 
 /// Compile `workflow` against the apps the engine knows; when that fails and the catalogue

@@ -289,12 +289,19 @@ impl RedisBus {
     }
 
     /// `base` (the built-in apps) with every registered app version's API added; one that does
-    /// not parse is skipped with a warning.
+    /// not parse, or breaks the rules of an app API, is skipped with a warning saying why.
     pub async fn app_catalog(&self, base: &AppCatalog) -> Result<AppCatalog, BusError> {
         let mut catalog = base.clone();
         for text in self.registered_apps().await? {
             match AppApi::from_yaml(&text) {
-                Ok(api) => catalog.insert(api),
+                Ok(api) => {
+                    let problems = api.problems();
+                    if problems.is_empty() {
+                        catalog.insert(api);
+                    } else {
+                        tracing::warn!(app = %api.name, problems = %problems.join("; "), "a registered app API is not valid; its app is left out");
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "a registered app API does not parse"),
             }
         }
