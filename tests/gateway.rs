@@ -797,6 +797,33 @@ async fn a_subscription_over_plain_http_comes_as_multipart_parts() {
     assert_eq!(events.last().unwrap()["status"], "COMPLETED");
     // The same events as a WebSocket subscriber gets.
     assert_eq!(replay(&server, &token, &execution_id).await, events);
+
+    // A long subscription whose login ends: a last part says why, then the closing boundary.
+    let short_lived = server.login().await;
+    let mut response = reqwest::Client::new()
+        .post(server.url("/graphql"))
+        .bearer_auth(&short_lived)
+        .header(
+            "accept",
+            r#"multipart/mixed; boundary="graphql"; subscriptionSpec="1.0""#,
+        )
+        .json(&json!({"query": "subscription { executionStatus { id } }"}))
+        .send()
+        .await
+        .unwrap();
+    server
+        .ok(&short_lived, "mutation { logout }", json!({}))
+        .await;
+    let mut text = String::new();
+    while !text.contains("--graphql--") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), response.chunk())
+            .await
+            .expect("the server ends the subscription")
+            .unwrap()
+            .expect("the stream ends with the closing boundary");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(text.contains("UNAUTHENTICATED"), "{text}");
     server.stop();
 }
 

@@ -382,46 +382,23 @@ impl RedisRecorder {
         }));
         let bus = Arc::clone(&self.bus);
         let me = self.consumer.clone();
-        let mut stopping = self.stop.subscribe();
+        let stopping = self.stop.subscribe();
         self.tasks.push(tokio::spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                let listening = tokio::select! {
-                    listening = bus.listen(AUTH_CHANNEL) => listening,
-                    _ = stopping.wait_for(|stop| *stop) => return,
-                };
-                match listening {
-                    Ok(changes) => {
-                        failures = 0;
-                        let mut changes = std::pin::pin!(changes);
-                        loop {
-                            let message = tokio::select! {
-                                message = changes.next() => message,
-                                _ = stopping.wait_for(|stop| *stop) => return,
-                            };
-                            let Some(message) = message else { break };
-                            let Some((from, change)) = message.split_once('|') else {
-                                continue;
-                            };
-                            if from == me {
-                                continue;
-                            }
-                            if let Some(change) = AuthChange::decode(change) {
-                                auth.apply(&change).await;
-                            }
-                        }
-                        tracing::warn!("the auth channel closed; listening again");
+            listen(&bus, AUTH_CHANNEL, stopping, |message| {
+                let (auth, me) = (Arc::clone(&auth), me.clone());
+                async move {
+                    let Some((from, change)) = message.split_once('|') else {
+                        return;
+                    };
+                    if from == me {
+                        return;
                     }
-                    Err(e) => {
-                        failures += 1;
-                        tracing::warn!(error = %e, "could not listen for revocations");
+                    if let Some(change) = AuthChange::decode(change) {
+                        auth.apply(&change).await;
                     }
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff(failures)) => {}
-                    _ = stopping.wait_for(|stop| *stop) => return,
-                }
-            }
+            })
+            .await;
         }));
     }
 
@@ -654,33 +631,53 @@ async fn receive_statuses(
     bus: Arc<RedisBus>,
     store: Store,
     hub: Arc<Hub>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) {
+    listen(&bus, STATUS_CHANNEL, stopping, |message| {
+        let (store, hub) = (store.clone(), Arc::clone(&hub));
+        async move {
+            for id in message.split(',') {
+                hub.deliver_status(&store, id).await;
+            }
+        }
+    })
+    .await;
+}
+
+/// Hand every message of `channel` to `handle`, in order, until `stopping`; a subscription
+/// that breaks is made again, with back-off while Redis refuses.
+async fn listen<F, Fut>(
+    bus: &RedisBus,
+    channel: &str,
+    mut stopping: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut failures = 0u32;
     loop {
         let listening = tokio::select! {
-            listening = bus.listen(STATUS_CHANNEL) => listening,
+            listening = bus.listen(channel) => listening,
             _ = stopping.wait_for(|stop| *stop) => return,
         };
         match listening {
-            Ok(changes) => {
+            Ok(messages) => {
                 failures = 0;
-                let mut changes = std::pin::pin!(changes);
+                let mut messages = std::pin::pin!(messages);
                 loop {
                     let message = tokio::select! {
-                        message = changes.next() => message,
+                        message = messages.next() => message,
                         _ = stopping.wait_for(|stop| *stop) => return,
                     };
                     let Some(message) = message else { break };
-                    for id in message.split(',') {
-                        hub.deliver_status(&store, id).await;
-                    }
+                    handle(message).await;
                 }
-                tracing::warn!("the status channel closed; listening again");
+                tracing::warn!(channel, "the channel closed; listening again");
             }
             Err(e) => {
                 failures += 1;
-                tracing::warn!(error = %e, "could not listen for status changes");
+                tracing::warn!(channel, error = %e, "could not listen");
             }
         }
         tokio::select! {

@@ -145,7 +145,13 @@ async fn graphql_post(State(state): State<AppState>, request: Request) -> Respon
         .and_then(|v| v.to_str().ok())
         .is_some_and(is_accept_multipart_mixed);
     if multipart {
-        return multipart_response(&state, batch, credentials);
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string());
+        return multipart_response(&state, batch, credentials, token);
     }
     let address = parts
         .extensions
@@ -174,8 +180,14 @@ const MULTIPART_HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// A subscription (or any operation) answered over HTTP as `multipart/mixed`, one part per
 /// result, for clients without WebSockets (`Accept: multipart/mixed; boundary="graphql";
-/// subscriptionSpec="1.0"`). It ends with the subscription, or when the server stops.
-fn multipart_response(state: &AppState, batch: BatchRequest, credentials: Credentials) -> Response {
+/// subscriptionSpec="1.0"`). It ends with the subscription, or when the server stops, or — with
+/// a last part saying why (UNAUTHENTICATED) — when its token expires or its login is revoked.
+fn multipart_response(
+    state: &AppState,
+    batch: BatchRequest,
+    credentials: Credentials,
+    token: Option<String>,
+) -> Response {
     let request = match batch.into_single() {
         Ok(request) => request,
         Err(_) => {
@@ -187,12 +199,46 @@ fn multipart_response(state: &AppState, batch: BatchRequest, credentials: Creden
         }
     };
     let mut stopping = state.stopping.clone();
+    let ended: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let ending = Arc::clone(&ended);
+    let gateway = Arc::clone(&state.gateway);
+    let revoked = async move {
+        let Some(token) = token else {
+            return std::future::pending().await;
+        };
+        let mut recheck = tokio::time::interval(TOKEN_RECHECK);
+        loop {
+            recheck.tick().await;
+            if let Err(reason) = gateway.auth.check(&token).await {
+                *ending.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                return;
+            }
+        }
+    };
     let responses = state
         .schema
         .execute_stream(request.data(credentials))
         .take_until(Box::pin(async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        }));
+            tokio::select! {
+                _ = stopping.wait_for(|stop| *stop) => {}
+                _ = revoked => {}
+            }
+        }))
+        .chain(
+            futures::stream::once(
+                async move { ended.lock().unwrap_or_else(|e| e.into_inner()).take() },
+            )
+            .filter_map(|reason| async move {
+                reason.map(|reason| {
+                    let mut error = async_graphql::ServerError::new(reason, None);
+                    let mut extensions = async_graphql::ErrorExtensionValues::default();
+                    extensions.set("code", "UNAUTHENTICATED");
+                    error.extensions = Some(extensions);
+                    async_graphql::Response::from_errors(vec![error])
+                })
+            }),
+        );
+    let responses = Box::pin(responses);
     let parts = create_multipart_mixed_stream(responses, MULTIPART_HEARTBEAT)
         .map(Ok::<_, std::convert::Infallible>);
     (

@@ -98,6 +98,24 @@ impl World {
         )
     }
 
+    /// The callers of the object matrices: `creator` (a workflow_developer, whose token is
+    /// also returned), another workflow_developer, an operator, admin and super_admin.
+    async fn matrix_callers(&self) -> (String, BTreeMap<&'static str, String>) {
+        let developer = self.roles["workflow_developer"].clone();
+        let (_, dev) = self.user(&[developer.as_str()]).await;
+        let dev = self.api.login_as(&dev, PASSWORD).await;
+        let mut callers = BTreeMap::new();
+        callers.insert("creator", dev.clone());
+        callers.insert(
+            "other workflow_developer",
+            self.token_for("workflow_developer").await,
+        );
+        for role in ["workflow_operator", "admin", "super_admin"] {
+            callers.insert(role, self.token_for(role).await);
+        }
+        (dev, callers)
+    }
+
     /// A signed-in user holding the role named `role`.
     async fn token_for(&self, role: &str) -> String {
         if role == "super_admin" {
@@ -505,18 +523,7 @@ async fn each_access_level_lets_whom_the_object_matrix_says() {
             "execute"
         ]
     );
-    let developer = world.roles["workflow_developer"].clone();
-    let (_, dev) = world.user(&[developer.as_str()]).await;
-    let dev = world.api.login_as(&dev, PASSWORD).await;
-    let mut callers = BTreeMap::new();
-    callers.insert("creator", dev.clone());
-    callers.insert(
-        "other workflow_developer",
-        world.token_for("workflow_developer").await,
-    );
-    for role in ["workflow_operator", "admin", "super_admin"] {
-        callers.insert(role, world.token_for(role).await);
-    }
+    let (dev, callers) = world.matrix_callers().await;
     let operator = world.roles["workflow_operator"].clone();
     let mut wrong = Vec::new();
     for row in &table[1..] {
@@ -593,18 +600,7 @@ async fn each_access_level_lets_whom_the_global_matrix_says() {
             "execute"
         ]
     );
-    let developer = world.roles["workflow_developer"].clone();
-    let (_, dev) = world.user(&[developer.as_str()]).await;
-    let dev = world.api.login_as(&dev, PASSWORD).await;
-    let mut callers = BTreeMap::new();
-    callers.insert("creator", dev.clone());
-    callers.insert(
-        "other workflow_developer",
-        world.token_for("workflow_developer").await,
-    );
-    for role in ["workflow_operator", "admin", "super_admin"] {
-        callers.insert(role, world.token_for(role).await);
-    }
+    let (dev, callers) = world.matrix_callers().await;
     let operator = world.roles["workflow_operator"].clone();
     let mut wrong = Vec::new();
     for row in &table[1..] {
