@@ -45,6 +45,9 @@ pub struct Gateway {
     pub access: Cache<String, Option<Arc<rbac::ObjectAccess>>>,
     /// Seals globals' values (and opens them for callers who may read them).
     pub secrets: Arc<secrets::Secrets>,
+    /// Each execution's workflow and starter, which never change: who may follow it is decided
+    /// without a store read for the executions this gateway started or saw.
+    owners: Cache<String, (String, Option<String>)>,
 }
 
 impl Gateway {
@@ -68,6 +71,10 @@ impl Gateway {
                 .time_to_live(std::time::Duration::from_secs(5))
                 .build(),
             secrets,
+            owners: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
         })
     }
 
@@ -91,10 +98,46 @@ impl Gateway {
         caller: &auth::Caller,
         row: &store::ExecutionRow,
     ) -> ApiResult<bool> {
-        if caller.unrestricted || row.started_by_id.as_deref() == Some(caller.user_id.as_str()) {
+        self.may_see(caller, &row.workflow_id, row.started_by_id.as_deref())
+            .await
+    }
+
+    /// Remember who an execution belongs to (when it is recorded).
+    pub async fn remember_owner(&self, execution: &store::ExecutionRow) {
+        self.owners
+            .insert(
+                execution.id.clone(),
+                (
+                    execution.workflow_id.clone(),
+                    execution.started_by_id.clone(),
+                ),
+            )
+            .await;
+    }
+
+    /// An execution's workflow and starter (`None`: no such execution).
+    pub async fn execution_owner(&self, id: &str) -> ApiResult<Option<(String, Option<String>)>> {
+        if let Some(owner) = self.owners.get(id).await {
+            return Ok(Some(owner));
+        }
+        let owner = self.store.execution_owner(id).await?;
+        if let Some(owner) = &owner {
+            self.owners.insert(id.to_string(), owner.clone()).await;
+        }
+        Ok(owner)
+    }
+
+    /// Whether `caller` may see the execution of `workflow_id` started by `started_by_id`.
+    pub async fn may_see(
+        &self,
+        caller: &auth::Caller,
+        workflow_id: &str,
+        started_by_id: Option<&str>,
+    ) -> ApiResult<bool> {
+        if caller.unrestricted || started_by_id == Some(caller.user_id.as_str()) {
             return Ok(true);
         }
-        Ok(match self.workflow_access(&row.workflow_id).await? {
+        Ok(match self.workflow_access(workflow_id).await? {
             Some(access) => {
                 caller.may_on(rbac::Resource::Workflows, &access, rbac::Operation::Read)
             }

@@ -630,6 +630,7 @@ impl ExecutionMutation {
             };
             return Err(error.into());
         }
+        gateway.remember_owner(&row).await;
         gateway.hub.status_changed(row.clone());
         Ok(ExecutionObject(Arc::new(row)))
     }
@@ -898,10 +899,14 @@ impl Follower {
                 return None;
             }
             if !self.visible && !self.backlog.is_empty() {
-                let seen = match self.gateway.store.execution(&self.id).await {
-                    Ok(Some(row)) => self.gateway.may_see_execution(&self.caller, &row).await,
+                let seen = match self.gateway.execution_owner(&self.id).await {
+                    Ok(Some((workflow, starter))) => {
+                        self.gateway
+                            .may_see(&self.caller, &workflow, starter.as_deref())
+                            .await
+                    }
                     Ok(None) => Ok(false),
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(e),
                 };
                 match seen {
                     Ok(true) => self.visible = true,

@@ -228,6 +228,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whose an execution is: its workflow's id and the id of the user who started it (what
+    /// deciding who may see it needs, without reading the workflow it ran).
+    pub async fn execution_owner(&self, id: &str) -> StoreResult<Option<(String, Option<String>)>> {
+        let row = sqlx::query("SELECT workflow_id, started_by_id FROM executions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok((row.try_get("workflow_id")?, row.try_get("started_by_id")?)))
+            .transpose()
+    }
+
     pub async fn execution(&self, id: &str) -> StoreResult<Option<ExecutionRow>> {
         const SQL: &str = select_executions!("WHERE id = $1");
         sqlx::query(SQL)
