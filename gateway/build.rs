@@ -1,4 +1,117 @@
-// The migrations are embedded with include_str!; rebuild when one changes.
+//! The migrations are embedded with include_str!: rebuild when one changes. The web UI
+//! (`ui-graphql/`) is built here when its sources change (`npm ci` once, then `npm run build`:
+//! typed operations generated from the schema, type-checked, bundled) and embedded in the
+//! binary, so `cargo run -- serve` on a fresh clone serves it. Without Node.js, or with
+//! `WALKOFF_SKIP_UI_BUILD` set, the last bundle built is embedded, or a page saying how to build
+//! one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
+    println!("cargo:rerun-if-env-changed=WALKOFF_SKIP_UI_BUILD");
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let ui = manifest.join("../ui-graphql");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    watch_ui_sources(&ui);
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("../schema/walkoff.graphql").display()
+    );
+    let dist = ui.join("dist");
+    if std::env::var_os("WALKOFF_SKIP_UI_BUILD").is_none() {
+        if let Err(why) = build_ui(&ui) {
+            println!("cargo:warning=the web UI was not built ({why}); serving the last one built, if any");
+        }
+    }
+    write_assets(&dist, &out.join("ui_assets.rs"));
+}
+
+/// Every source of the bundle, but not what the build writes (generated types, the bundle).
+fn watch_ui_sources(ui: &Path) {
+    for file in [
+        "index.html",
+        "package.json",
+        "package-lock.json",
+        "vite.config.ts",
+        "codegen.ts",
+        "tsconfig.json",
+    ] {
+        println!("cargo:rerun-if-changed={}", ui.join(file).display());
+    }
+    let mut pending = vec![ui.join("src")];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "gql") {
+                    println!("cargo:rerun-if-changed={}", path.display());
+                    pending.push(path);
+                }
+            } else {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+}
+
+fn npm(ui: &Path, args: &[&str]) -> Result<(), String> {
+    let status = Command::new("npm")
+        .args(args)
+        .current_dir(ui)
+        .status()
+        .map_err(|e| format!("npm cannot run: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("npm {} failed: {status}", args.join(" ")))
+    }
+}
+
+fn build_ui(ui: &Path) -> Result<(), String> {
+    if !ui.join("node_modules/.package-lock.json").exists() {
+        npm(ui, &["ci", "--no-audit", "--no-fund", "--ignore-scripts"])?;
+    }
+    npm(ui, &["run", "build"])
+}
+
+/// `ui_assets.rs`: every file of the bundle as (path, bytes), or a page saying how to build it.
+fn write_assets(dist: &Path, target: &Path) {
+    let mut files = Vec::new();
+    let mut pending = vec![dist.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(relative) = path.strip_prefix(dist) {
+                files.push((relative.to_string_lossy().replace('\\', "/"), path.clone()));
+            }
+        }
+    }
+    files.sort();
+    let mut code = String::from(
+        "/// The web UI's files, by path under `/`.\npub static UI_ASSETS: &[(&str, &[u8])] = &[\n",
+    );
+    if files.iter().any(|(name, _)| name == "index.html") {
+        for (name, path) in &files {
+            code.push_str(&format!(
+                "    ({name:?}, include_bytes!({:?})),\n",
+                path.display().to_string()
+            ));
+        }
+    } else {
+        code.push_str(
+            "    (\"index.html\", b\"<!doctype html><title>walkoff</title><p>The web UI was not built: install Node.js and npm, then build walkoff again (or run <code>npm ci && npm run build</code> in <code>ui-graphql/</code>). The API is at <a href=\\\"/graphql\\\">/graphql</a>.</p>\"),\n",
+        );
+    }
+    code.push_str("];\n");
+    std::fs::write(target, code).unwrap();
 }

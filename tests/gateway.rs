@@ -1163,3 +1163,58 @@ async fn rotating_the_key_reseals_every_global_and_the_old_key_is_refused() {
         "{said}"
     );
 }
+
+/// The web UI (`ui-graphql/`, served by `walkoff serve` at `/`) as a user meets it, in Debian's
+/// chromium driven by `@playwright/test`: a wrong password, sign-in, an import by paste with its
+/// problems shown, a run followed live, the app catalogue, sign-out. With
+/// `WALKOFF_WRITE_SCREENSHOTS=1` it saves each page to `docs/ui/`.
+#[tokio::test]
+async fn the_web_ui_signs_in_imports_runs_and_follows_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    // The page and its assets come from the binary, with their security headers.
+    let page = reqwest::get(server.url("/")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(policy.contains("default-src 'self'"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("/assets/"),
+        "the built UI is embedded: {html}"
+    );
+
+    let ui = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ui-graphql");
+    let url = server.url("");
+    let output = tokio::task::spawn_blocking(move || {
+        if !ui.join("node_modules/.package-lock.json").exists() {
+            let installed = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+                .current_dir(&ui)
+                .status()
+                .expect("npm runs");
+            assert!(installed.success(), "npm ci in ui-graphql failed");
+        }
+        let mut command = Command::new("npx");
+        command
+            .args(["playwright", "test"])
+            .current_dir(&ui)
+            .env("WALKOFF_URL", url)
+            .env("PASSWORD", PASSWORD);
+        if std::env::var_os("WALKOFF_WRITE_SCREENSHOTS").is_some() {
+            command.env("WALKOFF_SCREENSHOTS", ui.join("../docs/ui"));
+        }
+        command.output().expect("npx runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    server.stop();
+}

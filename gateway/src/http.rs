@@ -40,6 +40,8 @@ pub struct AppState {
 /// The gateway's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(crate::ui::index))
+        .route("/assets/{*path}", get(crate::ui::assets))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphiql/{asset}", get(graphiql_asset))
         .route("/health", get(health))

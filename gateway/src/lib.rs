@@ -17,6 +17,7 @@ pub mod rbac;
 pub mod recorder;
 pub mod serve;
 pub mod store;
+pub mod ui;
 
 use std::sync::Arc;
 

@@ -1,0 +1,51 @@
+import { useEffect, useState, useSyncExternalStore } from 'react';
+import { logout, onAuthChange, signedIn } from './auth';
+import { Login } from './pages/Login';
+import { Workflows } from './pages/Workflows';
+import { Executions } from './pages/Executions';
+import { Apps } from './pages/Apps';
+
+const pages = {
+  workflows: { title: 'Workflows', view: Workflows },
+  executions: { title: 'Executions', view: Executions },
+  apps: { title: 'Apps', view: Apps },
+} as const;
+type Page = keyof typeof pages;
+
+function currentPage(): Page {
+  const name = window.location.hash.replace(/^#\/?/, '').split('/')[0];
+  return name in pages ? (name as Page) : 'workflows';
+}
+
+export function App() {
+  const isSignedIn = useSyncExternalStore(onAuthChange, signedIn);
+  const [page, setPage] = useState<Page>(currentPage);
+  useEffect(() => {
+    const follow = () => setPage(currentPage());
+    window.addEventListener('hashchange', follow);
+    return () => window.removeEventListener('hashchange', follow);
+  }, []);
+  if (!isSignedIn) return <Login />;
+  const View = pages[page].view;
+  return (
+    <div className="shell">
+      <header>
+        <strong className="brand">walkoff</strong>
+        <nav aria-label="Pages">
+          {(Object.keys(pages) as Page[]).map((name) => (
+            <a key={name} href={`#/${name}`} aria-current={name === page ? 'page' : undefined}>
+              {pages[name].title}
+            </a>
+          ))}
+        </nav>
+        <button type="button" onClick={() => void logout()}>
+          Sign out
+        </button>
+      </header>
+      <main>
+        <h1>{pages[page].title}</h1>
+        <View />
+      </main>
+    </div>
+  );
+}

@@ -1,0 +1,51 @@
+import { Client, cacheExchange, fetchExchange, subscriptionExchange } from 'urql';
+import { createClient as createWsClient } from 'graphql-ws';
+import { accessToken, authorizedFetch } from './auth';
+
+const socketUrl = () => {
+  const url = new URL('/graphql', window.location.href);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  return url.toString();
+};
+
+const connectedListeners = new Set<() => void>();
+
+/** Call `listener` each time the subscriptions' socket is (re)connected: what changed while it
+ * was not must be read again. */
+export function onSocketConnected(listener: () => void): () => void {
+  connectedListeners.add(listener);
+  return () => connectedListeners.delete(listener);
+}
+
+// One WebSocket for every subscription, authenticated in its connection_init; made again (with
+// the current token) when the server closes it.
+const sockets = createWsClient({
+  url: socketUrl,
+  lazy: true,
+  connectionParams: () => ({ Authorization: `Bearer ${accessToken() ?? ''}` }),
+  retryAttempts: 5,
+  on: { connected: () => connectedListeners.forEach((l) => l()) },
+});
+
+export const client = new Client({
+  url: '/graphql',
+  fetch: authorizedFetch,
+  requestPolicy: 'cache-and-network',
+  // The gateway takes operations by POST (GET /graphql is GraphiQL's page).
+  preferGetMethod: false,
+  exchanges: [
+    cacheExchange,
+    fetchExchange,
+    subscriptionExchange({
+      forwardSubscription(request) {
+        const input = { ...request, query: request.query || '' };
+        return {
+          subscribe(sink) {
+            const unsubscribe = sockets.subscribe(input, sink);
+            return { unsubscribe };
+          },
+        };
+      },
+    }),
+  ],
+});

@@ -1,0 +1,161 @@
+import { useState } from 'react';
+import { useMutation, useQuery } from 'urql';
+import { graphql } from '../gql';
+
+const WorkflowList = graphql(`
+  query WorkflowList($first: Int!, $after: String, $search: String) {
+    workflows(first: $first, after: $after, filter: { search: $search }) {
+      edges {
+        cursor
+        node {
+          id
+          name
+          description
+          version
+          updatedAt
+        }
+      }
+      pageInfo {
+        hasNextPage
+        endCursor
+      }
+    }
+  }
+`);
+
+const ImportWorkflow = graphql(`
+  mutation ImportWorkflow($json: JSON!) {
+    importWorkflow(json: $json) {
+      id
+      name
+      warnings
+    }
+  }
+`);
+
+const DeleteWorkflow = graphql(`
+  mutation DeleteWorkflow($id: ID!) {
+    deleteWorkflow(id: $id)
+  }
+`);
+
+const ExecuteWorkflow = graphql(`
+  mutation ExecuteWorkflow($id: ID!) {
+    executeWorkflow(workflowId: $id) {
+      id
+      status
+    }
+  }
+`);
+
+type Problem = { message: string };
+
+function problemsOf(error: { graphQLErrors: { message: string; extensions: Record<string, unknown> }[] }) {
+  return error.graphQLErrors.flatMap((e) => {
+    const problems = e.extensions?.problems as Problem[] | undefined;
+    return problems?.length ? problems.map((p) => p.message) : [e.message];
+  });
+}
+
+export function Workflows() {
+  const [search, setSearch] = useState('');
+  const [pages, setPages] = useState(1);
+  const [{ data, fetching, error }, refetch] = useQuery({
+    query: WorkflowList,
+    variables: { first: 20 * pages, search: search || null },
+  });
+  const [text, setText] = useState('');
+  const [imported, importWorkflow] = useMutation(ImportWorkflow);
+  const [, deleteWorkflow] = useMutation(DeleteWorkflow);
+  const [started, executeWorkflow] = useMutation(ExecuteWorkflow);
+  const [notice, setNotice] = useState<string | null>(null);
+
+  const onImport = async () => {
+    setNotice(null);
+    const result = await importWorkflow({ json: text });
+    if (result.data) {
+      setText('');
+      setNotice(`Imported “${result.data.importWorkflow.name}”.`);
+      refetch({ requestPolicy: 'network-only' });
+    }
+  };
+
+  return (
+    <section>
+      <div className="toolbar">
+        <label>
+          Search
+          <input type="search" value={search} onChange={(e) => setSearch(e.target.value)} />
+        </label>
+      </div>
+      {error && <p role="alert" className="error">{error.message}</p>}
+      <table>
+        <thead>
+          <tr>
+            <th scope="col">Name</th>
+            <th scope="col">Description</th>
+            <th scope="col">Version</th>
+            <th scope="col">Actions</th>
+          </tr>
+        </thead>
+        <tbody>
+          {data?.workflows.edges.map(({ node }) => (
+            <tr key={node.id} data-workflow={node.name}>
+              <td>{node.name}</td>
+              <td>{node.description}</td>
+              <td>{node.version}</td>
+              <td className="actions">
+                <button
+                  type="button"
+                  aria-label={`Run ${node.name}`}
+                  onClick={async () => {
+                    const result = await executeWorkflow({ id: node.id });
+                    if (result.data) window.location.hash = '#/executions';
+                  }}
+                >
+                  Run
+                </button>
+                <button
+                  type="button"
+                  aria-label={`Delete ${node.name}`}
+                  onClick={async () => {
+                    if (window.confirm(`Delete “${node.name}”?`)) {
+                      await deleteWorkflow({ id: node.id });
+                      refetch({ requestPolicy: 'network-only' });
+                    }
+                  }}
+                >
+                  Delete
+                </button>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {fetching && <p aria-live="polite">Loading…</p>}
+      {started.error && <p role="alert" className="error">{problemsOf(started.error).join('; ')}</p>}
+      {data?.workflows.pageInfo.hasNextPage && (
+        <button type="button" onClick={() => setPages(pages + 1)}>
+          Show more
+        </button>
+      )}
+      <h2>Import a workflow</h2>
+      <p>Paste a workflow exported by WALKOFF 1.0 or by walkoff.</p>
+      <label className="block">
+        Workflow JSON
+        <textarea rows={8} value={text} onChange={(e) => setText(e.target.value)} spellCheck={false} />
+      </label>
+      <button type="button" onClick={onImport} disabled={!text.trim() || imported.fetching}>
+        Import
+      </button>
+      {imported.error && (
+        <ul role="alert" className="error" aria-label="Problems">
+          {problemsOf(imported.error).map((p, i) => (
+            <li key={i}>{p}</li>
+          ))}
+        </ul>
+      )}
+      {notice && <p role="status">{notice}</p>}
+    </section>
+  );
+}
