@@ -4,6 +4,7 @@ import { Login } from './pages/Login';
 import { Workflows } from './pages/Workflows';
 import { Executions } from './pages/Executions';
 import { Apps } from './pages/Apps';
+import { ExecutionView } from './pages/Execution';
 
 const pages = {
   workflows: { title: 'Workflows', view: Workflows },
@@ -12,16 +13,20 @@ const pages = {
 } as const;
 type Page = keyof typeof pages;
 
-function currentPage(): Page {
-  const name = window.location.hash.replace(/^#\/?/, '').split('/')[0];
-  return name in pages ? (name as Page) : 'workflows';
+type Route = { page: Page; id?: string };
+
+/** `#/workflows`, `#/executions`, `#/executions/<id>`, `#/apps`. */
+function currentRoute(): Route {
+  const [name, id] = window.location.hash.replace(/^#\/?/, '').split('/');
+  const page = name in pages ? (name as Page) : 'workflows';
+  return { page, id: id ? decodeURIComponent(id) : undefined };
 }
 
 export function App() {
   const isSignedIn = useSyncExternalStore(onAuthChange, signedIn);
-  const [page, setPage] = useState<Page>(currentPage);
+  const [{ page, id }, setRoute] = useState<Route>(currentRoute);
   useEffect(() => {
-    const follow = () => setPage(currentPage());
+    const follow = () => setRoute(currentRoute());
     window.addEventListener('hashchange', follow);
     return () => window.removeEventListener('hashchange', follow);
   }, []);
@@ -43,8 +48,17 @@ export function App() {
         </button>
       </header>
       <main>
-        <h1>{pages[page].title}</h1>
-        <View />
+        {page === 'executions' && id ? (
+          <>
+            <h1>Execution</h1>
+            <ExecutionView id={id} />
+          </>
+        ) : (
+          <>
+            <h1>{pages[page].title}</h1>
+            <View />
+          </>
+        )}
       </main>
     </div>
   );

@@ -41,39 +41,41 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await expect(page.getByRole('alert', { name: 'Problems' })).toBeVisible();
   await shot(page, 'workflows');
 
-  // Run it: the executions page lists it, and its status arrives over the subscription.
+  // Run it: its execution view shows the graph, each node's status live, and the trigger's form.
   await row.getByRole('button', { name: /^Run / }).click();
-  await expect(page.getByRole('heading', { name: 'Executions' })).toBeVisible();
+  await expect(page.getByRole('heading', { name: 'Execution' })).toBeVisible();
+  const nodes = page.getByRole('list', { name: 'Nodes' });
+  await expect(nodes.locator('[data-node="approval"]')).toHaveAttribute('data-status', 'AWAITING_DATA');
+  await expect(nodes.locator('[data-node="start number"]')).toHaveAttribute('data-status', 'SUCCESS');
+  await expect(page.getByTestId('execution-status')).toHaveText('EXECUTING');
+  await shot(page, 'execution-waiting');
+  // Data that is not JSON is refused in place; then the trigger is answered from its form.
+  const form = page.getByRole('form', { name: 'Data for approval' });
+  await form.getByLabel('Data for “approval” (JSON)').fill('{not json');
+  await form.getByRole('button', { name: 'Send' }).click();
+  await expect(form.getByRole('alert')).toContainText('not JSON');
+  await form.getByLabel('Data for “approval” (JSON)').fill('{"approved": true}');
+  await form.getByRole('button', { name: 'Send' }).click();
+  await expect(page.getByTestId('execution-status')).toHaveText('COMPLETED');
+  await expect(nodes.locator('[data-node="approval"]')).toHaveAttribute('data-status', 'SUCCESS');
+  // A node's result, and the timeline of every event.
+  await nodes.getByRole('button', { name: 'start number' }).click();
+  await expect(page.getByRole('complementary', { name: 'Node start number' })).toContainText('Result');
+  await expect(page.getByRole('list', { name: 'Timeline' })).toContainText('COMPLETED');
+  await shot(page, 'execution');
+
+  // The executions list shows it finished; another run is aborted from its view.
+  await page.getByRole('link', { name: 'Executions' }).click();
   const execution = page.getByRole('table', { name: 'Executions' }).locator('tbody tr').first();
-  await expect(execution).toContainText('Semantics mix');
-  await expect(execution).toContainText('EXECUTING');
-  await shot(page, 'executions');
-  // Its trigger answered elsewhere (through the API): the row turns COMPLETED without a reload,
-  // carried by the subscription.
-  const id = await execution.getAttribute('data-execution');
-  const call = async (query: string, variables: object, token?: string) => {
-    const response = await page.request.post('/graphql', {
-      data: { query, variables },
-      headers: token ? { authorization: `Bearer ${token}` } : {},
-    });
-    return (await response.json()) as { data: Record<string, any>; errors?: unknown[] };
-  };
-  const login = await call(
-    'mutation($p: String!) { login(username: "admin", password: $p) { accessToken } }',
-    { p: password },
-  );
-  const token = login.data.login.accessToken as string;
-  await expect
-    .poll(async () => {
-      const sent = await call(
-        'mutation($e: ID!) { sendTriggerData(executionId: $e, trigger: "approval", data: {approved: true}) }',
-        { e: id },
-        token,
-      );
-      return sent.errors ? 'not yet' : 'sent';
-    })
-    .toBe('sent');
   await expect(execution).toContainText('COMPLETED');
+  await page.getByRole('link', { name: 'Workflows' }).click();
+  await page.locator('tr[data-workflow^="Semantics mix"]').first().getByRole('button', { name: /^Run / }).click();
+  await expect(nodes.locator('[data-node="approval"]')).toHaveAttribute('data-status', 'AWAITING_DATA');
+  await page.getByRole('button', { name: 'Abort' }).click();
+  await expect(page.getByTestId('execution-status')).toHaveText('ABORTED');
+  await page.getByRole('link', { name: 'Executions' }).click();
+  await expect(page.getByRole('table', { name: 'Executions' }).locator('tbody tr').first()).toContainText('ABORTED');
+  await shot(page, 'executions');
 
   // The app catalogue, with each action's parameters.
   await page.getByRole('link', { name: 'Apps' }).click();

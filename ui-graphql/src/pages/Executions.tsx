@@ -74,7 +74,9 @@ export function Executions() {
         <tbody>
           {rows.map((row) => (
             <tr key={row.id} data-execution={row.id}>
-              <td>{row.workflowName}</td>
+              <td>
+                <a href={`#/executions/${encodeURIComponent(row.id)}`}>{row.workflowName}</a>
+              </td>
               <td>
                 <span className={`status status-${row.status.toLowerCase()}`}>{row.status}</span>
               </td>

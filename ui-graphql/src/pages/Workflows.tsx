@@ -110,7 +110,7 @@ export function Workflows() {
                   aria-label={`Run ${node.name}`}
                   onClick={async () => {
                     const result = await executeWorkflow({ id: node.id });
-                    if (result.data) window.location.hash = '#/executions';
+                    if (result.data) window.location.hash = `#/executions/${result.data.executeWorkflow.id}`;
                   }}
                 >
                   Run

@@ -1,0 +1,285 @@
+import { useEffect, useMemo, useRef, useState } from 'react';
+import { useClient, useMutation, useQuery } from 'urql';
+import { Background, Controls, Position, ReactFlow, type Edge, type Node } from '@xyflow/react';
+import '@xyflow/react/dist/style.css';
+import { graphql } from '../gql';
+import type { Status } from '../gql/graphql';
+
+const ExecutionDetail = graphql(`
+  query ExecutionDetail($id: ID!) {
+    execution(id: $id) {
+      id
+      status
+      workflowName
+      workflow
+      startedBy
+      createdAt
+      finishedAt
+      error
+    }
+  }
+`);
+
+const Events = graphql(`
+  subscription Events($id: ID!, $from: Int) {
+    executionEvents(executionId: $id, fromSequence: $from) {
+      sequence
+      subject
+      status
+      label
+      nodeId
+      attempt
+      parameters
+      result
+      error
+      at
+    }
+  }
+`);
+
+const SendTrigger = graphql(`
+  mutation SendTrigger($id: ID!, $trigger: String!, $data: JSON!) {
+    sendTriggerData(executionId: $id, trigger: $trigger, data: $data)
+  }
+`);
+
+const Abort = graphql(`
+  mutation Abort($id: ID!) {
+    abortExecution(id: $id)
+  }
+`);
+
+type Event = {
+  sequence: number;
+  subject: string;
+  status: Status;
+  label?: string | null;
+  nodeId?: string | null;
+  attempt?: number | null;
+  parameters?: unknown;
+  result?: unknown;
+  error?: string | null;
+  at: string;
+};
+
+type WorkflowNode = { id: string; label: string; kind: string; position?: { x: number; y: number } };
+type Workflow = { nodes: WorkflowNode[]; branches: { from: string; to: string }[] };
+
+type NodeState = { status: Status; attempt?: number | null; parameters?: unknown; result?: unknown; error?: string | null };
+
+const TERMINAL: Status[] = ['COMPLETED', 'FAILED', 'ABORTED'];
+
+/**
+ * Every event of the execution, from the first: the stored ones, then live ones. Events are
+ * applied in batches, once per animation frame, so a burst of thousands renders a few times.
+ */
+function useEvents(id: string) {
+  const client = useClient();
+  const [events, setEvents] = useState<Event[]>([]);
+  const buffer = useRef<Event[]>([]);
+  useEffect(() => {
+    setEvents([]);
+    let frame = 0;
+    buffer.current = [];
+    const flush = () => {
+      frame = 0;
+      const batch = buffer.current;
+      buffer.current = [];
+      // Each sequence once, in order (a subscription made again replays from the first).
+      setEvents((seen) => {
+        let last = seen.length ? seen[seen.length - 1].sequence : 0;
+        const fresh = batch.filter((e) => e.sequence > last && (last = e.sequence));
+        return fresh.length ? seen.concat(fresh) : seen;
+      });
+    };
+    const { unsubscribe } = client.subscription(Events, { id, from: 1 }).subscribe((result) => {
+      const event = result.data?.executionEvents;
+      if (!event) return;
+      buffer.current.push(event as Event);
+      frame ||= requestAnimationFrame(flush);
+    });
+    return () => {
+      unsubscribe();
+      if (frame) cancelAnimationFrame(frame);
+    };
+  }, [client, id]);
+  return events;
+}
+
+export function ExecutionView({ id }: { id: string }) {
+  const [{ data, error }] = useQuery({ query: ExecutionDetail, variables: { id } });
+  const events = useEvents(id);
+  const [selected, setSelected] = useState<string | null>(null);
+  const [, sendTrigger] = useMutation(SendTrigger);
+  const [aborted, abort] = useMutation(Abort);
+  const [triggerText, setTriggerText] = useState('{}');
+  const [triggerError, setTriggerError] = useState<string | null>(null);
+
+  const workflow = data?.execution.workflow as Workflow | undefined;
+  const byLabel = useMemo(() => new Map(workflow?.nodes.map((n) => [n.label, n.id]) ?? []), [workflow]);
+  const { states, status } = useMemo(() => {
+    const states = new Map<string, NodeState>();
+    let status: Status | undefined;
+    for (const event of events) {
+      if (event.subject === 'WORKFLOW') {
+        status = event.status;
+      } else if (event.nodeId) {
+        const before = states.get(event.nodeId);
+        states.set(event.nodeId, {
+          status: event.status,
+          attempt: event.attempt ?? before?.attempt,
+          parameters: event.parameters ?? before?.parameters,
+          result: event.result ?? before?.result,
+          error: event.error ?? before?.error,
+        });
+      }
+    }
+    return { states, status };
+  }, [events]);
+
+  const nodes: Node[] = useMemo(
+    () =>
+      (workflow?.nodes ?? []).map((node, i) => {
+        const state = states.get(node.id)?.status ?? 'PENDING';
+        return {
+          id: node.id,
+          // WALKOFF's editor placed nodes closer than these boxes are wide: spread them out.
+          position: node.position
+            ? { x: node.position.x * 2, y: node.position.y * 1.5 }
+            : { x: 220 * (i % 5), y: 120 * Math.floor(i / 5) },
+          sourcePosition: Position.Right,
+          targetPosition: Position.Left,
+          data: { label: `${node.label}` },
+          className: `flow-node status-${state.toLowerCase()}`,
+          ariaLabel: `${node.label}: ${state}`,
+          selected: node.id === selected,
+        };
+      }),
+    [workflow, states, selected],
+  );
+  const edges: Edge[] = useMemo(
+    () =>
+      (workflow?.branches ?? []).map((b, i) => {
+        const source = byLabel.get(b.from) ?? b.from;
+        const target = byLabel.get(b.to) ?? b.to;
+        return { id: `e${i}`, source, target };
+      }),
+    [workflow, byLabel],
+  );
+
+  if (error) return <p role="alert" className="error">{error.message}</p>;
+  if (!data || !workflow) return <p aria-live="polite">Loading…</p>;
+  const current = status ?? data.execution.status;
+  const waiting = workflow.nodes.filter((n) => states.get(n.id)?.status === 'AWAITING_DATA');
+  const chosen = workflow.nodes.find((n) => n.id === selected);
+  const chosenState = chosen ? states.get(chosen.id) : undefined;
+
+  return (
+    <section className="execution">
+      <p>
+        <strong>{data.execution.workflowName}</strong> —{' '}
+        <span className={`status status-${current.toLowerCase()}`} data-testid="execution-status">
+          {current}
+        </span>
+        {data.execution.error && <span className="error"> {data.execution.error}</span>}{' '}
+        {!TERMINAL.includes(current) && (
+          <button type="button" onClick={() => void abort({ id })} disabled={aborted.fetching}>
+            Abort
+          </button>
+        )}
+      </p>
+      <div className="graph" aria-label="Workflow graph">
+        <ReactFlow
+          nodes={nodes}
+          edges={edges}
+          fitView
+          nodesDraggable={false}
+          nodesConnectable={false}
+          onNodeClick={(_, node) => setSelected(node.id)}
+        >
+          <Background />
+          <Controls />
+        </ReactFlow>
+      </div>
+      <ul className="node-list" aria-label="Nodes">
+        {workflow.nodes.map((node) => {
+          const state = states.get(node.id);
+          return (
+            <li key={node.id} data-node={node.label} data-status={state?.status ?? 'PENDING'}>
+              <button type="button" className="link" onClick={() => setSelected(node.id)}>
+                {node.label}
+              </button>{' '}
+              <span className={`status status-${(state?.status ?? 'pending').toLowerCase()}`}>
+                {state?.status ?? 'PENDING'}
+              </span>
+              {state?.attempt && state.attempt > 1 ? ` (attempt ${state.attempt})` : ''}
+            </li>
+          );
+        })}
+      </ul>
+      {waiting.map((node) => (
+        <form
+          key={node.id}
+          className="trigger"
+          aria-label={`Data for ${node.label}`}
+          onSubmit={async (event) => {
+            event.preventDefault();
+            setTriggerError(null);
+            let parsed: unknown;
+            try {
+              parsed = JSON.parse(triggerText);
+            } catch (e) {
+              setTriggerError(`not JSON: ${(e as Error).message}`);
+              return;
+            }
+            const sent = await sendTrigger({ id, trigger: node.label, data: parsed });
+            if (sent.error) setTriggerError(sent.error.graphQLErrors.map((g) => g.message).join('; '));
+          }}
+        >
+          <label className="block">
+            Data for “{node.label}” (JSON)
+            <textarea rows={3} value={triggerText} onChange={(e) => setTriggerText(e.target.value)} />
+          </label>
+          <button type="submit">Send</button>
+          {triggerError && <p role="alert" className="error">{triggerError}</p>}
+        </form>
+      ))}
+      {chosen && (
+        <aside aria-label={`Node ${chosen.label}`}>
+          <h2>{chosen.label}</h2>
+          <p>
+            {chosen.kind} — {chosenState?.status ?? 'PENDING'}
+          </p>
+          {chosenState?.parameters != null && (
+            <>
+              <h3>Parameters</h3>
+              <pre>{JSON.stringify(chosenState.parameters, null, 2)}</pre>
+            </>
+          )}
+          {chosenState?.result !== undefined && chosenState?.result !== null && (
+            <>
+              <h3>Result</h3>
+              <pre>{JSON.stringify(chosenState.result, null, 2)}</pre>
+            </>
+          )}
+          {chosenState?.error && (
+            <>
+              <h3>Error</h3>
+              <pre className="error">{chosenState.error}</pre>
+            </>
+          )}
+        </aside>
+      )}
+      <h2>Timeline</h2>
+      <ol className="timeline" aria-label="Timeline">
+        {events.map((event) => (
+          <li key={event.sequence}>
+            <time dateTime={event.at}>{new Date(event.at).toLocaleTimeString()}</time>{' '}
+            {event.label ?? 'execution'} {event.status}
+            {event.error ? ` — ${event.error}` : ''}
+          </li>
+        ))}
+      </ol>
+    </section>
+  );
+}
