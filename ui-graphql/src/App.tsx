@@ -5,6 +5,7 @@ import { Workflows } from './pages/Workflows';
 import { Executions } from './pages/Executions';
 import { Apps } from './pages/Apps';
 import { ExecutionView } from './pages/Execution';
+import { Editor } from './pages/Editor';
 
 const pages = {
   workflows: { title: 'Workflows', view: Workflows },
@@ -52,6 +53,11 @@ export function App() {
           <>
             <h1>Execution</h1>
             <ExecutionView id={id} />
+          </>
+        ) : page === 'workflows' && id ? (
+          <>
+            <h1>Workflow</h1>
+            <Editor id={id} />
           </>
         ) : (
           <>

@@ -41,9 +41,31 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await expect(page.getByRole('alert', { name: 'Problems' })).toBeVisible();
   await shot(page, 'workflows');
 
+  // Edit a parameter: a wrong value is a problem pinned to its node as you type; a right one
+  // saves as a new version, and stays.
+  await row.getByRole('link').click();
+  await expect(page.getByRole('heading', { name: 'Workflow', exact: true })).toBeVisible();
+  const echoArray = page.locator('fieldset[data-node="echo array"]');
+  await echoArray.getByLabel('data').fill('"not a list"');
+  await expect(page.getByRole('alert', { name: 'Problems of echo array' })).toBeVisible();
+  await echoArray.getByLabel('data').fill('[1, 2, 3]');
+  await expect(page.getByRole('alert', { name: 'Problems of echo array' })).toHaveCount(0);
+  await page.locator('fieldset[data-node="left"]').getByLabel('call').fill('went up');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await expect(page.getByRole('status')).toContainText('Saved: version 2');
+  await shot(page, 'editor');
+  // A reload signs out (tokens live in memory only) and keeps the page asked for.
+  await page.reload();
+  await page.getByLabel('Username').fill('admin');
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.locator('fieldset[data-node="left"]').getByLabel('call')).toHaveValue('went up');
+  const editorUrl = page.url();
+
   // Run it: its execution view shows the graph, each node's status live, and the trigger's form.
+  await page.getByRole('link', { name: 'Workflows' }).click();
   await row.getByRole('button', { name: /^Run / }).click();
-  await expect(page.getByRole('heading', { name: 'Execution' })).toBeVisible();
+  await expect(page.getByRole('heading', { name: 'Execution', exact: true })).toBeVisible();
   const nodes = page.getByRole('list', { name: 'Nodes' });
   await expect(nodes.locator('[data-node="approval"]')).toHaveAttribute('data-status', 'AWAITING_DATA');
   await expect(nodes.locator('[data-node="start number"]')).toHaveAttribute('data-status', 'SUCCESS');
@@ -85,4 +107,33 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await page.getByRole('button', { name: 'Sign out' }).click();
   await expect(page.getByRole('button', { name: 'Sign in' })).toBeVisible();
   expect(problems).toEqual([]);
+
+  // A workflow operator sees the workflow but no Save button, and cannot type into it.
+  const operator = await page.request.post('/graphql', {
+    data: {
+      query: 'mutation($p: String!) { login(username: "admin", password: $p) { accessToken } }',
+      variables: { p: password },
+    },
+  });
+  const admin = ((await operator.json()) as { data: { login: { accessToken: string } } }).data.login.accessToken;
+  const role = await page.request.post('/graphql', {
+    headers: { authorization: `Bearer ${admin}` },
+    data: { query: '{ role(id: "workflow_operator") { id } }' },
+  });
+  const roleId = ((await role.json()) as { data: { role: { id: string } } }).data.role.id;
+  await page.request.post('/graphql', {
+    headers: { authorization: `Bearer ${admin}` },
+    data: {
+      query: 'mutation($r: ID!) { createUser(input: {username: "operator", password: "operator password", roleIds: [$r]}) { id } }',
+      variables: { r: roleId },
+    },
+  });
+  await page.goto(editorUrl);
+  await page.getByLabel('Username').fill('operator');
+  await page.getByLabel('Password').fill('operator password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByRole('heading', { name: 'Workflow', exact: true })).toBeVisible();
+  await expect(page.locator('fieldset[data-node="left"]').getByLabel('call')).toHaveValue('went up');
+  await expect(page.getByRole('button', { name: 'Save' })).toHaveCount(0);
+  await expect(page.locator('fieldset[data-node="left"]').getByLabel('call')).not.toBeEditable();
 });

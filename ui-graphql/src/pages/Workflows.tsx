@@ -101,7 +101,9 @@ export function Workflows() {
         <tbody>
           {data?.workflows.edges.map(({ node }) => (
             <tr key={node.id} data-workflow={node.name}>
-              <td>{node.name}</td>
+              <td>
+                <a href={`#/workflows/${encodeURIComponent(node.id)}`}>{node.name}</a>
+              </td>
               <td>{node.description}</td>
               <td>{node.version}</td>
               <td className="actions">
