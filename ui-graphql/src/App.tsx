@@ -1,9 +1,13 @@
-import { useEffect, useState, useSyncExternalStore } from 'react';
+import { useEffect, useMemo, useState, useSyncExternalStore } from 'react';
+import { Provider } from 'urql';
+import { closeSocket, makeClient } from './client';
 import { logout, onAuthChange, signedIn } from './auth';
 import { Login } from './pages/Login';
 import { Workflows } from './pages/Workflows';
 import { Executions } from './pages/Executions';
 import { Apps } from './pages/Apps';
+import { Globals } from './pages/Globals';
+import { Account } from './pages/Account';
 import { ExecutionView } from './pages/Execution';
 import { Editor } from './pages/Editor';
 
@@ -11,6 +15,8 @@ const pages = {
   workflows: { title: 'Workflows', view: Workflows },
   executions: { title: 'Executions', view: Executions },
   apps: { title: 'Apps', view: Apps },
+  globals: { title: 'Globals', view: Globals },
+  account: { title: 'Account', view: Account },
 } as const;
 type Page = keyof typeof pages;
 
@@ -31,9 +37,15 @@ export function App() {
     window.addEventListener('hashchange', follow);
     return () => window.removeEventListener('hashchange', follow);
   }, []);
-  if (!isSignedIn) return <Login />;
+  // A fresh client (and cache) for each sign-in.
+  const client = useMemo(() => (isSignedIn ? makeClient() : null), [isSignedIn]);
+  useEffect(() => {
+    if (!isSignedIn) closeSocket();
+  }, [isSignedIn]);
+  if (!isSignedIn || !client) return <Login />;
   const View = pages[page].view;
   return (
+    <Provider value={client}>
     <div className="shell">
       <header>
         <strong className="brand">walkoff</strong>
@@ -67,5 +79,6 @@ export function App() {
         )}
       </main>
     </div>
+    </Provider>
   );
 }

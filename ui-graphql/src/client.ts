@@ -27,7 +27,8 @@ const sockets = createWsClient({
   on: { connected: () => connectedListeners.forEach((l) => l()) },
 });
 
-export const client = new Client({
+/** A client for one sign-in: nothing one user read is answered from a cache to the next. */
+export const makeClient = () => new Client({
   url: '/graphql',
   fetch: authorizedFetch,
   requestPolicy: 'cache-and-network',
@@ -49,3 +50,8 @@ export const client = new Client({
     }),
   ],
 });
+
+/** Close the subscriptions' socket (on sign-out: the next user's connects with their token). */
+export function closeSocket() {
+  sockets.terminate();
+}

@@ -39,6 +39,15 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await page.getByLabel('Workflow JSON').fill('{"name": "broken"');
   await page.getByRole('button', { name: 'Import' }).click();
   await expect(page.getByRole('alert', { name: 'Problems' })).toBeVisible();
+  // Copy it, export it (a download holding the workflow), import it again from that file.
+  await row.getByRole('button', { name: /^Copy / }).click();
+  await expect(page.locator('tr[data-workflow="Semantics mix (Copy)"]')).toBeVisible();
+  const downloaded = page.waitForEvent('download');
+  await row.getByRole('button', { name: /^Export / }).click();
+  const file = await (await downloaded).path();
+  expect(JSON.parse(readFileSync(file, 'utf8')).name).toMatch(/^Semantics mix/);
+  await page.getByLabel('Workflow file').setInputFiles(file);
+  await expect(page.getByRole('status')).toContainText('Imported “Semantics mix (2)');
   await shot(page, 'workflows');
 
   // Edit a parameter: a wrong value is a problem pinned to its node as you type; a right one
@@ -99,6 +108,30 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await expect(page.getByRole('table', { name: 'Executions' }).locator('tbody tr').first()).toContainText('ABORTED');
   await shot(page, 'executions');
 
+  // A global: its value masked in the list, revealed on demand to whoever may read it.
+  await page.getByRole('link', { name: 'Globals' }).click();
+  await page.getByLabel('Name', { exact: true }).fill('api token');
+  await page.getByLabel('Value (JSON or text)').fill('s3cret-value');
+  await page.getByLabel('Description').fill('for the ticket system');
+  await page.getByRole('button', { name: 'Create' }).click();
+  const global = page.locator('tr[data-global="api token"]');
+  await expect(global).toContainText('for the ticket system');
+  await expect(page.locator('main')).not.toContainText('s3cret-value');
+  await global.getByRole('button', { name: 'Reveal api token' }).click();
+  await expect(global).toContainText('"s3cret-value"');
+  await shot(page, 'globals');
+  await global.getByRole('button', { name: 'Hide api token' }).click();
+  await expect(page.locator('main')).not.toContainText('s3cret-value');
+
+  // The account page refuses a wrong current password.
+  await page.getByRole('link', { name: 'Account' }).click();
+  await expect(page.locator('main')).toContainText('Signed in as admin');
+  await page.getByLabel('Current password').fill('not the password');
+  await page.getByLabel('New password', { exact: true }).fill('a new password');
+  await page.getByLabel('New password again').fill('a new password');
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await expect(page.getByRole('alert')).toContainText('oldPassword');
+
   // The app catalogue, with each action's parameters.
   await page.getByRole('link', { name: 'Apps' }).click();
   await expect(page.getByRole('article', { name: /^basics / })).toContainText('echo_string');
@@ -136,4 +169,19 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await expect(page.locator('fieldset[data-node="left"]').getByLabel('call')).toHaveValue('went up');
   await expect(page.getByRole('button', { name: 'Save' })).toHaveCount(0);
   await expect(page.locator('fieldset[data-node="left"]').getByLabel('call')).not.toBeEditable();
+  // It may use the global but not read it: revealing is refused, and said so.
+  await page.getByRole('link', { name: 'Globals' }).click();
+  await page.locator('tr[data-global="api token"]').getByRole('button', { name: 'Reveal api token' }).click();
+  await expect(page.locator('tr[data-global="api token"]')).toContainText('may use global');
+  // It changes its own password, which signs it out; the new one works.
+  await page.getByRole('link', { name: 'Account' }).click();
+  await page.getByLabel('Current password').fill('operator password');
+  await page.getByLabel('New password', { exact: true }).fill('operator password 2');
+  await page.getByLabel('New password again').fill('operator password 2');
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await expect(page.getByRole('button', { name: 'Sign in' })).toBeVisible();
+  await page.getByLabel('Username').fill('operator');
+  await page.getByLabel('Password').fill('operator password 2');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByRole('button', { name: 'Sign out' })).toBeVisible();
 });

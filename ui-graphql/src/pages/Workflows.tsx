@@ -1,5 +1,5 @@
 import { useState } from 'react';
-import { useMutation, useQuery } from 'urql';
+import { useClient, useMutation, useQuery } from 'urql';
 import { graphql } from '../gql';
 
 const WorkflowList = graphql(`
@@ -39,6 +39,21 @@ const DeleteWorkflow = graphql(`
   }
 `);
 
+const CopyWorkflow = graphql(`
+  mutation CopyWorkflow($id: ID!) {
+    copyWorkflow(id: $id) {
+      id
+      name
+    }
+  }
+`);
+
+const ExportWorkflow = graphql(`
+  query ExportWorkflow($id: ID!, $format: WorkflowFormat) {
+    exportWorkflow(id: $id, format: $format)
+  }
+`);
+
 const ExecuteWorkflow = graphql(`
   mutation ExecuteWorkflow($id: ID!) {
     executeWorkflow(workflowId: $id) {
@@ -57,7 +72,18 @@ function problemsOf(error: { graphQLErrors: { message: string; extensions: Recor
   });
 }
 
+/** Offer `document` as a file to download. */
+function download(name: string, document: unknown) {
+  const blob = new Blob([JSON.stringify(document, null, 2)], { type: 'application/json' });
+  const link = window.document.createElement('a');
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
 export function Workflows() {
+  const client = useClient();
   const [search, setSearch] = useState('');
   const [pages, setPages] = useState(1);
   const [{ data, fetching, error }, refetch] = useQuery({
@@ -68,11 +94,12 @@ export function Workflows() {
   const [imported, importWorkflow] = useMutation(ImportWorkflow);
   const [, deleteWorkflow] = useMutation(DeleteWorkflow);
   const [started, executeWorkflow] = useMutation(ExecuteWorkflow);
+  const [, copyWorkflow] = useMutation(CopyWorkflow);
   const [notice, setNotice] = useState<string | null>(null);
 
-  const onImport = async () => {
+  const onImport = async (json: string = text) => {
     setNotice(null);
-    const result = await importWorkflow({ json: text });
+    const result = await importWorkflow({ json });
     if (result.data) {
       setText('');
       setNotice(`Imported “${result.data.importWorkflow.name}”.`);
@@ -119,6 +146,28 @@ export function Workflows() {
                 </button>
                 <button
                   type="button"
+                  aria-label={`Copy ${node.name}`}
+                  onClick={async () => {
+                    await copyWorkflow({ id: node.id });
+                    refetch({ requestPolicy: 'network-only' });
+                  }}
+                >
+                  Copy
+                </button>
+                <button
+                  type="button"
+                  aria-label={`Export ${node.name}`}
+                  onClick={async () => {
+                    const result = await client
+                      .query(ExportWorkflow, { id: node.id, format: 'WALKOFF' }, { requestPolicy: 'network-only' })
+                      .toPromise();
+                    if (result.data) download(`${node.name}.json`, result.data.exportWorkflow);
+                  }}
+                >
+                  Export
+                </button>
+                <button
+                  type="button"
                   aria-label={`Delete ${node.name}`}
                   onClick={async () => {
                     if (window.confirm(`Delete “${node.name}”?`)) {
@@ -142,12 +191,24 @@ export function Workflows() {
         </button>
       )}
       <h2>Import a workflow</h2>
-      <p>Paste a workflow exported by WALKOFF 1.0 or by walkoff.</p>
+      <p>Paste a workflow exported by WALKOFF 1.0 or by walkoff, or choose its file.</p>
+      <label className="block">
+        Workflow file
+        <input
+          type="file"
+          accept="application/json,.json"
+          onChange={async (e) => {
+            const file = e.target.files?.[0];
+            if (file) await onImport(await file.text());
+            e.target.value = '';
+          }}
+        />
+      </label>
       <label className="block">
         Workflow JSON
         <textarea rows={8} value={text} onChange={(e) => setText(e.target.value)} spellCheck={false} />
       </label>
-      <button type="button" onClick={onImport} disabled={!text.trim() || imported.fetching}>
+      <button type="button" onClick={() => void onImport()} disabled={!text.trim() || imported.fetching}>
         Import
       </button>
       {imported.error && (
