@@ -8,6 +8,7 @@ import { Executions } from './pages/Executions';
 import { Apps } from './pages/Apps';
 import { Globals } from './pages/Globals';
 import { Account } from './pages/Account';
+import { Users } from './pages/Users';
 import { ExecutionView } from './pages/Execution';
 import { Editor } from './pages/Editor';
 
@@ -16,6 +17,7 @@ const pages = {
   executions: { title: 'Executions', view: Executions },
   apps: { title: 'Apps', view: Apps },
   globals: { title: 'Globals', view: Globals },
+  users: { title: 'Users', view: Users },
   account: { title: 'Account', view: Account },
 } as const;
 type Page = keyof typeof pages;

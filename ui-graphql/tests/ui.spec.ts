@@ -132,6 +132,20 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await page.getByRole('button', { name: 'Change password' }).click();
   await expect(page.getByRole('alert')).toContainText('oldPassword');
 
+  // Users: one made with a role, listed with it, then deactivated.
+  await page.getByRole('link', { name: 'Users' }).click();
+  const newUser = page.getByRole('form', { name: 'New user' });
+  await newUser.getByLabel('Username').fill('analyst');
+  await newUser.getByLabel('Password').fill('analyst password');
+  await newUser.getByLabel('workflow_developer').check();
+  await newUser.getByRole('button', { name: 'Create user' }).click();
+  const analyst = page.locator('tr[data-user="analyst"]');
+  await expect(analyst).toContainText('workflow_developer');
+  await analyst.getByRole('button', { name: 'Deactivate analyst' }).click();
+  await expect(analyst).toContainText('no');
+  await expect(page.getByRole('table', { name: 'Roles' })).toContainText('workflow_operator');
+  await shot(page, 'users');
+
   // The app catalogue, with each action's parameters.
   await page.getByRole('link', { name: 'Apps' }).click();
   await expect(page.getByRole('article', { name: /^basics / })).toContainText('echo_string');
