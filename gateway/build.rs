@@ -40,7 +40,18 @@ fn watch_ui_sources(ui: &Path) {
     ] {
         println!("cargo:rerun-if-changed={}", ui.join(file).display());
     }
-    let mut pending = vec![ui.join("src")];
+    // Not `src` itself: cargo would scan it whole, generated types included, and build again
+    // every time.
+    for (path, _) in walk(&ui.join("src"), "gql") {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+}
+
+/// Every directory and file under `dir` (not `dir` itself), leaving out directories named `skip`;
+/// each with whether it is a directory.
+fn walk(dir: &Path, skip: &str) -> Vec<(PathBuf, bool)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -48,15 +59,16 @@ fn watch_ui_sources(ui: &Path) {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
-                if path.file_name().is_some_and(|n| n != "gql") {
-                    println!("cargo:rerun-if-changed={}", path.display());
+                if path.file_name().is_some_and(|n| n != skip) {
+                    found.push((path.clone(), true));
                     pending.push(path);
                 }
             } else {
-                println!("cargo:rerun-if-changed={}", path.display());
+                found.push((path, false));
             }
         }
     }
+    found
 }
 
 fn npm(ui: &Path, args: &[&str]) -> Result<(), String> {
@@ -81,21 +93,14 @@ fn build_ui(ui: &Path) -> Result<(), String> {
 
 /// `ui_assets.rs`: every file of the bundle as (path, bytes), or a page saying how to build it.
 fn write_assets(dist: &Path, target: &Path) {
-    let mut files = Vec::new();
-    let mut pending = vec![dist.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(relative) = path.strip_prefix(dist) {
-                files.push((relative.to_string_lossy().replace('\\', "/"), path.clone()));
-            }
-        }
-    }
+    let mut files: Vec<(String, PathBuf)> = walk(dist, "")
+        .into_iter()
+        .filter(|(_, is_dir)| !is_dir)
+        .filter_map(|(path, _)| {
+            let relative = path.strip_prefix(dist).ok()?;
+            Some((relative.to_string_lossy().replace('\\', "/"), path.clone()))
+        })
+        .collect();
     files.sort();
     let mut code = String::from(
         "/// The web UI's files, by path under `/`.\npub static UI_ASSETS: &[(&str, &[u8])] = &[\n",

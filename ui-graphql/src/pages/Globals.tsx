@@ -1,6 +1,7 @@
 import { useState } from 'react';
 import { useMutation, useQuery } from 'urql';
 import { graphql } from '../gql';
+import { DeleteButton } from '../components';
 import { authorizedFetch } from '../auth';
 
 /** A global's value, or why it is refused. Asked directly, never cached: a value read by one
@@ -122,18 +123,11 @@ export function Globals() {
                     Hide
                   </button>
                 )}
-                <button
-                  type="button"
-                  aria-label={`Delete ${g.name}`}
-                  onClick={async () => {
-                    if (window.confirm(`Delete “${g.name}”?`)) {
-                      await deleteGlobal({ id: g.id });
-                      refetch({ requestPolicy: 'network-only' });
-                    }
-                  }}
-                >
-                  Delete
-                </button>
+                <DeleteButton
+                  name={g.name}
+                  remove={() => deleteGlobal({ id: g.id })}
+                  after={() => refetch({ requestPolicy: 'network-only' })}
+                />
               </td>
             </tr>
           ))}

@@ -1,6 +1,7 @@
 import { useState, type FormEvent } from 'react';
 import { useMutation, useQuery } from 'urql';
 import { graphql } from '../gql';
+import { DeleteButton } from '../components';
 
 const UsersAndRoles = graphql(`
   query UsersAndRoles {
@@ -104,15 +105,7 @@ export function Users() {
                 >
                   {user.active ? 'Deactivate' : 'Activate'}
                 </button>
-                <button
-                  type="button"
-                  aria-label={`Delete ${user.username}`}
-                  onClick={async () => {
-                    if (window.confirm(`Delete “${user.username}”?`)) report(await deleteUser({ id: user.id }));
-                  }}
-                >
-                  Delete
-                </button>
+                <DeleteButton name={user.username} remove={async () => report(await deleteUser({ id: user.id }))} after={() => {}} />
               </td>
             </tr>
           ))}

@@ -1,6 +1,7 @@
 import { useState } from 'react';
 import { useClient, useMutation, useQuery } from 'urql';
 import { graphql } from '../gql';
+import { DeleteButton } from '../components';
 
 const WorkflowList = graphql(`
   query WorkflowList($first: Int!, $after: String, $search: String) {
@@ -166,18 +167,11 @@ export function Workflows() {
                 >
                   Export
                 </button>
-                <button
-                  type="button"
-                  aria-label={`Delete ${node.name}`}
-                  onClick={async () => {
-                    if (window.confirm(`Delete “${node.name}”?`)) {
-                      await deleteWorkflow({ id: node.id });
-                      refetch({ requestPolicy: 'network-only' });
-                    }
-                  }}
-                >
-                  Delete
-                </button>
+                <DeleteButton
+                  name={node.name}
+                  remove={() => deleteWorkflow({ id: node.id })}
+                  after={() => refetch({ requestPolicy: 'network-only' })}
+                />
               </td>
             </tr>
           ))}
