@@ -105,8 +105,19 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await page.getByRole('button', { name: 'Abort' }).click();
   await expect(page.getByTestId('execution-status')).toHaveText('ABORTED');
   await page.getByRole('link', { name: 'Executions' }).click();
-  await expect(page.getByRole('table', { name: 'Executions' }).locator('tbody tr').first()).toContainText('ABORTED');
+  const list = page.getByRole('table', { name: 'Executions' }).locator('tbody tr');
+  await expect(list.first()).toContainText('ABORTED');
   await shot(page, 'executions');
+  // Filtered by status: only the aborted run, then only the completed one.
+  const filters = page.getByRole('form', { name: 'Filters' });
+  await filters.getByLabel('Status').selectOption('ABORTED');
+  await expect(list).toHaveCount(1);
+  await expect(list.first()).toContainText('ABORTED');
+  await filters.getByLabel('Status').selectOption('COMPLETED');
+  await expect(list).toHaveCount(1);
+  await expect(list.first()).toContainText('COMPLETED');
+  await filters.getByLabel('Status').selectOption('');
+  await expect(list).toHaveCount(2);
 
   // A global: its value masked in the list, revealed on demand to whoever may read it.
   await page.getByRole('link', { name: 'Globals' }).click();
