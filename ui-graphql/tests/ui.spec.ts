@@ -157,6 +157,19 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await expect(page.getByRole('table', { name: 'Roles' })).toContainText('workflow_operator');
   await shot(page, 'users');
 
+  // A trigger with a schema gets a form made from it: the triage example asks for `approved`.
+  await page.getByRole('link', { name: 'Workflows' }).click();
+  await page.getByLabel('Workflow file').setInputFiles(new URL('../../examples/triage.json', import.meta.url).pathname);
+  await expect(page.getByRole('status')).toContainText('Imported “Alert triage');
+  await page.locator('tr[data-workflow="Alert triage"]').getByRole('button', { name: /^Run / }).click();
+  await expect(nodes.locator('[data-node="approval"]')).toHaveAttribute('data-status', 'AWAITING_DATA');
+  const approval = page.getByRole('form', { name: 'Data for approval' });
+  await approval.getByLabel('approved (required)').check();
+  await shot(page, 'trigger-form');
+  await approval.getByRole('button', { name: 'Send' }).click();
+  await expect(page.getByTestId('execution-status')).toHaveText('COMPLETED');
+  await expect(nodes.locator('[data-node="wrap up"]')).toHaveAttribute('data-status', 'SUCCESS');
+
   // The app catalogue, with each action's parameters.
   await page.getByRole('link', { name: 'Apps' }).click();
   await expect(page.getByRole('article', { name: /^basics / })).toContainText('echo_string');

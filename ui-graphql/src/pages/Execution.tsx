@@ -4,6 +4,7 @@ import { Background, Controls, Position, ReactFlow, type Edge, type Node } from 
 import '@xyflow/react/dist/style.css';
 import { graphql } from '../gql';
 import type { Status } from '../gql/graphql';
+import { SchemaForm, formable } from '../SchemaForm';
 
 const ExecutionDetail = graphql(`
   query ExecutionDetail($id: ID!) {
@@ -62,7 +63,7 @@ type Event = {
   at: string;
 };
 
-type WorkflowNode = { id: string; label: string; kind: string; position?: { x: number; y: number } };
+type WorkflowNode = { id: string; label: string; kind: string; schema?: unknown; position?: { x: number; y: number } };
 type Workflow = { nodes: WorkflowNode[]; branches: { from: string; to: string }[] };
 
 type NodeState = { status: Status; attempt?: number | null; parameters?: unknown; result?: unknown; error?: string | null };
@@ -217,33 +218,49 @@ export function ExecutionView({ id }: { id: string }) {
           );
         })}
       </ul>
-      {waiting.map((node) => (
-        <form
-          key={node.id}
-          className="trigger"
-          aria-label={`Data for ${node.label}`}
-          onSubmit={async (event) => {
-            event.preventDefault();
-            setTriggerError(null);
-            let parsed: unknown;
-            try {
-              parsed = JSON.parse(triggerText);
-            } catch (e) {
-              setTriggerError(`not JSON: ${(e as Error).message}`);
-              return;
-            }
-            const sent = await sendTrigger({ id, trigger: node.label, data: parsed });
-            if (sent.error) setTriggerError(sent.error.graphQLErrors.map((g) => g.message).join('; '));
-          }}
-        >
-          <label className="block">
-            Data for “{node.label}” (JSON)
-            <textarea rows={3} value={triggerText} onChange={(e) => setTriggerText(e.target.value)} />
-          </label>
-          <button type="submit">Send</button>
-          {triggerError && <p role="alert" className="error">{triggerError}</p>}
-        </form>
-      ))}
+      {waiting.map((node) =>
+        formable(node.schema) ? (
+          <div key={node.id} className="trigger">
+            <p>Data for “{node.label}”</p>
+            <SchemaForm
+              schema={node.schema}
+              label={`Data for ${node.label}`}
+              onSubmit={async (value) => {
+                setTriggerError(null);
+                const sent = await sendTrigger({ id, trigger: node.label, data: value });
+                if (sent.error) setTriggerError(sent.error.graphQLErrors.map((g) => g.message).join('; '));
+              }}
+            />
+            {triggerError && <p role="alert" className="error">{triggerError}</p>}
+          </div>
+        ) : (
+          <form
+            key={node.id}
+            className="trigger"
+            aria-label={`Data for ${node.label}`}
+            onSubmit={async (event) => {
+              event.preventDefault();
+              setTriggerError(null);
+              let parsed: unknown;
+              try {
+                parsed = JSON.parse(triggerText);
+              } catch (e) {
+                setTriggerError(`not JSON: ${(e as Error).message}`);
+                return;
+              }
+              const sent = await sendTrigger({ id, trigger: node.label, data: parsed });
+              if (sent.error) setTriggerError(sent.error.graphQLErrors.map((g) => g.message).join('; '));
+            }}
+          >
+            <label className="block">
+              Data for “{node.label}” (JSON)
+              <textarea rows={3} value={triggerText} onChange={(e) => setTriggerText(e.target.value)} />
+            </label>
+            <button type="submit">Send</button>
+            {triggerError && <p role="alert" className="error">{triggerError}</p>}
+          </form>
+        ),
+      )}
       {chosen && (
         <aside aria-label={`Node ${chosen.label}`}>
           <h2>{chosen.label}</h2>
