@@ -23,7 +23,7 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use crate::auth::{ClientAddress, Credentials};
+use crate::auth::{bearer, ClientAddress, Credentials};
 use crate::graphql::{build_schema, WalkoffSchema};
 use crate::Gateway;
 
@@ -151,8 +151,8 @@ async fn graphql_post(State(state): State<AppState>, request: Request) -> Respon
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_string());
+            .and_then(bearer)
+            .map(str::to_string);
         return multipart_response(&state, batch, credentials, token);
     }
     let address = parts
@@ -392,9 +392,7 @@ async fn serve_socket(state: AppState, socket: WebSocket, protocol: WebSocketPro
                     Err(async_graphql::Error::new(format!("{FORBIDDEN}{reason}")))
                 }
                 credentials @ Credentials::Checked(Ok(_)) => {
-                    let token = authorization
-                        .and_then(|a| a.strip_prefix("Bearer "))
-                        .map(|t| t.trim().to_string());
+                    let token = authorization.and_then(bearer).map(str::to_string);
                     *accepting.lock().unwrap_or_else(|e| e.into_inner()) = token;
                     let mut data = Data::default();
                     data.insert(credentials);

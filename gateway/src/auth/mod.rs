@@ -81,6 +81,11 @@ impl Caller {
     }
 }
 
+/// The token of an `Authorization` value that reads `Bearer <token>`.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    authorization.strip_prefix("Bearer ").map(str::trim)
+}
+
 /// The address a request came from, put into its data by the transport (for throttling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub IpAddr);
@@ -579,8 +584,8 @@ impl Auth {
     pub async fn credentials(&self, authorization: Option<&str>) -> Credentials {
         match authorization {
             None => Credentials::None,
-            Some(value) => match value.strip_prefix("Bearer ") {
-                Some(token) => Credentials::Checked(self.check(token.trim()).await),
+            Some(value) => match bearer(value) {
+                Some(token) => Credentials::Checked(self.check(token).await),
                 None => Credentials::Checked(Err(
                     "the Authorization header must read 'Bearer <accessToken>'".into(),
                 )),

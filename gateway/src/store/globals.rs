@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::roles::{forget_object, write_object_roles};
-use super::{from_micros, is_unique_violation, micros, Store, StoreError, StoreResult, Viewer};
+use super::{from_micros, micros, name_taken, Store, StoreError, StoreResult, Viewer};
 use crate::rbac::{AccessLevel, ObjectAccess};
 
 #[derive(Debug, Clone)]
@@ -46,16 +46,6 @@ fn global(row: &AnyRow) -> StoreResult<GlobalRow> {
     })
 }
 
-fn name_taken(name: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-    move |e| {
-        if is_unique_violation(&e) {
-            StoreError::Conflict(format!("a global named '{name}' exists"))
-        } else {
-            e.into()
-        }
-    }
-}
-
 impl Store {
     pub async fn insert_global(&self, row: &GlobalRow, access: &ObjectAccess) -> StoreResult<()> {
         let _turn = self.write_turn().await;
@@ -73,7 +63,7 @@ impl Store {
         .bind(micros(row.created_at))
         .execute(&mut *tx)
         .await
-        .map_err(name_taken(&row.name))?;
+        .map_err(name_taken("global", &row.name))?;
         write_object_roles(&mut tx, &row.id, access).await?;
         tx.commit().await?;
         Ok(())
@@ -99,7 +89,7 @@ impl Store {
         .bind(&row.id)
         .execute(&mut *tx)
         .await
-        .map_err(name_taken(&row.name))?;
+        .map_err(name_taken("global", &row.name))?;
         if done.rows_affected() != 1 {
             return Ok(false);
         }

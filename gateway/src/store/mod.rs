@@ -206,6 +206,21 @@ pub(crate) fn opt_time(row: &AnyRow, column: &str) -> StoreResult<Option<DateTim
     Ok(row.try_get::<Option<i64>, _>(column)?.map(from_micros))
 }
 
+/// A violated unique constraint as CONFLICT naming what is taken (`a workflow named 'x'
+/// exists`); any other error as it is.
+pub(crate) fn name_taken<'a>(
+    what: &'a str,
+    name: &'a str,
+) -> impl Fn(sqlx::Error) -> StoreError + 'a {
+    move |e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict(format!("a {what} named '{name}' exists"))
+        } else {
+            e.into()
+        }
+    }
+}
+
 /// True when `error` is a violated unique constraint (both backends say so through sqlx).
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     error

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{is_unique_violation, Store, StoreError, StoreResult};
+use super::{name_taken, Store, StoreError, StoreResult};
 use crate::rbac::{default_roles, AccessLevel, Grants, ObjectAccess, ObjectOperations};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,16 +31,6 @@ fn role(row: &AnyRow) -> StoreResult<RoleRow> {
 
 fn grants_json(grants: &Grants) -> StoreResult<String> {
     serde_json::to_string(grants).map_err(StoreError::corrupt)
-}
-
-fn name_taken(name: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-    move |e| {
-        if is_unique_violation(&e) {
-            StoreError::Conflict(format!("a role named '{name}' exists"))
-        } else {
-            e.into()
-        }
-    }
 }
 
 /// Role ids as one comma-framed text (`,a,b,`), so a statement matches any of them with
@@ -93,7 +83,7 @@ impl Store {
         .bind(grants_json(&new.grants)?)
         .execute(&self.pool)
         .await
-        .map_err(name_taken(&new.name))?;
+        .map_err(name_taken("role", &new.name))?;
         Ok(())
     }
 
@@ -111,7 +101,7 @@ impl Store {
         .bind(&changed.id)
         .execute(&mut *tx)
         .await
-        .map_err(name_taken(&changed.name))?;
+        .map_err(name_taken("role", &changed.name))?;
         if done.rows_affected() != 1 {
             return Ok(false);
         }

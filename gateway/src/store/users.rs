@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{from_micros, is_unique_violation, micros, Backend, Store, StoreError, StoreResult};
+use super::{from_micros, micros, name_taken, Backend, Store, StoreError, StoreResult};
 use crate::rbac::{Grants, Operation, Resource};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,13 +61,7 @@ impl Store {
         .bind(micros(user.created_at))
         .execute(&self.pool)
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Conflict(format!("a user named '{}' exists", user.username))
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(name_taken("user", &user.username))?;
         Ok(())
     }
 
@@ -113,13 +107,7 @@ impl Store {
         .bind(&changed.id)
         .execute(&mut *tx)
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Conflict(format!("a user named '{}' exists", changed.username))
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(name_taken("user", &changed.username))?;
         if done.rows_affected() != 1 {
             return Ok(None);
         }

@@ -6,7 +6,7 @@ use sqlx::Row;
 use walkoff_schema::Workflow;
 
 use super::roles::{forget_object, write_object_roles};
-use super::{from_micros, is_unique_violation, micros, Store, StoreError, StoreResult};
+use super::{from_micros, is_unique_violation, micros, name_taken, Store, StoreError, StoreResult};
 use crate::rbac::{AccessLevel, ObjectAccess};
 
 #[derive(Debug, Clone)]
@@ -66,16 +66,6 @@ fn workflow(row: &AnyRow) -> StoreResult<WorkflowRow> {
     })
 }
 
-fn name_taken(name: &str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-    move |e| {
-        if is_unique_violation(&e) {
-            StoreError::Conflict(format!("a workflow named '{name}' exists"))
-        } else {
-            e.into()
-        }
-    }
-}
-
 fn document(workflow: &Workflow) -> StoreResult<String> {
     serde_json::to_string(workflow).map_err(StoreError::corrupt)
 }
@@ -121,7 +111,7 @@ impl Store {
                     workflow.id
                 )));
             }
-            return Err(name_taken(&workflow.name)(e));
+            return Err(name_taken("workflow", &workflow.name)(e));
         }
         write_object_roles(&mut tx, &workflow.id, access).await?;
         tx.commit().await?;
@@ -189,7 +179,7 @@ impl Store {
         .bind(version)
         .execute(&mut *tx)
         .await
-        .map_err(name_taken(&workflow.name))?;
+        .map_err(name_taken("workflow", &workflow.name))?;
         if changed.rows_affected() != 1 {
             return Ok(Updated::Stale(version + 1));
         }
