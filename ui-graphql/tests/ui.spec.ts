@@ -54,12 +54,16 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   // saves as a new version, and stays.
   await row.getByRole('link').click();
   await expect(page.getByRole('heading', { name: 'Workflow', exact: true })).toBeVisible();
+  const editorNodes = page.getByRole('list', { name: 'Nodes' });
+  await editorNodes.getByRole('button', { name: 'echo array', exact: true }).click();
   const echoArray = page.locator('fieldset[data-node="echo array"]');
-  await echoArray.getByLabel('data').fill('"not a list"');
-  await expect(page.getByRole('alert', { name: 'Problems of echo array' })).toBeVisible();
-  await echoArray.getByLabel('data').fill('[1, 2, 3]');
-  await expect(page.getByRole('alert', { name: 'Problems of echo array' })).toHaveCount(0);
-  await page.locator('fieldset[data-node="left"]').getByLabel('call').fill('went up');
+  await echoArray.getByLabel('data', { exact: true }).fill('"not a list"');
+  await expect(echoArray.locator('[data-parameter="data"]').getByRole('alert')).toBeVisible();
+  await expect(editorNodes.locator('[data-node="echo array"]')).toHaveAttribute('data-problems', '1');
+  await echoArray.getByLabel('data', { exact: true }).fill('[1, 2, 3]');
+  await expect(echoArray.locator('[data-parameter="data"]').getByRole('alert')).toHaveCount(0);
+  await editorNodes.getByRole('button', { name: 'left', exact: true }).click();
+  await page.locator('fieldset[data-node="left"]').getByLabel('call', { exact: true }).fill('went up');
   await page.getByRole('button', { name: 'Save' }).click();
   await expect(page.getByRole('status')).toContainText('Saved: version 2');
   await shot(page, 'editor');
@@ -68,7 +72,8 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await page.getByLabel('Username').fill('admin');
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Sign in' }).click();
-  await expect(page.locator('fieldset[data-node="left"]').getByLabel('call')).toHaveValue('went up');
+  await editorNodes.getByRole('button', { name: 'left', exact: true }).click();
+  await expect(page.locator('fieldset[data-node="left"]').getByLabel('call', { exact: true })).toHaveValue('went up');
   const editorUrl = page.url();
 
   // Run it: its execution view shows the graph, each node's status live, and the trigger's form.
@@ -155,6 +160,24 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await analyst.getByRole('button', { name: 'Deactivate analyst' }).click();
   await expect(analyst).toContainText('no');
   await expect(page.getByRole('table', { name: 'Roles' })).toContainText('workflow_operator');
+  // A custom role made from its grants, then given to the analyst.
+  const newRole = page.getByRole('form', { name: 'New role' });
+  await newRole.getByLabel('Role name').fill('triage');
+  await newRole.getByLabel('Role description').fill('runs the triage workflows');
+  await newRole.getByLabel('workflows read').check();
+  await newRole.getByLabel('workflows execute').check();
+  await newRole.getByRole('button', { name: 'Create role' }).click();
+  const triage = page.locator('tr[data-role="triage"]');
+  await expect(triage).toContainText(/workflows: (read, execute|execute, read)/);
+  await triage.getByRole('button', { name: 'Edit role triage' }).click();
+  await page.getByRole('form', { name: 'Edit role triage' }).getByLabel('global_variables read').check();
+  await page.getByRole('form', { name: 'Edit role triage' }).getByRole('button', { name: 'Save role' }).click();
+  await expect(triage).toContainText('global_variables: read');
+  await analyst.getByRole('button', { name: 'Edit analyst' }).click();
+  const editAnalyst = page.getByRole('form', { name: 'Edit analyst' });
+  await editAnalyst.getByLabel('triage').check();
+  await editAnalyst.getByRole('button', { name: 'Save user' }).click();
+  await expect(analyst).toContainText('triage');
   await shot(page, 'users');
 
   // A trigger with a schema gets a form made from it: the triage example asks for `approved`.
@@ -204,9 +227,11 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await page.getByLabel('Password').fill('operator password');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await expect(page.getByRole('heading', { name: 'Workflow', exact: true })).toBeVisible();
-  await expect(page.locator('fieldset[data-node="left"]').getByLabel('call')).toHaveValue('went up');
+  await editorNodes.getByRole('button', { name: 'left', exact: true }).click();
+  await expect(page.locator('fieldset[data-node="left"]').getByLabel('call', { exact: true })).toHaveValue('went up');
   await expect(page.getByRole('button', { name: 'Save' })).toHaveCount(0);
-  await expect(page.locator('fieldset[data-node="left"]').getByLabel('call')).not.toBeEditable();
+  await expect(page.getByRole('form', { name: 'Add a node' })).toHaveCount(0);
+  await expect(page.locator('fieldset[data-node="left"]').getByLabel('call', { exact: true })).not.toBeEditable();
   // It may use the global but not read it: revealing is refused, and said so.
   await page.getByRole('link', { name: 'Globals' }).click();
   await page.locator('tr[data-global="api token"]').getByRole('button', { name: 'Reveal api token' }).click();
@@ -222,4 +247,82 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await page.getByLabel('Password').fill('operator password 2');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await expect(page.getByRole('button', { name: 'Sign out' })).toBeVisible();
+});
+
+test('build a workflow in the editor: nodes from the catalogue, branches, variables, code with problems, permissions; run it with variables', async ({ page }) => {
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  await signIn(page, password);
+  const create = page.getByRole('form', { name: 'New workflow' });
+  await create.getByLabel("New workflow's name").fill('Built here');
+  await create.getByRole('button', { name: 'New workflow' }).click();
+  await expect(page.getByRole('heading', { name: 'Workflow', exact: true })).toBeVisible();
+  await expect(page.getByText('No problems')).toBeVisible();
+  const nodes = page.getByRole('list', { name: 'Nodes' });
+
+  // A variable, then an action from the catalogue whose parameter reads it.
+  await page.getByRole('button', { name: 'Add variable' }).click();
+  await page.getByLabel('Name of variable 1').fill('greeting');
+  await page.getByLabel('Default value of greeting').fill('hello');
+  const add = page.getByRole('form', { name: 'Add a node' });
+  await add.getByLabel('App', { exact: true }).selectOption({ label: 'basics 1.0.0' });
+  await add.getByLabel('Action', { exact: true }).selectOption('echo_string');
+  await add.getByLabel("New node's label").fill('say');
+  await add.getByRole('button', { name: 'Add node' }).click();
+  const say = page.locator('fieldset[data-node="say"]');
+  // Its required parameter is missing: a problem pinned to the parameter, the node and the graph.
+  await expect(say.locator('[data-parameter="call"]')).toHaveAttribute('aria-invalid', 'true');
+  await expect(page.locator('.react-flow__node.has-problems')).toHaveCount(1);
+  await say.getByLabel('Source of call').selectOption('WORKFLOW_VARIABLE');
+  await say.getByLabel('call', { exact: true }).selectOption({ label: 'greeting' });
+  await expect(say.locator('[data-parameter="call"]')).toHaveAttribute('aria-invalid', 'false');
+
+  // A condition between them: its code is checked as typed, a syntax error underlined where it is.
+  await add.getByLabel('Kind', { exact: true }).selectOption('condition');
+  await add.getByLabel("New node's label").fill('check');
+  await add.getByRole('button', { name: 'Add node' }).click();
+  const code = page.getByLabel('Code of check');
+  await code.click();
+  await page.keyboard.press('ControlOrMeta+a');
+  await page.keyboard.type('selected_node = (say');
+  await expect(page.locator('fieldset[data-node="check"] .cm-lintRange-error')).toBeVisible();
+  await expect(page.getByRole('alert', { name: 'Problems of check' })).toContainText('line 1');
+  await shot(page, 'editor-code');
+  await page.keyboard.press('ControlOrMeta+a');
+  await page.keyboard.type('selected_node = say');
+  await expect(page.locator('fieldset[data-node="check"] .cm-lintRange-error')).toHaveCount(0);
+
+  // Branches: start to check by dragging from handle to handle, check to say from the keyboard.
+  await page.locator('.react-flow__node').filter({ hasText: /^start/ }).locator('.react-flow__handle.source').dragTo(
+    page.locator('.react-flow__node').filter({ hasText: /^check/ }).locator('.react-flow__handle.target'),
+  );
+  await expect(page.locator('.react-flow__edge')).toHaveCount(1);
+  await nodes.getByRole('button', { name: 'check', exact: true }).click();
+  await page.getByLabel('Branch to').selectOption({ label: 'say' });
+  await page.getByRole('button', { name: 'Add branch' }).click();
+  await expect(page.locator('.react-flow__edge')).toHaveCount(2);
+  await expect(page.getByText('No problems')).toBeVisible();
+  await page.getByRole('button', { name: 'Save' }).click();
+  await expect(page.getByRole('status')).toContainText('Saved: version 2');
+  await shot(page, 'editor-graph');
+
+  // Per-object permissions: only roles chosen here; kept by the save.
+  await page.getByLabel('Who may use it').selectOption('ROLE_BASED');
+  await page.getByLabel('workflow_operator may read').check();
+  await page.getByLabel('workflow_operator may execute').check();
+  await page.getByRole('button', { name: 'Save' }).click();
+  await expect(page.getByRole('status')).toContainText('Saved: version 3');
+  await page.getByRole('button', { name: 'Reload' }).click();
+  await expect(page.getByLabel('Who may use it')).toHaveValue('ROLE_BASED');
+  await expect(page.getByLabel('workflow_operator may execute')).toBeChecked();
+  await expect(page.getByLabel('workflow_operator may update')).not.toBeChecked();
+
+  // Run with this run's value of the variable: the action echoes it.
+  const run = page.getByRole('form', { name: 'Run' });
+  await run.getByLabel('greeting').fill('hi there');
+  await run.getByRole('button', { name: 'Run with these values' }).click();
+  await expect(page.getByTestId('execution-status')).toHaveText('COMPLETED');
+  await nodes.getByRole('button', { name: 'say' }).click();
+  await expect(page.getByRole('complementary', { name: 'Node say' })).toContainText('hi there');
+  expect(problems).toEqual([]);
 });

@@ -1,6 +1,12 @@
-import { useEffect, useMemo, useState } from 'react';
+import { useCallback, useEffect, useMemo, useState } from 'react';
 import { useClient, useMutation, useQuery } from 'urql';
+import { Background, Controls, Position, ReactFlow, type Connection, type Edge, type Node, type NodeChange } from '@xyflow/react';
+import '@xyflow/react/dist/style.css';
 import { graphql } from '../gql';
+import { layout, type Point } from '../layout';
+import { Inspector, type CatalogueApp, type Problem } from '../editor/Inspector';
+import { Permissions, RunForm, Variables, type PermissionsValue } from '../editor/Panels';
+import { addBranch, addNode, newId, removeBranch, removeNode, toStored, uniqueLabel, type DocNode, type Document } from '../editor/model';
 
 const WorkflowForEditing = graphql(`
   query WorkflowForEditing($id: ID!) {
@@ -9,12 +15,48 @@ const WorkflowForEditing = graphql(`
       name
       version
       document
+      permissions {
+        accessLevel
+        roles {
+          roleId
+          operations
+        }
+      }
     }
     me {
       permissions {
         name
         operations
       }
+    }
+    apps {
+      name
+      version
+      actions {
+        name
+        description
+        parameters {
+          name
+          description
+          required
+          parallelizable
+          schema
+        }
+      }
+    }
+    globals {
+      id
+      name
+    }
+  }
+`);
+
+// Separate: only those who may read roles get the permissions form.
+const RoleNames = graphql(`
+  query RoleNames {
+    roles {
+      id
+      name
     }
   }
 `);
@@ -37,55 +79,131 @@ const Validate = graphql(`
 `);
 
 const Save = graphql(`
-  mutation Save($id: ID!, $json: JSON!, $version: Int) {
-    updateWorkflow(id: $id, json: $json, expectedVersion: $version) {
+  mutation Save($id: ID!, $json: JSON!, $version: Int, $permissions: PermissionsInput) {
+    updateWorkflow(id: $id, json: $json, expectedVersion: $version, permissions: $permissions) {
       id
       version
     }
   }
 `);
 
-type Parameter = { name: string; variant?: string; value?: unknown; id?: string };
-type DocNode = {
-  id: string;
-  label: string;
-  kind: string;
-  action?: string;
-  app?: string;
-  code?: string;
-  parameters?: Parameter[];
-};
-type Document = { name: string; nodes: DocNode[]; variables?: { id?: string; name: string }[]; [key: string]: unknown };
-type Problem = { code: string; message: string; nodeId?: string | null; label?: string | null; field?: string | null };
-
-/** Text for a static value: JSON, except that a string is shown as itself. */
-function shown(value: unknown) {
-  return typeof value === 'string' ? value : JSON.stringify(value);
-}
-
-/** A typed value back: JSON when it reads as JSON, else the text as a string. */
-function typed(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
+const RunWorkflow = graphql(`
+  mutation RunWorkflow($id: ID!, $variables: [VariableOverride!]) {
+    executeWorkflow(workflowId: $id, workflowVariables: $variables) {
+      id
+    }
   }
+`);
+
+type Kind = DocNode['kind'];
+
+/** The form that adds a node: an action from the app catalogue, or a condition, transform or trigger. */
+function AddNode({ apps, onAdd }: { apps: CatalogueApp[]; onAdd: (node: Omit<DocNode, 'id' | 'label'>, label: string) => void }) {
+  const [kind, setKind] = useState<Kind>('action');
+  const [app, setApp] = useState('');
+  const [action, setAction] = useState('');
+  const [label, setLabel] = useState('');
+  const chosenApp = apps.find((a) => `${a.name}@${a.version}` === app);
+  return (
+    <form
+      aria-label="Add a node"
+      className="row-form add-node"
+      onSubmit={(e) => {
+        e.preventDefault();
+        if (kind === 'action') {
+          if (!chosenApp || !action) return;
+          onAdd({ kind, app: chosenApp.name, app_version: chosenApp.version, action, parameters: [] }, label || action);
+        } else if (kind === 'condition') {
+          onAdd({ kind, code: 'selected_node = None' }, label || 'condition');
+        } else if (kind === 'transform') {
+          onAdd({ kind, code: 'result = None' }, label || 'transform');
+        } else {
+          onAdd({ kind, schema: {} }, label || 'trigger');
+        }
+        setLabel('');
+      }}
+    >
+      <label>
+        Kind
+        <select aria-label="Kind" value={kind} onChange={(e) => setKind(e.target.value as Kind)}>
+          <option value="action">Action</option>
+          <option value="condition">Condition</option>
+          <option value="transform">Transform</option>
+          <option value="trigger">Trigger</option>
+        </select>
+      </label>
+      {kind === 'action' && (
+        <>
+          <label>
+            App
+            <select
+              aria-label="App"
+              value={app}
+              onChange={(e) => {
+                setApp(e.target.value);
+                setAction('');
+              }}
+            >
+              <option value="">choose an app…</option>
+              {apps.map((a) => (
+                <option key={`${a.name}@${a.version}`} value={`${a.name}@${a.version}`}>
+                  {a.name} {a.version}
+                </option>
+              ))}
+            </select>
+          </label>
+          <label>
+            Action
+            <select aria-label="Action" value={action} onChange={(e) => setAction(e.target.value)} disabled={!chosenApp}>
+              <option value="">choose an action…</option>
+              {chosenApp?.actions.map((a) => (
+                <option key={a.name} value={a.name} title={a.description ?? undefined}>
+                  {a.name}
+                </option>
+              ))}
+            </select>
+          </label>
+        </>
+      )}
+      <label>
+        New node's label
+        <input value={label} placeholder={kind === 'action' ? action || 'the action' : kind} onChange={(e) => setLabel(e.target.value)} />
+      </label>
+      <button type="submit" disabled={kind === 'action' && (!chosenApp || !action)}>
+        Add node
+      </button>
+    </form>
+  );
 }
 
 export function Editor({ id }: { id: string }) {
   const client = useClient();
   const [{ data, error }, reload] = useQuery({ query: WorkflowForEditing, variables: { id } });
+  const [roles] = useQuery({ query: RoleNames });
   const [document, setDocument] = useState<Document | null>(null);
+  const [positions, setPositions] = useState<Map<string, Point>>(new Map());
   const [version, setVersion] = useState<number | null>(null);
+  const [permissions, setPermissions] = useState<PermissionsValue | null>(null);
+  const [permissionsChanged, setPermissionsChanged] = useState(false);
+  const [unsaved, setUnsaved] = useState(false);
   const [problems, setProblems] = useState<Problem[]>([]);
+  const [selected, setSelected] = useState<string | null>(null);
   const [saved, save] = useMutation(Save);
+  const [, run] = useMutation(RunWorkflow);
   const [notice, setNotice] = useState<string | null>(null);
 
   useEffect(() => {
-    if (data) {
-      setDocument(data.workflow.document as Document);
-      setVersion(data.workflow.version);
-    }
+    if (!data) return;
+    const loaded = data.workflow.document as Document;
+    setDocument(loaded);
+    setPositions(layout(loaded.nodes, loaded.branches, loaded.start));
+    setVersion(data.workflow.version);
+    setPermissions({
+      accessLevel: data.workflow.permissions.accessLevel,
+      roles: data.workflow.permissions.roles.map((r) => ({ roleId: r.roleId, operations: r.operations })),
+    });
+    setPermissionsChanged(false);
+    setUnsaved(false);
   }, [data]);
 
   // Validation as you type: every problem, pinned to its node, a moment after the last change.
@@ -98,51 +216,118 @@ export function Editor({ id }: { id: string }) {
     return () => clearTimeout(timer);
   }, [client, document]);
 
-  const mayUpdate = useMemo(
-    () => data?.me.permissions.some((p) => p.name === 'workflows' && p.operations.includes('update')) ?? false,
+  const may = useCallback(
+    (operation: string) =>
+      data?.me.permissions.some((p) => p.name === 'workflows' && p.operations.includes(operation)) ?? false,
     [data],
   );
+  const readOnly = !may('update');
+  const edit = useCallback((next: Document) => {
+    setDocument(next);
+    setUnsaved(true);
+    setNotice(null);
+  }, []);
+
+  const problemsByNode = useMemo(() => {
+    const byNode = new Map<string, Problem[]>();
+    for (const p of problems) if (p.nodeId) byNode.set(p.nodeId, [...(byNode.get(p.nodeId) ?? []), p]);
+    return byNode;
+  }, [problems]);
+
+  const nodes: Node[] = useMemo(
+    () =>
+      (document?.nodes ?? []).map((node) => {
+        const count = problemsByNode.get(node.id)?.length ?? 0;
+        return {
+          id: node.id,
+          position: positions.get(node.id) ?? { x: 0, y: 0 },
+          sourcePosition: Position.Right,
+          targetPosition: Position.Left,
+          data: {
+            label: (
+              <>
+                {node.label}
+                <small className="kind"> {node.kind === 'action' ? node.action : node.kind}</small>
+                {count > 0 && <span className="problem-count" title={`${count} problem(s)`}> ⚠ {count}</span>}
+              </>
+            ),
+          },
+          className: `flow-node kind-${node.kind}${count ? ' has-problems' : ''}${document?.start === node.id ? ' start' : ''}`,
+          ariaLabel: `${node.label} (${node.kind}${count ? `, ${count} problems` : ''})`,
+          selected: node.id === selected,
+        };
+      }),
+    [document, positions, problemsByNode, selected],
+  );
+  const edges: Edge[] = useMemo(
+    () =>
+      (document?.branches ?? []).map((b) => ({
+        id: `${b.from}->${b.to}`,
+        source: b.from,
+        target: b.to,
+        ariaLabel: `branch`,
+      })),
+    [document],
+  );
+
+  const onNodesChange = useCallback((changes: NodeChange[]) => {
+    setPositions((before) => {
+      let after = before;
+      for (const change of changes) {
+        if (change.type === 'position' && change.position) {
+          if (after === before) after = new Map(before);
+          after.set(change.id, change.position);
+        }
+      }
+      return after;
+    });
+    for (const change of changes) if (change.type === 'select' && change.selected) setSelected(change.id);
+  }, []);
 
   if (error) return <p role="alert" className="error">{error.message}</p>;
-  if (!document || version === null) return <p aria-live="polite">Loading…</p>;
-
-  const setParameter = (nodeId: string, name: string, text: string) => {
-    setNotice(null);
-    setDocument({
-      ...document,
-      nodes: document.nodes.map((node) =>
-        node.id !== nodeId
-          ? node
-          : {
-              ...node,
-              parameters: (node.parameters ?? []).map((p) => (p.name === name ? { ...p, value: typed(text) } : p)),
-            },
-      ),
-    });
-  };
+  if (!data || !document || version === null || !permissions) return <p aria-live="polite">Loading…</p>;
+  const apps = data.apps as CatalogueApp[];
 
   const onSave = async () => {
     setNotice(null);
-    const result = await save({ id, json: document, version });
+    // Every node where it is drawn now (a workflow without positions gets the layout it was shown in).
+    const json = {
+      ...document,
+      nodes: document.nodes.map((n) => {
+        const p = positions.get(n.id);
+        return p ? { ...n, position: toStored(p) } : n;
+      }),
+    };
+    const result = await save({ id, json, version, permissions: permissionsChanged ? permissions : undefined });
     if (result.data) {
       setVersion(result.data.updateWorkflow.version);
+      setUnsaved(false);
+      setPermissionsChanged(false);
       setNotice(`Saved: version ${result.data.updateWorkflow.version}.`);
     } else if (result.error?.graphQLErrors.some((e) => e.extensions?.code === 'CONFLICT')) {
       setNotice('Someone saved a newer version: reload it and make your change again.');
     }
   };
 
-  const unpinned = problems.filter((p) => !p.nodeId);
-  // References by id, shown by the name a user knows them by.
-  const names = new Map<string, string>([
-    ...document.nodes.map((n) => [n.id, n.label] as [string, string]),
-    ...(document.variables ?? []).filter((v) => v.id).map((v) => [v.id!, v.name] as [string, string]),
-  ]);
+  const onAdd = (partial: Omit<DocNode, 'id' | 'label'>, wanted: string) => {
+    const node = { ...partial, id: newId(), label: uniqueLabel(document, wanted) } as DocNode;
+    // Right of the selected node, or right of everything.
+    const from = selected ? positions.get(selected) : undefined;
+    const right = Math.max(0, ...[...positions.values()].map((p) => p.x));
+    const at = from ? { x: from.x + 240, y: from.y + 40 } : { x: right + 240, y: 0 };
+    setPositions(new Map(positions).set(node.id, at));
+    edit(addNode(document, node));
+    setSelected(node.id);
+  };
+
+  const unpinned = problems.filter((p) => !p.nodeId || !document.nodes.some((n) => n.id === p.nodeId));
+  const chosen = document.nodes.find((n) => n.id === selected);
   return (
     <section className="editor">
-      <p>
-        <strong>{document.name}</strong> — version {version}{' '}
-        {mayUpdate && (
+      <div className="toolbar">
+        <strong>{document.name}</strong> — version {version}
+        {unsaved && <span className="hint"> (unsaved changes)</span>}{' '}
+        {!readOnly && (
           <button type="button" onClick={onSave} disabled={saved.fetching}>
             Save
           </button>
@@ -150,7 +335,11 @@ export function Editor({ id }: { id: string }) {
         <button type="button" className="link" onClick={() => reload({ requestPolicy: 'network-only' })}>
           Reload
         </button>
-      </p>
+        <span className="problem-summary" aria-live="polite">
+          {' '}
+          {problems.length === 0 ? 'No problems' : `${problems.length} problem${problems.length > 1 ? 's' : ''}`}
+        </span>
+      </div>
       {notice && <p role="status">{notice}</p>}
       {saved.error && (
         <ul role="alert" className="error" aria-label="Save problems">
@@ -162,47 +351,102 @@ export function Editor({ id }: { id: string }) {
       {unpinned.length > 0 && (
         <ul className="error" aria-label="Workflow problems">
           {unpinned.map((p, i) => (
-            <li key={i}>{p.message}</li>
+            <li key={i}>
+              {p.field ? `${p.field}: ` : ''}
+              {p.message}
+            </li>
           ))}
         </ul>
       )}
-      {document.nodes.map((node) => {
-        const mine = problems.filter((p) => p.nodeId === node.id);
-        return (
-          <fieldset key={node.id} data-node={node.label} aria-invalid={mine.length > 0}>
-            <legend>
-              {node.label} <small>{node.kind === 'action' ? `${node.app} · ${node.action}` : node.kind}</small>
-            </legend>
-            {(node.parameters ?? []).map((p) =>
-              (p.variant ?? 'STATIC_VALUE') === 'STATIC_VALUE' ? (
-                <label key={p.name}>
-                  {p.name}
-                  <input
-                    value={shown(p.value)}
-                    readOnly={!mayUpdate}
-                    onChange={(e) => setParameter(node.id, p.name, e.target.value)}
-                  />
-                </label>
-              ) : (
-                <p key={p.name}>
-                  {p.name}: <code>{p.variant}</code> {names.get(String(p.value)) ?? shown(p.value)}
-                </p>
-              ),
-            )}
-            {node.code && <pre className="code">{node.code}</pre>}
-            {mine.length > 0 && (
-              <ul role="alert" className="error" aria-label={`Problems of ${node.label}`}>
-                {mine.map((p, i) => (
-                  <li key={i}>
-                    {p.field ? `${p.field}: ` : ''}
-                    {p.message}
-                  </li>
-                ))}
-              </ul>
-            )}
-          </fieldset>
-        );
-      })}
+      <div className="editor-body">
+        <div className="graph editable" aria-label="Workflow graph">
+          <ReactFlow
+            nodes={nodes}
+            edges={edges}
+            fitView
+            fitViewOptions={{ maxZoom: 1 }}
+            minZoom={0.05}
+            onlyRenderVisibleElements={document.nodes.length > 200}
+            nodesDraggable={!readOnly}
+            nodesConnectable={!readOnly}
+            deleteKeyCode={readOnly ? null : ['Delete', 'Backspace']}
+            onNodesChange={onNodesChange}
+            onNodeClick={(_, node) => setSelected(node.id)}
+            onPaneClick={() => setSelected(null)}
+            onConnect={(c: Connection) => edit(addBranch(document, c.source, c.target))}
+            onEdgesDelete={(gone) => edit(gone.reduce((d, e) => removeBranch(d, e.source, e.target), document))}
+            onNodesDelete={(gone) => {
+              edit(gone.reduce((d, n) => removeNode(d, n.id), document));
+              setSelected(null);
+            }}
+          >
+            <Background />
+            <Controls />
+          </ReactFlow>
+        </div>
+        <div className="side">
+          {chosen ? (
+            <Inspector
+              key={chosen.id}
+              document={document}
+              node={chosen}
+              apps={apps}
+              globals={data.globals}
+              problems={problemsByNode.get(chosen.id) ?? []}
+              readOnly={readOnly}
+              onChange={edit}
+              onSelect={setSelected}
+            />
+          ) : (
+            <p className="hint">Choose a node in the graph or the list below to see and change it.</p>
+          )}
+        </div>
+      </div>
+      <ul className="node-list" aria-label="Nodes">
+        {document.nodes.map((node) => {
+          const count = problemsByNode.get(node.id)?.length ?? 0;
+          return (
+            <li key={node.id} data-node={node.label} data-problems={count}>
+              <button
+                type="button"
+                className="link"
+                aria-current={node.id === selected ? 'true' : undefined}
+                onClick={() => setSelected(node.id)}
+              >
+                {node.label}
+              </button>
+              {count > 0 && <span className="error"> ⚠ {count}</span>}
+            </li>
+          );
+        })}
+      </ul>
+      {!readOnly && <AddNode apps={apps} onAdd={onAdd} />}
+      <Variables document={document} readOnly={readOnly} onChange={edit} />
+      {may('execute') && (
+        <RunForm
+          document={document}
+          unsaved={unsaved}
+          onRun={async (variables) => {
+            const result = await run({ id, variables });
+            if (result.data) {
+              window.location.hash = `#/executions/${result.data.executeWorkflow.id}`;
+              return null;
+            }
+            return result.error?.graphQLErrors.map((e) => e.message).join('; ') ?? result.error?.message ?? 'the run was refused';
+          }}
+        />
+      )}
+      {!readOnly && roles.data && (
+        <Permissions
+          value={permissions}
+          roles={roles.data.roles}
+          onChange={(value) => {
+            setPermissions(value);
+            setPermissionsChanged(true);
+            setUnsaved(true);
+          }}
+        />
+      )}
     </section>
   );
 }

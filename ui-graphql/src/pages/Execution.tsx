@@ -5,6 +5,7 @@ import '@xyflow/react/dist/style.css';
 import { graphql } from '../gql';
 import type { Status } from '../gql/graphql';
 import { SchemaForm, formable } from '../SchemaForm';
+import { layout } from '../layout';
 
 const ExecutionDetail = graphql(`
   query ExecutionDetail($id: ID!) {
@@ -69,6 +70,8 @@ type Workflow = { nodes: WorkflowNode[]; branches: { from: string; to: string }[
 type NodeState = { status: Status; attempt?: number | null; parameters?: unknown; result?: unknown; error?: string | null };
 
 const TERMINAL: Status[] = ['COMPLETED', 'FAILED', 'ABORTED'];
+// The timeline shows the latest events; a run of thousands of events shows all on request.
+const TIMELINE = 500;
 
 /**
  * Every event of the execution, from the first: the stored ones, then live ones. Events are
@@ -115,6 +118,7 @@ export function ExecutionView({ id }: { id: string }) {
   const [aborted, abort] = useMutation(Abort);
   const [triggerText, setTriggerText] = useState('{}');
   const [triggerError, setTriggerError] = useState<string | null>(null);
+  const [wholeTimeline, setWholeTimeline] = useState(false);
 
   const workflow = data?.execution.workflow as Workflow | undefined;
   const byLabel = useMemo(() => new Map(workflow?.nodes.map((n) => [n.label, n.id]) ?? []), [workflow]);
@@ -138,34 +142,36 @@ export function ExecutionView({ id }: { id: string }) {
     return { states, status };
   }, [events]);
 
+  // Branches by node id (a hand-written workflow may name nodes by label).
+  const branches = useMemo(
+    () =>
+      (workflow?.branches ?? []).map((b) => ({ from: byLabel.get(b.from) ?? b.from, to: byLabel.get(b.to) ?? b.to })),
+    [workflow, byLabel],
+  );
+  // Laid out once per workflow; only colours change as events arrive.
+  const positions = useMemo(() => layout(workflow?.nodes ?? [], branches), [workflow, branches]);
   const nodes: Node[] = useMemo(
     () =>
-      (workflow?.nodes ?? []).map((node, i) => {
-        const state = states.get(node.id)?.status ?? 'PENDING';
+      (workflow?.nodes ?? []).map((node) => {
+        const state = states.get(node.id);
+        const status = state?.status ?? 'PENDING';
+        const attempt = status === 'EXECUTING' && state?.attempt && state.attempt > 1 ? ` · attempt ${state.attempt}` : '';
         return {
           id: node.id,
-          // WALKOFF's editor placed nodes closer than these boxes are wide: spread them out.
-          position: node.position
-            ? { x: node.position.x * 2, y: node.position.y * 1.5 }
-            : { x: 220 * (i % 5), y: 120 * Math.floor(i / 5) },
+          position: positions.get(node.id) ?? { x: 0, y: 0 },
           sourcePosition: Position.Right,
           targetPosition: Position.Left,
-          data: { label: `${node.label}` },
-          className: `flow-node status-${state.toLowerCase()}`,
-          ariaLabel: `${node.label}: ${state}`,
+          data: { label: `${node.label}${attempt}` },
+          className: `flow-node status-${status.toLowerCase()}`,
+          ariaLabel: `${node.label}: ${status}${attempt}`,
           selected: node.id === selected,
         };
       }),
-    [workflow, states, selected],
+    [workflow, states, selected, positions],
   );
   const edges: Edge[] = useMemo(
-    () =>
-      (workflow?.branches ?? []).map((b, i) => {
-        const source = byLabel.get(b.from) ?? b.from;
-        const target = byLabel.get(b.to) ?? b.to;
-        return { id: `e${i}`, source, target };
-      }),
-    [workflow, byLabel],
+    () => branches.map((b, i) => ({ id: `e${i}`, source: b.from, target: b.to })),
+    [branches],
   );
 
   if (error) return <p role="alert" className="error">{error.message}</p>;
@@ -194,6 +200,9 @@ export function ExecutionView({ id }: { id: string }) {
           nodes={nodes}
           edges={edges}
           fitView
+          fitViewOptions={{ maxZoom: 1 }}
+          minZoom={0.05}
+          onlyRenderVisibleElements={workflow.nodes.length > 200}
           nodesDraggable={false}
           nodesConnectable={false}
           onNodeClick={(_, node) => setSelected(node.id)}
@@ -288,8 +297,16 @@ export function ExecutionView({ id }: { id: string }) {
         </aside>
       )}
       <h2>Timeline</h2>
-      <ol className="timeline" aria-label="Timeline">
-        {events.map((event) => (
+      {events.length > TIMELINE && !wholeTimeline && (
+        <p className="hint">
+          The last {TIMELINE} of {events.length} events.{' '}
+          <button type="button" className="link" onClick={() => setWholeTimeline(true)}>
+            Show all
+          </button>
+        </p>
+      )}
+      <ol className="timeline" aria-label="Timeline" start={wholeTimeline ? 1 : Math.max(1, events.length - TIMELINE + 1)}>
+        {(wholeTimeline ? events : events.slice(-TIMELINE)).map((event) => (
           <li key={event.sequence}>
             <time dateTime={event.at}>{new Date(event.at).toLocaleTimeString()}</time>{' '}
             {event.label ?? 'execution'} {event.status}

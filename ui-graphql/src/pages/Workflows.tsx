@@ -2,6 +2,7 @@ import { useState } from 'react';
 import { useClient, useMutation, useQuery } from 'urql';
 import { graphql } from '../gql';
 import { DeleteButton } from '../components';
+import { newId } from '../editor/model';
 
 const WorkflowList = graphql(`
   query WorkflowList($first: Int!, $after: String, $search: String) {
@@ -30,6 +31,14 @@ const ImportWorkflow = graphql(`
       id
       name
       warnings
+    }
+  }
+`);
+
+const CreateWorkflow = graphql(`
+  mutation CreateWorkflow($json: JSON!) {
+    createWorkflow(json: $json) {
+      id
     }
   }
 `);
@@ -96,6 +105,8 @@ export function Workflows() {
   const [, deleteWorkflow] = useMutation(DeleteWorkflow);
   const [started, executeWorkflow] = useMutation(ExecuteWorkflow);
   const [, copyWorkflow] = useMutation(CopyWorkflow);
+  const [created, createWorkflow] = useMutation(CreateWorkflow);
+  const [newName, setNewName] = useState('');
   const [notice, setNotice] = useState<string | null>(null);
 
   const onImport = async (json: string = text) => {
@@ -108,14 +119,51 @@ export function Workflows() {
     }
   };
 
+  // A new workflow starts with one node (a stored workflow is a valid one): a transform to build on.
+  const onCreate = async () => {
+    const start = newId();
+    const json = {
+      id: newId(),
+      name: newName.trim(),
+      start,
+      nodes: [{ id: start, label: 'start', kind: 'transform', code: 'result = None' }],
+      branches: [],
+    };
+    const result = await createWorkflow({ json });
+    if (result.data) window.location.hash = `#/workflows/${result.data.createWorkflow.id}`;
+  };
+
   return (
     <section>
-      <div className="toolbar">
+      <div className="toolbar row-form">
         <label>
           Search
           <input type="search" value={search} onChange={(e) => setSearch(e.target.value)} />
         </label>
+        <form
+          className="row-form"
+          aria-label="New workflow"
+          onSubmit={(e) => {
+            e.preventDefault();
+            void onCreate();
+          }}
+        >
+          <label>
+            New workflow's name
+            <input value={newName} onChange={(e) => setNewName(e.target.value)} required />
+          </label>
+          <button type="submit" disabled={created.fetching || !newName.trim()}>
+            New workflow
+          </button>
+        </form>
       </div>
+      {created.error && (
+        <ul role="alert" className="error" aria-label="New workflow problems">
+          {problemsOf(created.error).map((p, i) => (
+            <li key={i}>{p}</li>
+          ))}
+        </ul>
+      )}
       {error && <p role="alert" className="error">{error.message}</p>}
       <table>
         <thead>
