@@ -1,4 +1,4 @@
-import { useEffect, useMemo, useState, useSyncExternalStore } from 'react';
+import { lazy, Suspense, useEffect, useMemo, useState, useSyncExternalStore } from 'react';
 import { Provider } from 'urql';
 import { closeSocket, makeClient } from './client';
 import { logout, onAuthChange, signedIn } from './auth';
@@ -10,7 +10,8 @@ import { Globals } from './pages/Globals';
 import { Account } from './pages/Account';
 import { Users } from './pages/Users';
 import { ExecutionView } from './pages/Execution';
-import { Editor } from './pages/Editor';
+// The editor (with CodeMirror) loads when first opened: the first page stays small.
+const Editor = lazy(() => import('./pages/Editor').then((m) => ({ default: m.Editor })));
 
 const pages = {
   workflows: { title: 'Workflows', view: Workflows },
@@ -71,7 +72,9 @@ export function App() {
         ) : page === 'workflows' && id ? (
           <>
             <h1>Workflow</h1>
-            <Editor id={id} />
+            <Suspense fallback={<p aria-live="polite">Loading the editor…</p>}>
+              <Editor id={id} />
+            </Suspense>
           </>
         ) : (
           <>

@@ -1,12 +1,20 @@
 import { readFileSync } from 'node:fs';
 import { expect, test, type Page } from '@playwright/test';
+import AxeBuilder from '@axe-core/playwright';
 
 const password = process.env.PASSWORD ?? '';
 // With WALKOFF_SCREENSHOTS set, each page is saved there (docs/ui/ in the repository).
 const screenshots = process.env.WALKOFF_SCREENSHOTS;
 const example = readFileSync(new URL('../../examples/walkoff1/semantics-mix.json', import.meta.url), 'utf8');
 
+/**
+ * Each page the tests reach is checked by axe (WCAG 2 A and AA: every control labelled, contrast,
+ * roles used as meant), then saved as a screenshot when asked for.
+ */
 async function shot(page: Page, name: string) {
+  const audit = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa']).analyze();
+  const found = audit.violations.map((v) => `${name}: ${v.id} (${v.help}) at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  expect(found).toEqual([]);
   if (screenshots) await page.screenshot({ path: `${screenshots}/${name}.png`, fullPage: true });
 }
 

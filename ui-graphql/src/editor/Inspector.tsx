@@ -1,5 +1,6 @@
 import { useEffect, useState } from 'react';
 import { CodeEditor } from '../CodeEditor';
+import { Problems } from '../components';
 import { ParameterField, type ApiParameter } from './ParameterField';
 import { addBranch, removeBranch, removeNode, setParameter, updateNode, type DocNode, type Document } from './model';
 
@@ -221,15 +222,13 @@ export function Inspector({
         )}
       </div>
       {general.length > 0 && (
-        <ul role="alert" className="error" aria-label={`Problems of ${node.label}`}>
-          {general.map((p, i) => (
-            <li key={i}>
-              {p.field ? `${p.field}: ` : ''}
-              {p.line != null ? `line ${p.line}${p.column != null ? `, column ${p.column}` : ''}: ` : ''}
-              {p.message}
-            </li>
-          ))}
-        </ul>
+        <Problems
+          label={`Problems of ${node.label}`}
+          items={general.map(
+            (p) =>
+              `${p.field ? `${p.field}: ` : ''}${p.line != null ? `line ${p.line}${p.column != null ? `, column ${p.column}` : ''}: ` : ''}${p.message}`,
+          )}
+        />
       )}
       {!readOnly && (
         <button

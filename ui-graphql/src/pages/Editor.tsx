@@ -1,9 +1,11 @@
-import { useCallback, useEffect, useMemo, useState } from 'react';
+import { memo, useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { useClient, useMutation, useQuery } from 'urql';
 import { Background, Controls, Position, ReactFlow, type Connection, type Edge, type Node, type NodeChange } from '@xyflow/react';
 import '@xyflow/react/dist/style.css';
 import { graphql } from '../gql';
+import { Problems } from '../components';
 import { layout, type Point } from '../layout';
+import { useMeasured } from '../measured';
 import { Inspector, type CatalogueApp, type Problem } from '../editor/Inspector';
 import { Permissions, RunForm, Variables, type PermissionsValue } from '../editor/Panels';
 import { addBranch, addNode, newId, removeBranch, removeNode, toStored, uniqueLabel, type DocNode, type Document } from '../editor/model';
@@ -96,6 +98,38 @@ const RunWorkflow = graphql(`
 `);
 
 type Kind = DocNode['kind'];
+
+// Large graphs open at the start node, drawing only what is in view; small ones fit the view.
+const LARGE = 200;
+const startViewport = (at: { x: number; y: number } | undefined, zoom = 0.75) => ({
+  x: 40 - (at?.x ?? 0) * zoom,
+  y: 230 - (at?.y ?? 0) * zoom,
+  zoom,
+});
+
+/** One node in the list under the graph (the keyboard's way to a node); drawn again only when it changes. */
+const NodeItem = memo(function NodeItem({
+  id,
+  label,
+  problems,
+  current,
+  onSelect,
+}: {
+  id: string;
+  label: string;
+  problems: number;
+  current: boolean;
+  onSelect: (id: string) => void;
+}) {
+  return (
+    <li data-node={label} data-problems={problems}>
+      <button type="button" className="link" aria-current={current ? 'true' : undefined} onClick={() => onSelect(id)}>
+        {label}
+      </button>
+      {problems > 0 && <span className="error"> ⚠ {problems}</span>}
+    </li>
+  );
+});
 
 /** The form that adds a node: an action from the app catalogue, or a condition, transform or trigger. */
 function AddNode({ apps, onAdd }: { apps: CatalogueApp[]; onAdd: (node: Omit<DocNode, 'id' | 'label'>, label: string) => void }) {
@@ -234,11 +268,17 @@ export function Editor({ id }: { id: string }) {
     return byNode;
   }, [problems]);
 
+  // A node object is made again only when something drawn of it changed (React Flow redraws those).
+  const drawn = useRef(new Map<string, { key: unknown[]; node: Node }>());
+  const { sizes, record } = useMeasured();
   const nodes: Node[] = useMemo(
     () =>
       (document?.nodes ?? []).map((node) => {
         const count = problemsByNode.get(node.id)?.length ?? 0;
-        return {
+        const key = [node, positions.get(node.id), count, node.id === selected, document?.start === node.id];
+        const cached = drawn.current.get(node.id);
+        if (cached && cached.key.every((k, i) => k === key[i])) return cached.node;
+        const made: Node = {
           id: node.id,
           position: positions.get(node.id) ?? { x: 0, y: 0 },
           sourcePosition: Position.Right,
@@ -255,9 +295,12 @@ export function Editor({ id }: { id: string }) {
           className: `flow-node kind-${node.kind}${count ? ' has-problems' : ''}${document?.start === node.id ? ' start' : ''}`,
           ariaLabel: `${node.label} (${node.kind}${count ? `, ${count} problems` : ''})`,
           selected: node.id === selected,
+          measured: sizes.get(node.id),
         };
+        drawn.current.set(node.id, { key, node: made });
+        return made;
       }),
-    [document, positions, problemsByNode, selected],
+    [document, positions, problemsByNode, selected, sizes],
   );
   const edges: Edge[] = useMemo(
     () =>
@@ -271,6 +314,7 @@ export function Editor({ id }: { id: string }) {
   );
 
   const onNodesChange = useCallback((changes: NodeChange[]) => {
+    record(changes);
     setPositions((before) => {
       let after = before;
       for (const change of changes) {
@@ -282,7 +326,7 @@ export function Editor({ id }: { id: string }) {
       return after;
     });
     for (const change of changes) if (change.type === 'select' && change.selected) setSelected(change.id);
-  }, []);
+  }, [record]);
 
   if (error) return <p role="alert" className="error">{error.message}</p>;
   if (!data || !document || version === null || !permissions) return <p aria-live="polite">Loading…</p>;
@@ -320,6 +364,7 @@ export function Editor({ id }: { id: string }) {
     setSelected(node.id);
   };
 
+  const large = document.nodes.length > LARGE;
   const unpinned = problems.filter((p) => !p.nodeId || !document.nodes.some((n) => n.id === p.nodeId));
   const chosen = document.nodes.find((n) => n.id === selected);
   return (
@@ -342,11 +387,7 @@ export function Editor({ id }: { id: string }) {
       </div>
       {notice && <p role="status">{notice}</p>}
       {saved.error && (
-        <ul role="alert" className="error" aria-label="Save problems">
-          {saved.error.graphQLErrors.map((e, i) => (
-            <li key={i}>{e.message}</li>
-          ))}
-        </ul>
+        <Problems label="Save problems" items={saved.error.graphQLErrors.map((e) => e.message)} />
       )}
       {unpinned.length > 0 && (
         <ul className="error" aria-label="Workflow problems">
@@ -363,10 +404,11 @@ export function Editor({ id }: { id: string }) {
           <ReactFlow
             nodes={nodes}
             edges={edges}
-            fitView
+            fitView={!large}
             fitViewOptions={{ maxZoom: 1 }}
+            defaultViewport={large ? startViewport(positions.get(document.start)) : undefined}
             minZoom={0.05}
-            onlyRenderVisibleElements={document.nodes.length > 200}
+            onlyRenderVisibleElements={large}
             nodesDraggable={!readOnly}
             nodesConnectable={!readOnly}
             deleteKeyCode={readOnly ? null : ['Delete', 'Backspace']}
@@ -402,23 +444,17 @@ export function Editor({ id }: { id: string }) {
           )}
         </div>
       </div>
-      <ul className="node-list" aria-label="Nodes">
-        {document.nodes.map((node) => {
-          const count = problemsByNode.get(node.id)?.length ?? 0;
-          return (
-            <li key={node.id} data-node={node.label} data-problems={count}>
-              <button
-                type="button"
-                className="link"
-                aria-current={node.id === selected ? 'true' : undefined}
-                onClick={() => setSelected(node.id)}
-              >
-                {node.label}
-              </button>
-              {count > 0 && <span className="error"> ⚠ {count}</span>}
-            </li>
-          );
-        })}
+      <ul className="node-list" aria-label="Nodes" tabIndex={0}>
+        {document.nodes.map((node) => (
+          <NodeItem
+            key={node.id}
+            id={node.id}
+            label={node.label}
+            problems={problemsByNode.get(node.id)?.length ?? 0}
+            current={node.id === selected}
+            onSelect={setSelected}
+          />
+        ))}
       </ul>
       {!readOnly && <AddNode apps={apps} onAdd={onAdd} />}
       <Variables document={document} readOnly={readOnly} onChange={edit} />

@@ -1,4 +1,4 @@
-import { useEffect, useMemo, useRef, useState } from 'react';
+import { memo, useEffect, useMemo, useRef, useState } from 'react';
 import { useClient, useMutation, useQuery } from 'urql';
 import { Background, Controls, Position, ReactFlow, type Edge, type Node } from '@xyflow/react';
 import '@xyflow/react/dist/style.css';
@@ -6,6 +6,7 @@ import { graphql } from '../gql';
 import type { Status } from '../gql/graphql';
 import { SchemaForm, formable } from '../SchemaForm';
 import { layout } from '../layout';
+import { useMeasured } from '../measured';
 
 const ExecutionDetail = graphql(`
   query ExecutionDetail($id: ID!) {
@@ -65,7 +66,7 @@ type Event = {
 };
 
 type WorkflowNode = { id: string; label: string; kind: string; schema?: unknown; position?: { x: number; y: number } };
-type Workflow = { nodes: WorkflowNode[]; branches: { from: string; to: string }[] };
+type Workflow = { start?: string; nodes: WorkflowNode[]; branches: { from: string; to: string }[] };
 
 type NodeState = { status: Status; attempt?: number | null; parameters?: unknown; result?: unknown; error?: string | null };
 
@@ -73,28 +74,52 @@ const TERMINAL: Status[] = ['COMPLETED', 'FAILED', 'ABORTED'];
 // The timeline shows the latest events; a run of thousands of events shows all on request.
 const TIMELINE = 500;
 
+type Progress = { events: Event[]; states: Map<string, NodeState>; status?: Status };
+const EMPTY: Progress = { events: [], states: new Map() };
+
+/** `progress` with `batch` applied: each node's state object is new only when an event changed it. */
+function advance(progress: Progress, batch: Event[]): Progress {
+  let last = progress.events.length ? progress.events[progress.events.length - 1].sequence : 0;
+  // Each sequence once, in order (a subscription made again replays from the first).
+  const fresh = batch.filter((e) => e.sequence > last && (last = e.sequence));
+  if (!fresh.length) return progress;
+  const states = new Map(progress.states);
+  let status = progress.status;
+  for (const event of fresh) {
+    if (event.subject === 'WORKFLOW') {
+      status = event.status;
+    } else if (event.nodeId) {
+      const before = states.get(event.nodeId);
+      states.set(event.nodeId, {
+        status: event.status,
+        attempt: event.attempt ?? before?.attempt,
+        parameters: event.parameters ?? before?.parameters,
+        result: event.result ?? before?.result,
+        error: event.error ?? before?.error,
+      });
+    }
+  }
+  return { events: progress.events.concat(fresh), states, status };
+}
+
 /**
- * Every event of the execution, from the first: the stored ones, then live ones. Events are
- * applied in batches, once per animation frame, so a burst of thousands renders a few times.
+ * Every event of the execution, from the first: the stored ones, then live ones, folded into each
+ * node's state. Events are applied in batches, once per animation frame, so a burst of thousands
+ * renders a few times, and only the nodes an event touched render again.
  */
-function useEvents(id: string) {
+function useProgress(id: string): Progress {
   const client = useClient();
-  const [events, setEvents] = useState<Event[]>([]);
+  const [progress, setProgress] = useState<Progress>(EMPTY);
   const buffer = useRef<Event[]>([]);
   useEffect(() => {
-    setEvents([]);
+    setProgress(EMPTY);
     let frame = 0;
     buffer.current = [];
     const flush = () => {
       frame = 0;
       const batch = buffer.current;
       buffer.current = [];
-      // Each sequence once, in order (a subscription made again replays from the first).
-      setEvents((seen) => {
-        let last = seen.length ? seen[seen.length - 1].sequence : 0;
-        const fresh = batch.filter((e) => e.sequence > last && (last = e.sequence));
-        return fresh.length ? seen.concat(fresh) : seen;
-      });
+      setProgress((before) => advance(before, batch));
     };
     const { unsubscribe } = client.subscription(Events, { id, from: 1 }).subscribe((result) => {
       const event = result.data?.executionEvents;
@@ -107,12 +132,48 @@ function useEvents(id: string) {
       if (frame) cancelAnimationFrame(frame);
     };
   }, [client, id]);
-  return events;
+  return progress;
 }
+
+/** One node in the list under the graph; drawn again only when its state changes. */
+const NodeRow = memo(function NodeRow({
+  label,
+  id,
+  state,
+  onSelect,
+}: {
+  label: string;
+  id: string;
+  state: NodeState | undefined;
+  onSelect: (id: string) => void;
+}) {
+  const status = state?.status ?? 'PENDING';
+  return (
+    <li data-node={label} data-status={status}>
+      <button type="button" className="link" onClick={() => onSelect(id)}>
+        {label}
+      </button>{' '}
+      <span className={`status status-${status.toLowerCase()}`}>{status}</span>
+      {state?.attempt && state.attempt > 1 ? ` (attempt ${state.attempt})` : ''}
+    </li>
+  );
+});
+
+const TimelineRow = memo(function TimelineRow({ event }: { event: Event }) {
+  return (
+    <li>
+      <time dateTime={event.at}>{new Date(event.at).toLocaleTimeString()}</time> {event.label ?? 'execution'} {event.status}
+      {event.error ? ` — ${event.error}` : ''}
+    </li>
+  );
+});
+
+// Large graphs open at the start node, drawing only what is in view; small ones fit the view.
+const LARGE = 200;
 
 export function ExecutionView({ id }: { id: string }) {
   const [{ data, error }] = useQuery({ query: ExecutionDetail, variables: { id } });
-  const events = useEvents(id);
+  const { events, states, status } = useProgress(id);
   const [selected, setSelected] = useState<string | null>(null);
   const [, sendTrigger] = useMutation(SendTrigger);
   const [aborted, abort] = useMutation(Abort);
@@ -122,26 +183,6 @@ export function ExecutionView({ id }: { id: string }) {
 
   const workflow = data?.execution.workflow as Workflow | undefined;
   const byLabel = useMemo(() => new Map(workflow?.nodes.map((n) => [n.label, n.id]) ?? []), [workflow]);
-  const { states, status } = useMemo(() => {
-    const states = new Map<string, NodeState>();
-    let status: Status | undefined;
-    for (const event of events) {
-      if (event.subject === 'WORKFLOW') {
-        status = event.status;
-      } else if (event.nodeId) {
-        const before = states.get(event.nodeId);
-        states.set(event.nodeId, {
-          status: event.status,
-          attempt: event.attempt ?? before?.attempt,
-          parameters: event.parameters ?? before?.parameters,
-          result: event.result ?? before?.result,
-          error: event.error ?? before?.error,
-        });
-      }
-    }
-    return { states, status };
-  }, [events]);
-
   // Branches by node id (a hand-written workflow may name nodes by label).
   const branches = useMemo(
     () =>
@@ -150,13 +191,26 @@ export function ExecutionView({ id }: { id: string }) {
   );
   // Laid out once per workflow; only colours change as events arrive.
   const positions = useMemo(() => layout(workflow?.nodes ?? [], branches), [workflow, branches]);
+  const large = (workflow?.nodes.length ?? 0) > LARGE;
+  const startViewport = useMemo(() => {
+    const zoom = 0.75;
+    const at = (workflow?.start && positions.get(byLabel.get(workflow.start) ?? workflow.start)) || { x: 0, y: 0 };
+    return { x: 40 - at.x * zoom, y: 180 - at.y * zoom, zoom };
+  }, [workflow, positions, byLabel]);
+  // A node object is made again only when its state or selection changed, so React Flow redraws
+  // just those nodes.
+  const drawn = useRef(new Map<string, { state?: NodeState; selected: boolean; node: Node }>());
+  const { sizes, record } = useMeasured();
   const nodes: Node[] = useMemo(
     () =>
       (workflow?.nodes ?? []).map((node) => {
         const state = states.get(node.id);
+        const isSelected = node.id === selected;
+        const cached = drawn.current.get(node.id);
+        if (cached && cached.state === state && cached.selected === isSelected) return cached.node;
         const status = state?.status ?? 'PENDING';
         const attempt = status === 'EXECUTING' && state?.attempt && state.attempt > 1 ? ` · attempt ${state.attempt}` : '';
-        return {
+        const drawnNode: Node = {
           id: node.id,
           position: positions.get(node.id) ?? { x: 0, y: 0 },
           sourcePosition: Position.Right,
@@ -164,11 +218,15 @@ export function ExecutionView({ id }: { id: string }) {
           data: { label: `${node.label}${attempt}` },
           className: `flow-node status-${status.toLowerCase()}`,
           ariaLabel: `${node.label}: ${status}${attempt}`,
-          selected: node.id === selected,
+          selected: isSelected,
+          measured: sizes.get(node.id),
         };
+        drawn.current.set(node.id, { state, selected: isSelected, node: drawnNode });
+        return drawnNode;
       }),
-    [workflow, states, selected, positions],
+    [workflow, states, selected, positions, sizes],
   );
+  useEffect(() => drawn.current.clear(), [positions]);
   const edges: Edge[] = useMemo(
     () => branches.map((b, i) => ({ id: `e${i}`, source: b.from, target: b.to })),
     [branches],
@@ -199,33 +257,24 @@ export function ExecutionView({ id }: { id: string }) {
         <ReactFlow
           nodes={nodes}
           edges={edges}
-          fitView
+          fitView={!large}
           fitViewOptions={{ maxZoom: 1 }}
+          defaultViewport={large ? startViewport : undefined}
           minZoom={0.05}
-          onlyRenderVisibleElements={workflow.nodes.length > 200}
+          onlyRenderVisibleElements={large}
           nodesDraggable={false}
           nodesConnectable={false}
+          onNodesChange={record}
           onNodeClick={(_, node) => setSelected(node.id)}
         >
           <Background />
           <Controls />
         </ReactFlow>
       </div>
-      <ul className="node-list" aria-label="Nodes">
-        {workflow.nodes.map((node) => {
-          const state = states.get(node.id);
-          return (
-            <li key={node.id} data-node={node.label} data-status={state?.status ?? 'PENDING'}>
-              <button type="button" className="link" onClick={() => setSelected(node.id)}>
-                {node.label}
-              </button>{' '}
-              <span className={`status status-${(state?.status ?? 'pending').toLowerCase()}`}>
-                {state?.status ?? 'PENDING'}
-              </span>
-              {state?.attempt && state.attempt > 1 ? ` (attempt ${state.attempt})` : ''}
-            </li>
-          );
-        })}
+      <ul className="node-list" aria-label="Nodes" tabIndex={0}>
+        {workflow.nodes.map((node) => (
+          <NodeRow key={node.id} id={node.id} label={node.label} state={states.get(node.id)} onSelect={setSelected} />
+        ))}
       </ul>
       {waiting.map((node) =>
         formable(node.schema) ? (
@@ -305,13 +354,9 @@ export function ExecutionView({ id }: { id: string }) {
           </button>
         </p>
       )}
-      <ol className="timeline" aria-label="Timeline" start={wholeTimeline ? 1 : Math.max(1, events.length - TIMELINE + 1)}>
+      <ol className="timeline" aria-label="Timeline" tabIndex={0} start={wholeTimeline ? 1 : Math.max(1, events.length - TIMELINE + 1)}>
         {(wholeTimeline ? events : events.slice(-TIMELINE)).map((event) => (
-          <li key={event.sequence}>
-            <time dateTime={event.at}>{new Date(event.at).toLocaleTimeString()}</time>{' '}
-            {event.label ?? 'execution'} {event.status}
-            {event.error ? ` — ${event.error}` : ''}
-          </li>
+          <TimelineRow key={event.sequence} event={event} />
         ))}
       </ol>
     </section>

@@ -1,7 +1,7 @@
 import { useState } from 'react';
 import { useClient, useMutation, useQuery } from 'urql';
 import { graphql } from '../gql';
-import { DeleteButton } from '../components';
+import { DeleteButton, Problems } from '../components';
 import { newId } from '../editor/model';
 
 const WorkflowList = graphql(`
@@ -158,11 +158,7 @@ export function Workflows() {
         </form>
       </div>
       {created.error && (
-        <ul role="alert" className="error" aria-label="New workflow problems">
-          {problemsOf(created.error).map((p, i) => (
-            <li key={i}>{p}</li>
-          ))}
-        </ul>
+        <Problems label="New workflow problems" items={problemsOf(created.error)} />
       )}
       {error && <p role="alert" className="error">{error.message}</p>}
       <table>
@@ -254,11 +250,7 @@ export function Workflows() {
         Import
       </button>
       {imported.error && (
-        <ul role="alert" className="error" aria-label="Problems">
-          {problemsOf(imported.error).map((p, i) => (
-            <li key={i}>{p}</li>
-          ))}
-        </ul>
+        <Problems label="Problems" items={problemsOf(imported.error)} />
       )}
       {notice && <p role="status">{notice}</p>}
     </section>

@@ -1,0 +1,154 @@
+import { writeFileSync } from 'node:fs';
+import { expect, test, type Page } from '@playwright/test';
+
+// What a security team's large workflow looks like to the UI: 1,000 nodes (a trigger to start on,
+// and 111 lanes of 9 parallel actions, 8 shards each, no positions, so the layered layout places
+// them), whose run sends about 10,000 events to the execution view once the trigger is answered.
+const LANES = 111;
+const DEPTH = 9;
+const SHARDS = [1, 2, 3, 4, 5, 6, 7, 8];
+const ROUNDS = Number(process.env.ROUNDS ?? 5);
+const password = process.env.PASSWORD ?? '';
+const report = process.env.REPORT;
+
+function workflow() {
+  const nodes: object[] = [{ label: 'start', kind: 'trigger', schema: {} }];
+  const branches: object[] = [];
+  for (let lane = 0; lane < LANES; lane++) {
+    for (let step = 0; step < DEPTH; step++) {
+      const label = `lane ${lane} step ${step}`;
+      nodes.push({
+        label,
+        kind: 'action',
+        app: 'basics',
+        action: 'echo_array',
+        parallelized: true,
+        parameters: [{ name: 'data', value: SHARDS, parallelized: true }],
+      });
+      branches.push({ from: step === 0 ? 'start' : `lane ${lane} step ${step - 1}`, to: label });
+    }
+  }
+  return { id: 'ui-bench-1000', name: `UI bench ${Date.now()}`, start: 'start', nodes, branches };
+}
+
+async function gql(page: Page, token: string, query: string, variables: object = {}) {
+  const response = await page.request.post('/graphql', {
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+    data: { query, variables },
+  });
+  const body = (await response.json()) as { data: Record<string, any>; errors?: unknown };
+  if (body.errors) throw new Error(JSON.stringify(body.errors));
+  return body.data;
+}
+
+/** Milliseconds from a hash change to the frame after the graph and the node list are drawn. */
+async function timeToRender(page: Page, hash: string, nodes: number): Promise<number> {
+  return page.evaluate(
+    ({ hash, nodes }) =>
+      new Promise<number>((resolve) => {
+        const start = performance.now();
+        window.location.hash = hash;
+        const check = () => {
+          const drawn = document.querySelectorAll('.react-flow__node').length > 0;
+          const listed = document.querySelectorAll('ul[aria-label="Nodes"] > li').length === nodes;
+          if (drawn && listed) requestAnimationFrame(() => resolve(performance.now() - start));
+          else requestAnimationFrame(check);
+        };
+        requestAnimationFrame(check);
+      }),
+    { hash, nodes },
+  );
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))];
+
+test('a 1,000-node workflow: first render, and frames while its 10,000 events arrive', async ({ page }) => {
+  const token = (await gql(page, '', 'mutation($p: String!) { login(username: "admin", password: $p) { accessToken } }', { p: password })).login
+    .accessToken as string;
+  const id = (await gql(page, token, 'mutation($j: JSON!) { importWorkflow(json: $j) { id } }', { j: workflow() })).importWorkflow.id as string;
+
+  page.on('console', (m) => {
+    if (m.text().startsWith('long frame')) console.log(m.text());
+  });
+  await page.goto('/');
+  await page.getByLabel('Username').fill('admin');
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByRole('heading', { name: 'Workflows' })).toBeVisible();
+
+  const editor: number[] = [];
+  const execution: number[] = [];
+  const runs: { opened: number; events: number; seconds: number; frames: number; maxFrame: number; p99Frame: number; over50: number; longestLoaf: number }[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    await page.evaluate(() => (window.location.hash = '#/workflows'));
+    await expect(page.getByRole('heading', { name: 'Workflows' })).toBeVisible();
+    editor.push(await timeToRender(page, `#/workflows/${id}`, 1000));
+
+    // The run waits at its trigger: the view opens, then every frame from answering the trigger
+    // until the last event is applied is recorded: rAF intervals, and the browser's own
+    // long-animation-frame entries (time the main thread blocked a frame, with its scripts).
+    const started = Date.now();
+    await page.getByRole('button', { name: 'Run now' }).click();
+    await expect(page.locator('ul[aria-label="Nodes"] [data-node="start"]')).toHaveAttribute('data-status', 'AWAITING_DATA');
+    const opened = (Date.now() - started) / 1000;
+    await page.evaluate(() => {
+      const w = window as unknown as { frames_: number[]; loaf: number[]; stop: boolean };
+      w.frames_ = [];
+      w.loaf = [];
+      w.stop = false;
+      new PerformanceObserver((list) =>
+        list.getEntries().forEach((e) => {
+          w.loaf.push(e.duration);
+          const scripts = (e as unknown as { scripts: { sourceFunctionName: string; invoker: string; duration: number }[] }).scripts;
+          if (e.duration > 50) console.log(`long frame ${Math.round(e.duration)} ms: ${scripts.map((x) => `${x.invoker}/${x.sourceFunctionName} ${Math.round(x.duration)}`).join(', ')}`);
+        }),
+      ).observe({
+        type: 'long-animation-frame',
+      });
+      let last = performance.now();
+      const tick = (t: number) => {
+        w.frames_.push(t - last);
+        last = t;
+        if (!w.stop) requestAnimationFrame(tick);
+      };
+      requestAnimationFrame(tick);
+    });
+    const answered = Date.now();
+    await page.getByRole('form', { name: 'Data for start' }).getByRole('button', { name: 'Send' }).click();
+    await expect(page.getByTestId('execution-status')).toHaveText('COMPLETED', { timeout: 120_000 });
+    await expect(page.locator('ul[aria-label="Nodes"] [data-status="SUCCESS"]')).toHaveCount(1000, { timeout: 120_000 });
+    const seconds = (Date.now() - answered) / 1000;
+    const hint = await page.locator('p.hint', { hasText: 'events' }).textContent();
+    const events = Number(/of (\d+) events/.exec(hint ?? '')?.[1] ?? 0);
+    const { frames, loaf } = await page.evaluate(() => {
+      const w = window as unknown as { frames_: number[]; loaf: number[]; stop: boolean };
+      w.stop = true;
+      return { frames: w.frames_.slice(1), loaf: w.loaf };
+    });
+    runs.push({
+      opened,
+      events,
+      seconds,
+      frames: frames.length,
+      maxFrame: Math.max(...frames),
+      p99Frame: percentile(frames, 0.99),
+      over50: frames.filter((f) => f > 50).length,
+      longestLoaf: loaf.length ? Math.max(...loaf) : 0,
+    });
+    // Reopening the finished execution replays it from its stored events.
+    const url = page.url();
+    await page.evaluate(() => (window.location.hash = '#/workflows'));
+    execution.push(await timeToRender(page, new URL(url).hash, 1000));
+  }
+  const result = {
+    nodes: 1000,
+    rounds: ROUNDS,
+    editorFirstRenderMs: { median: median(editor), max: Math.max(...editor), all: editor },
+    executionReopenMs: { median: median(execution), max: Math.max(...execution), all: execution },
+    runs,
+    userAgent: await page.evaluate(() => navigator.userAgent),
+  };
+  console.log(JSON.stringify(result, null, 2));
+  if (report) writeFileSync(report, JSON.stringify(result, null, 2) + '\n');
+});
