@@ -5,6 +5,7 @@
 //! `WALKOFF_SKIP_UI_BUILD` set, the last bundle built is embedded, or a page saying how to build
 //! one.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -85,7 +86,11 @@ fn npm(ui: &Path, args: &[&str]) -> Result<(), String> {
 }
 
 fn build_ui(ui: &Path) -> Result<(), String> {
-    if !ui.join("node_modules/.package-lock.json").exists() {
+    // Installed when missing, and again when the lock file changed since (a pull that adds a
+    // dependency would otherwise fail to build).
+    let modified = |path: PathBuf| fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(ui.join("node_modules/.package-lock.json"));
+    if installed.is_none() || modified(ui.join("package-lock.json")) > installed {
         npm(ui, &["ci", "--no-audit", "--no-fund", "--ignore-scripts"])?;
     }
     npm(ui, &["run", "build"])

@@ -93,19 +93,21 @@ test('a 1,000-node workflow: first render, and frames while its 10,000 events ar
     await expect(page.locator('ul[aria-label="Nodes"] [data-node="start"]')).toHaveAttribute('data-status', 'AWAITING_DATA');
     const opened = (Date.now() - started) / 1000;
     await page.evaluate(() => {
-      const w = window as unknown as { frames_: number[]; loaf: number[]; stop: boolean };
+      const w = window as unknown as { frames_: number[]; loaf: number[]; stop: boolean; observer?: PerformanceObserver };
       w.frames_ = [];
       w.loaf = [];
       w.stop = false;
-      new PerformanceObserver((list) =>
+      w.observer?.disconnect();
+      const since = performance.now();
+      w.observer = new PerformanceObserver((list) =>
         list.getEntries().forEach((e) => {
+          if (e.startTime < since) return;
           w.loaf.push(e.duration);
           const scripts = (e as unknown as { scripts: { sourceFunctionName: string; invoker: string; duration: number }[] }).scripts;
           if (e.duration > 50) console.log(`long frame ${Math.round(e.duration)} ms: ${scripts.map((x) => `${x.invoker}/${x.sourceFunctionName} ${Math.round(x.duration)}`).join(', ')}`);
         }),
-      ).observe({
-        type: 'long-animation-frame',
-      });
+      );
+      w.observer.observe({ type: 'long-animation-frame' });
       let last = performance.now();
       const tick = (t: number) => {
         w.frames_.push(t - last);
@@ -114,16 +116,35 @@ test('a 1,000-node workflow: first render, and frames while its 10,000 events ar
       };
       requestAnimationFrame(tick);
     });
+    const cdp = process.env.PROFILE ? await page.context().newCDPSession(page) : null;
+    if (cdp) {
+      await cdp.send('Profiler.enable');
+      await cdp.send('Profiler.start');
+    }
     const answered = Date.now();
     await page.getByRole('form', { name: 'Data for start' }).getByRole('button', { name: 'Send' }).click();
     await expect(page.getByTestId('execution-status')).toHaveText('COMPLETED', { timeout: 120_000 });
     await expect(page.locator('ul[aria-label="Nodes"] [data-status="SUCCESS"]')).toHaveCount(1000, { timeout: 120_000 });
     const seconds = (Date.now() - answered) / 1000;
+    if (cdp) {
+      // Self time by function, for finding what a frame spends (build with --minify false).
+      const { profile } = await cdp.send('Profiler.stop');
+      const self = new Map<string, number>();
+      const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+      const dt = profile.timeDeltas ?? [];
+      (profile.samples ?? []).forEach((id, i) => {
+        const n = byId.get(id)!;
+        const key = `${n.callFrame.functionName || '(anon)'} ${n.callFrame.url.split('/').pop()}:${n.callFrame.lineNumber}`;
+        self.set(key, (self.get(key) ?? 0) + (dt[i] ?? 0) / 1000);
+      });
+      console.log([...self].sort((a, b) => b[1] - a[1]).slice(0, 25).map(([k, v]) => `${v.toFixed(1)} ms ${k}`).join('\n'));
+    }
     const hint = await page.locator('p.hint', { hasText: 'events' }).textContent();
     const events = Number(/of (\d+) events/.exec(hint ?? '')?.[1] ?? 0);
     const { frames, loaf } = await page.evaluate(() => {
-      const w = window as unknown as { frames_: number[]; loaf: number[]; stop: boolean };
+      const w = window as unknown as { frames_: number[]; loaf: number[]; stop: boolean; observer?: PerformanceObserver };
       w.stop = true;
+      w.observer?.disconnect();
       return { frames: w.frames_.slice(1), loaf: w.loaf };
     });
     runs.push({

@@ -305,10 +305,19 @@ test('build a workflow in the editor: nodes from the catalogue, branches, variab
     page.locator('.react-flow__node').filter({ hasText: /^check/ }).locator('.react-flow__handle.target'),
   );
   await expect(page.locator('.react-flow__edge')).toHaveCount(1);
-  await nodes.getByRole('button', { name: 'check', exact: true }).click();
-  await page.getByLabel('Branch to').selectOption({ label: 'say' });
-  await page.getByRole('button', { name: 'Add branch' }).click();
+  // From the keyboard alone: the node from the list, the branch's target by typing its name.
+  await nodes.getByRole('button', { name: 'check', exact: true }).focus();
+  await page.keyboard.press('Enter');
+  await page.getByLabel('Branch to').focus();
+  await page.keyboard.type('say');
+  await page.keyboard.press('Tab');
+  await expect(page.getByRole('button', { name: 'Add branch' })).toBeFocused();
+  await page.keyboard.press('Enter');
   await expect(page.locator('.react-flow__edge')).toHaveCount(2);
+  // A node in the graph takes the focus and opens with Enter too.
+  await page.locator('.react-flow__node', { hasText: /^say/ }).focus();
+  await page.keyboard.press('Enter');
+  await expect(page.locator('fieldset[data-node="say"]')).toBeVisible();
   await expect(page.getByText('No problems')).toBeVisible();
   await page.getByRole('button', { name: 'Save' }).click();
   await expect(page.getByRole('status')).toContainText('Saved: version 2');

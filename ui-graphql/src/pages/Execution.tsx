@@ -1,4 +1,4 @@
-import { memo, useEffect, useMemo, useRef, useState } from 'react';
+import { memo, startTransition, useEffect, useMemo, useRef, useState } from 'react';
 import { useClient, useMutation, useQuery } from 'urql';
 import { Background, Controls, Position, ReactFlow, type Edge, type Node } from '@xyflow/react';
 import '@xyflow/react/dist/style.css';
@@ -71,8 +71,30 @@ type Workflow = { start?: string; nodes: WorkflowNode[]; branches: { from: strin
 type NodeState = { status: Status; attempt?: number | null; parameters?: unknown; result?: unknown; error?: string | null };
 
 const TERMINAL: Status[] = ['COMPLETED', 'FAILED', 'ABORTED'];
-// The timeline shows the latest events; a run of thousands of events shows all on request.
-const TIMELINE = 500;
+// The timeline shows the latest events (all on request), redrawn at most every quarter second: a
+// burst of thousands would otherwise replace its rows every frame.
+const TIMELINE = 100;
+const TIMELINE_EVERY_MS = 250;
+
+/** `value`, changing at most once per `ms` (the latest value always comes, at the end of the wait). */
+function useThrottled<T>(value: T, ms: number): T {
+  const [shown, setShown] = useState(value);
+  const last = useRef(0);
+  useEffect(() => {
+    const wait = last.current + ms - Date.now();
+    if (wait <= 0) {
+      last.current = Date.now();
+      setShown(value);
+      return;
+    }
+    const timer = setTimeout(() => {
+      last.current = Date.now();
+      setShown(value);
+    }, wait);
+    return () => clearTimeout(timer);
+  }, [value, ms]);
+  return shown;
+}
 
 type Progress = { events: Event[]; states: Map<string, NodeState>; status?: Status };
 const EMPTY: Progress = { events: [], states: new Map() };
@@ -119,7 +141,9 @@ function useProgress(id: string): Progress {
       frame = 0;
       const batch = buffer.current;
       buffer.current = [];
-      setProgress((before) => advance(before, batch));
+      // A transition: React renders it in slices, yielding to the browser between them, so a
+      // large batch does not hold a frame.
+      startTransition(() => setProgress((before) => advance(before, batch)));
     };
     const { unsubscribe } = client.subscription(Events, { id, from: 1 }).subscribe((result) => {
       const event = result.data?.executionEvents;
@@ -159,10 +183,14 @@ const NodeRow = memo(function NodeRow({
   );
 });
 
+// One formatter for every row: `toLocaleTimeString` builds one per call, which a burst of
+// thousands of events noticeably pays for.
+const timeOfDay = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
 const TimelineRow = memo(function TimelineRow({ event }: { event: Event }) {
   return (
     <li>
-      <time dateTime={event.at}>{new Date(event.at).toLocaleTimeString()}</time> {event.label ?? 'execution'} {event.status}
+      <time dateTime={event.at}>{timeOfDay.format(new Date(event.at))}</time> {event.label ?? 'execution'} {event.status}
       {event.error ? ` — ${event.error}` : ''}
     </li>
   );
@@ -180,6 +208,7 @@ export function ExecutionView({ id }: { id: string }) {
   const [triggerText, setTriggerText] = useState('{}');
   const [triggerError, setTriggerError] = useState<string | null>(null);
   const [wholeTimeline, setWholeTimeline] = useState(false);
+  const timeline = useThrottled(events, TIMELINE_EVERY_MS);
 
   const workflow = data?.execution.workflow as Workflow | undefined;
   const byLabel = useMemo(() => new Map(workflow?.nodes.map((n) => [n.label, n.id]) ?? []), [workflow]);
@@ -346,16 +375,16 @@ export function ExecutionView({ id }: { id: string }) {
         </aside>
       )}
       <h2>Timeline</h2>
-      {events.length > TIMELINE && !wholeTimeline && (
+      {timeline.length > TIMELINE && !wholeTimeline && (
         <p className="hint">
-          The last {TIMELINE} of {events.length} events.{' '}
+          The last {TIMELINE} of {timeline.length} events.{' '}
           <button type="button" className="link" onClick={() => setWholeTimeline(true)}>
             Show all
           </button>
         </p>
       )}
-      <ol className="timeline" aria-label="Timeline" tabIndex={0} start={wholeTimeline ? 1 : Math.max(1, events.length - TIMELINE + 1)}>
-        {(wholeTimeline ? events : events.slice(-TIMELINE)).map((event) => (
+      <ol className="timeline" aria-label="Timeline" tabIndex={0} start={wholeTimeline ? 1 : Math.max(1, timeline.length - TIMELINE + 1)}>
+        {(wholeTimeline ? timeline : timeline.slice(-TIMELINE)).map((event) => (
           <TimelineRow key={event.sequence} event={event} />
         ))}
       </ol>
