@@ -1,8 +1,9 @@
 import { memo, startTransition, useEffect, useMemo, useRef, useState } from 'react';
-import { useClient, useMutation, useQuery } from 'urql';
+import { useMutation, useQuery } from 'urql';
 import { Background, Controls, Position, ReactFlow, type Edge, type Node } from '@xyflow/react';
 import '@xyflow/react/dist/style.css';
 import { graphql } from '../gql';
+import { subscribeDirectly } from '../client';
 import type { Status } from '../gql/graphql';
 import { SchemaForm, formable } from '../SchemaForm';
 import { layout } from '../layout';
@@ -129,12 +130,24 @@ function advance(progress: Progress, batch: Event[]): Progress {
  * node's state. Events are applied in batches, once per animation frame, so a burst of thousands
  * renders a few times, and only the nodes an event touched render again.
  */
-function useProgress(id: string): Progress {
-  const client = useClient();
+/** What a subscription's error says: GraphQL errors, a closed socket, or an exception. */
+function described(problem: unknown): string {
+  if (Array.isArray(problem)) return problem.map((e: { message?: string }) => e.message ?? String(e)).join('; ');
+  if (problem instanceof Error) return problem.message;
+  if (problem && typeof problem === 'object' && 'code' in problem) {
+    const close = problem as { code: number; reason?: string };
+    return `the connection closed (${close.code}${close.reason ? `: ${close.reason}` : ''})`;
+  }
+  return String(problem);
+}
+
+function useProgress(id: string): Progress & { failure: string | null } {
   const [progress, setProgress] = useState<Progress>(EMPTY);
+  const [failure, setFailure] = useState<string | null>(null);
   const buffer = useRef<Event[]>([]);
   useEffect(() => {
     setProgress(EMPTY);
+    setFailure(null);
     let frame = 0;
     buffer.current = [];
     const flush = () => {
@@ -145,18 +158,21 @@ function useProgress(id: string): Progress {
       // large batch does not hold a frame.
       startTransition(() => setProgress((before) => advance(before, batch)));
     };
-    const { unsubscribe } = client.subscription(Events, { id, from: 1 }).subscribe((result) => {
-      const event = result.data?.executionEvents;
-      if (!event) return;
-      buffer.current.push(event as Event);
-      frame ||= requestAnimationFrame(flush);
-    });
+    const unsubscribe = subscribeDirectly(
+      Events,
+      { id, from: 1 },
+      (data) => {
+        buffer.current.push(data.executionEvents as Event);
+        frame ||= requestAnimationFrame(flush);
+      },
+      (problem) => setFailure(described(problem)),
+    );
     return () => {
       unsubscribe();
       if (frame) cancelAnimationFrame(frame);
     };
-  }, [client, id]);
-  return progress;
+  }, [id]);
+  return { ...progress, failure };
 }
 
 /** One node in the list under the graph; drawn again only when its state changes. */
@@ -201,7 +217,7 @@ const LARGE = 200;
 
 export function ExecutionView({ id }: { id: string }) {
   const [{ data, error }] = useQuery({ query: ExecutionDetail, variables: { id } });
-  const { events, states, status } = useProgress(id);
+  const { events, states, status, failure } = useProgress(id);
   const [selected, setSelected] = useState<string | null>(null);
   const [, sendTrigger] = useMutation(SendTrigger);
   const [aborted, abort] = useMutation(Abort);
@@ -269,13 +285,18 @@ export function ExecutionView({ id }: { id: string }) {
   const chosenState = chosen ? states.get(chosen.id) : undefined;
 
   return (
-    <section className="execution">
+    <section className="execution" data-events={events.length}>
       <p>
         <strong>{data.execution.workflowName}</strong> —{' '}
         <span className={`status status-${current.toLowerCase()}`} data-testid="execution-status">
           {current}
         </span>
         {data.execution.error && <span className="error"> {data.execution.error}</span>}{' '}
+        {failure && (
+          <span role="alert" className="error">
+            Live events stopped: {failure}.{' '}
+          </span>
+        )}
         {!TERMINAL.includes(current) && (
           <button type="button" onClick={() => void abort({ id })} disabled={aborted.fetching}>
             Abort
