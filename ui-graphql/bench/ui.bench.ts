@@ -142,6 +142,7 @@ async function stopFrames(page: Page): Promise<FrameStats> {
   });
   const trace = JSON.parse((await page.context().browser()!.stopTracing()).toString()) as { traceEvents: TraceEvent[] };
   const busy = busyPerFrame(trace.traceEvents);
+  if (process.env.TRACE_FILE) writeFileSync(`${process.env.TRACE_FILE}-${Date.now()}.json`, JSON.stringify(trace));
   return {
     maxBusy: Math.max(...busy),
     busyOver50: busy.filter((b) => b > 50).length,

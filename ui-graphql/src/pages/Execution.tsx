@@ -97,39 +97,13 @@ function useThrottled<T>(value: T, ms: number): T {
   return shown;
 }
 
-type Progress = { events: Event[]; states: Map<string, NodeState>; status?: Status };
-const EMPTY: Progress = { events: [], states: new Map() };
-
-/** `progress` with `batch` applied: each node's state object is new only when an event changed it. */
-function advance(progress: Progress, batch: Event[]): Progress {
-  let last = progress.events.length ? progress.events[progress.events.length - 1].sequence : 0;
-  // Each sequence once, in order (a subscription made again replays from the first).
-  const fresh = batch.filter((e) => e.sequence > last && (last = e.sequence));
-  if (!fresh.length) return progress;
-  const states = new Map(progress.states);
-  let status = progress.status;
-  for (const event of fresh) {
-    if (event.subject === 'WORKFLOW') {
-      status = event.status;
-    } else if (event.nodeId) {
-      const before = states.get(event.nodeId);
-      states.set(event.nodeId, {
-        status: event.status,
-        attempt: event.attempt ?? before?.attempt,
-        parameters: event.parameters ?? before?.parameters,
-        result: event.result ?? before?.result,
-        error: event.error ?? before?.error,
-      });
-    }
-  }
-  return { events: progress.events.concat(fresh), states, status };
-}
-
 /**
- * Every event of the execution, from the first: the stored ones, then live ones, folded into each
- * node's state. Events are applied in batches, once per animation frame, so a burst of thousands
- * renders a few times, and only the nodes an event touched render again.
+ * An execution's events so far and each node's state. `log` and `states` are the hook's own,
+ * appended to and updated in place (copying them for every batch made garbage enough to cost
+ * frames); `count` and `version` say how far they are, and change with every batch.
  */
+type Progress = { log: Event[]; count: number; states: Map<string, NodeState>; version: number; status?: Status };
+
 /** What a subscription's error says: GraphQL errors, a closed socket, or an exception. */
 function described(problem: unknown): string {
   if (Array.isArray(problem)) return problem.map((e: { message?: string }) => e.message ?? String(e)).join('; ');
@@ -141,22 +115,52 @@ function described(problem: unknown): string {
   return String(problem);
 }
 
+/**
+ * Every event of the execution, from the first: the stored ones, then live ones, folded into each
+ * node's state. Events are applied in batches, once per animation frame, so a burst of thousands
+ * renders a few times, and a node's state object is new only when an event changed it, so only
+ * those nodes render again.
+ */
 function useProgress(id: string): Progress & { failure: string | null } {
-  const [progress, setProgress] = useState<Progress>(EMPTY);
+  const fresh = (): Progress => ({ log: [], count: 0, states: new Map(), version: 0 });
+  const [progress, setProgress] = useState<Progress>(fresh);
   const [failure, setFailure] = useState<string | null>(null);
   const buffer = useRef<Event[]>([]);
   useEffect(() => {
-    setProgress(EMPTY);
+    const current = fresh();
+    setProgress(current);
     setFailure(null);
     let frame = 0;
+    let status: Status | undefined;
     buffer.current = [];
     const flush = () => {
       frame = 0;
       const batch = buffer.current;
       buffer.current = [];
+      const { log, states } = current;
+      let last = log.length ? log[log.length - 1].sequence : 0;
+      for (const event of batch) {
+        // Each sequence once, in order (a subscription made again replays from the first).
+        if (event.sequence <= last) continue;
+        last = event.sequence;
+        log.push(event);
+        if (event.subject === 'WORKFLOW') {
+          status = event.status;
+        } else if (event.nodeId) {
+          const before = states.get(event.nodeId);
+          states.set(event.nodeId, {
+            status: event.status,
+            attempt: event.attempt ?? before?.attempt,
+            parameters: event.parameters ?? before?.parameters,
+            result: event.result ?? before?.result,
+            error: event.error ?? before?.error,
+          });
+        }
+      }
+      const next = { ...current, count: log.length, version: ++current.version, status };
       // A transition: React renders it in slices, yielding to the browser between them, so a
       // large batch does not hold a frame.
-      startTransition(() => setProgress((before) => advance(before, batch)));
+      startTransition(() => setProgress(next));
     };
     const unsubscribe = subscribeDirectly(
       Events,
@@ -217,14 +221,14 @@ const LARGE = 200;
 
 export function ExecutionView({ id }: { id: string }) {
   const [{ data, error }] = useQuery({ query: ExecutionDetail, variables: { id } });
-  const { events, states, status, failure } = useProgress(id);
+  const { log, count, states, version, status, failure } = useProgress(id);
   const [selected, setSelected] = useState<string | null>(null);
   const [, sendTrigger] = useMutation(SendTrigger);
   const [aborted, abort] = useMutation(Abort);
   const [triggerText, setTriggerText] = useState('{}');
   const [triggerError, setTriggerError] = useState<string | null>(null);
   const [wholeTimeline, setWholeTimeline] = useState(false);
-  const timeline = useThrottled(events, TIMELINE_EVERY_MS);
+  const shownCount = useThrottled(count, TIMELINE_EVERY_MS);
 
   const workflow = data?.execution.workflow as Workflow | undefined;
   const byLabel = useMemo(() => new Map(workflow?.nodes.map((n) => [n.label, n.id]) ?? []), [workflow]);
@@ -269,7 +273,9 @@ export function ExecutionView({ id }: { id: string }) {
         drawn.current.set(node.id, { state, selected: isSelected, node: drawnNode });
         return drawnNode;
       }),
-    [workflow, states, selected, positions, sizes],
+    // `version` moves with every batch (`states` is updated in place).
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+    [workflow, states, version, selected, positions, sizes],
   );
   useEffect(() => drawn.current.clear(), [positions]);
   const edges: Edge[] = useMemo(
@@ -285,7 +291,7 @@ export function ExecutionView({ id }: { id: string }) {
   const chosenState = chosen ? states.get(chosen.id) : undefined;
 
   return (
-    <section className="execution" data-events={events.length}>
+    <section className="execution" data-events={count}>
       <p>
         <strong>{data.execution.workflowName}</strong> —{' '}
         <span className={`status status-${current.toLowerCase()}`} data-testid="execution-status">
@@ -396,16 +402,16 @@ export function ExecutionView({ id }: { id: string }) {
         </aside>
       )}
       <h2>Timeline</h2>
-      {timeline.length > TIMELINE && !wholeTimeline && (
+      {shownCount > TIMELINE && !wholeTimeline && (
         <p className="hint">
-          The last {TIMELINE} of {timeline.length} events.{' '}
+          The last {TIMELINE} of {shownCount} events.{' '}
           <button type="button" className="link" onClick={() => setWholeTimeline(true)}>
             Show all
           </button>
         </p>
       )}
-      <ol className="timeline" aria-label="Timeline" tabIndex={0} start={wholeTimeline ? 1 : Math.max(1, timeline.length - TIMELINE + 1)}>
-        {(wholeTimeline ? timeline : timeline.slice(-TIMELINE)).map((event) => (
+      <ol className="timeline" aria-label="Timeline" tabIndex={0} start={wholeTimeline ? 1 : Math.max(1, shownCount - TIMELINE + 1)}>
+        {log.slice(wholeTimeline ? 0 : Math.max(0, shownCount - TIMELINE), shownCount).map((event) => (
           <TimelineRow key={event.sequence} event={event} />
         ))}
       </ol>
