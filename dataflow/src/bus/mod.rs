@@ -20,7 +20,7 @@ use walkoff_schema::{ActionRequest, AppRef, ControlMessage, Event, ExecutionId, 
 pub use memory::MemoryBus;
 pub use priority::PriorityQueue;
 pub use redis::{
-    FinishedEntry, RedisBus, RedisBusConfig, RedisKeys, Wake, MAX_CONTROL_DELIVERIES,
+    FinishedEntry, RedisBus, RedisBusConfig, RedisKeys, Wake, EXECUTORS, MAX_CONTROL_DELIVERIES,
     STAT_ACTIONS_DEAD_LETTERED, STAT_ACTIONS_HANDED_OUT_AGAIN, STAT_CONTROL_DEAD_LETTERED,
 };
 

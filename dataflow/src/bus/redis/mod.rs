@@ -53,7 +53,8 @@ use super::{
 pub use feeds::{FinishedEntry, Wake};
 pub use keys::RedisKeys;
 
-const EXECUTORS: &str = "executors";
+/// The consumer group of every action stream: an app's executors.
+pub const EXECUTORS: &str = "executors";
 const WORKERS: &str = "workers";
 const PRIORITIES: [u8; 5] = [5, 4, 3, 2, 1];
 
