@@ -146,6 +146,18 @@ test('sign in, import a WALKOFF workflow, run it and follow it live, read the ap
   await shot(page, 'globals');
   await global.getByRole('button', { name: 'Hide api token' }).click();
   await expect(page.locator('main')).not.toContainText('s3cret-value');
+  // Who may use it: chosen roles only, the operator to use it in workflows but not to read it.
+  await global.getByRole('button', { name: 'Permissions of api token' }).click();
+  const who = page.getByRole('form', { name: 'Who may use api token' });
+  await who.getByLabel('Who may use it').selectOption('ROLE_BASED');
+  await who.getByLabel('workflow_operator may execute').check();
+  await who.getByRole('button', { name: 'Save permissions' }).click();
+  await expect(who).toHaveCount(0);
+  await global.getByRole('button', { name: 'Permissions of api token' }).click();
+  await expect(who.getByLabel('Who may use it')).toHaveValue('ROLE_BASED');
+  await expect(who.getByLabel('workflow_operator may execute')).toBeChecked();
+  await expect(who.getByLabel('workflow_operator may read')).not.toBeChecked();
+  await who.getByRole('button', { name: 'Cancel' }).click();
 
   // The account page refuses a wrong current password.
   await page.getByRole('link', { name: 'Account' }).click();

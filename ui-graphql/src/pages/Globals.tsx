@@ -3,6 +3,7 @@ import { useMutation, useQuery } from 'urql';
 import { graphql } from '../gql';
 import { DeleteButton } from '../components';
 import { authorizedFetch } from '../auth';
+import { Permissions, type PermissionsValue } from '../editor/Panels';
 
 /** A global's value, or why it is refused. Asked directly, never cached: a value read by one
  * user must not be answered to the next from a cache. */
@@ -26,6 +27,31 @@ const GlobalList = graphql(`
       id
       name
       description
+      permissions {
+        accessLevel
+        roles {
+          roleId
+          operations
+        }
+      }
+    }
+  }
+`);
+
+// Separate: only those who may read roles get to change who may use a global.
+const GlobalRoleNames = graphql(`
+  query GlobalRoleNames {
+    roles {
+      id
+      name
+    }
+  }
+`);
+
+const UpdateGlobalPermissions = graphql(`
+  mutation UpdateGlobalPermissions($id: ID!, $permissions: PermissionsInput!) {
+    updateGlobal(id: $id, input: { permissions: $permissions }) {
+      id
     }
   }
 `);
@@ -55,6 +81,10 @@ export function Globals() {
   const [description, setDescription] = useState('');
   const [created, createGlobal] = useMutation(CreateGlobal);
   const [, deleteGlobal] = useMutation(DeleteGlobal);
+  const [roles] = useQuery({ query: GlobalRoleNames });
+  const [savedPermissions, savePermissions] = useMutation(UpdateGlobalPermissions);
+  // The global whose permissions are being changed, with the change so far.
+  const [editing, setEditing] = useState<{ id: string; name: string; value: PermissionsValue } | null>(null);
 
   const reveal = async (id: string) => {
     const read = await readValue(id);
@@ -123,6 +153,25 @@ export function Globals() {
                     Hide
                   </button>
                 )}
+                {roles.data && (
+                  <button
+                    type="button"
+                    aria-label={`Permissions of ${g.name}`}
+                    onClick={() =>
+                      setEditing({
+                        id: g.id,
+                        name: g.name,
+                        // Without urql's __typename: this goes back as input.
+                        value: {
+                          accessLevel: g.permissions.accessLevel,
+                          roles: g.permissions.roles.map((r) => ({ roleId: r.roleId, operations: r.operations })),
+                        },
+                      })
+                    }
+                  >
+                    Permissions
+                  </button>
+                )}
                 <DeleteButton
                   name={g.name}
                   remove={() => deleteGlobal({ id: g.id })}
@@ -133,6 +182,32 @@ export function Globals() {
           ))}
         </tbody>
       </table>
+      {editing && roles.data && (
+        <form
+          aria-label={`Who may use ${editing.name}`}
+          className="role-form"
+          onSubmit={async (e) => {
+            e.preventDefault();
+            const result = await savePermissions({ id: editing.id, permissions: editing.value });
+            if (!result.error) {
+              setEditing(null);
+              refetch({ requestPolicy: 'network-only' });
+            }
+          }}
+        >
+          <Permissions value={editing.value} roles={roles.data.roles} onChange={(value) => setEditing({ ...editing, value })} />
+          <p className="hint">Read reveals the value; execute lets workflows use it without revealing it.</p>
+          <button type="submit">Save permissions</button>{' '}
+          <button type="button" className="link" onClick={() => setEditing(null)}>
+            Cancel
+          </button>
+          {savedPermissions.error && (
+            <p role="alert" className="error">
+              {savedPermissions.error.graphQLErrors.map((g) => g.message).join('; ')}
+            </p>
+          )}
+        </form>
+      )}
       <h2>New global</h2>
       <form
         className="row-form"
