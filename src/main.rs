@@ -3,6 +3,7 @@
 
 mod distributed;
 mod run;
+mod secrets;
 mod serve;
 
 use std::path::PathBuf;
@@ -121,6 +122,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = secrets::load_from_files() {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_INVALID);
+    }
     let cli = Cli::parse();
     if matches!(
         cli.command,

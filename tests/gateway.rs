@@ -1218,3 +1218,81 @@ async fn the_web_ui_signs_in_imports_runs_and_follows_in_chromium() {
     );
     server.stop();
 }
+
+/// Secrets as Docker Swarm hands them to a container, in files: the admin password, and the
+/// passwords of Redis (which requires one here) and of the database, each put into its URL.
+#[tokio::test]
+async fn a_gateway_takes_its_passwords_from_files() {
+    let redis = RedisServer::start();
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("redis secret/1")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let postgres = postgres_server::PostgresServer::start();
+    let database = postgres.database("secrets");
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let admin = write("admin_password", "from a file\n");
+    let redis_password = write("redis_password", "redis secret/1\n");
+    let database_password = write("database_password", "unused by trust auth\n");
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_walkoff"));
+    command
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .env("WALKOFF_REDIS", format!("redis://127.0.0.1:{}", redis.port))
+        .env("WALKOFF_REDIS_PASSWORD_FILE", &redis_password)
+        .env("WALKOFF_DATABASE", &database)
+        .env("WALKOFF_DATABASE_PASSWORD_FILE", &database_password)
+        .env("WALKOFF_ADMIN_PASSWORD_FILE", &admin);
+    let gateway = Server::spawn(command);
+    let body = gateway
+        .graphql(
+            None,
+            "mutation { login(username: \"admin\", password: \"from a file\") { accessToken } }",
+            json!({}),
+        )
+        .await;
+    let token = body["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("login with the password from the file: {body}"))
+        .to_string();
+    // It reached Redis with the password: the catalogue of apps comes from there.
+    let apps = gateway.ok(&token, "{ apps { name } }", json!({})).await;
+    assert!(apps["apps"].is_array(), "{apps}");
+    gateway.stop();
+
+    // A file that cannot be read stops it at once, naming the setting.
+    let output = Command::new(env!("CARGO_BIN_EXE_walkoff"))
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .env("WALKOFF_REDIS", format!("redis://127.0.0.1:{}", redis.port))
+        .env("WALKOFF_REDIS_PASSWORD_FILE", files.path().join("missing"))
+        .env("WALKOFF_DATABASE", &database)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("WALKOFF_REDIS_PASSWORD_FILE: cannot read"),
+        "{stderr}"
+    );
+    // A password without its URL, likewise.
+    let output = Command::new(env!("CARGO_BIN_EXE_walkoff"))
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .env_remove("WALKOFF_DATABASE")
+        .env("WALKOFF_DATABASE_PASSWORD_FILE", &database_password)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("WALKOFF_DATABASE_PASSWORD_FILE is set but WALKOFF_DATABASE"),
+        "{stderr}"
+    );
+}
