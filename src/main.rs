@@ -2,6 +2,7 @@
 //! the logic lives in the library crates.
 
 mod distributed;
+mod health;
 mod run;
 mod secrets;
 mod serve;
@@ -71,6 +72,9 @@ enum Command {
         #[arg(long)]
         dot: bool,
     },
+    /// A container's health check: a gateway's /health (--http URL), or the deployment's Redis
+    /// for a worker or an executor (--redis URL); exits 0 when healthy.
+    Health(health::HealthArgs),
     /// Convert a workflow between walkoff JSON and WALKOFF 1.0 JSON.
     Convert {
         file: PathBuf,
@@ -156,6 +160,7 @@ fn main() -> ExitCode {
         Command::Abort(args) => block_on(distributed::abort(args)),
         Command::Watch(args) => block_on(distributed::watch(args)),
         Command::Plan { file, dot } => plan(&file, dot),
+        Command::Health(args) => health::health(args),
         Command::ScriptHost { memory_mib } => {
             match walkoff_dataflow::script_host::serve_host(memory_mib) {
                 Ok(()) => ExitCode::SUCCESS,

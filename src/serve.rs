@@ -52,6 +52,10 @@ pub struct GatewayArgs {
     /// The address to listen on.
     #[arg(long, env = "WALKOFF_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Share the port with other replicas on the same host (SO_REUSEPORT): for replicas on a
+    /// host's network rather than behind Swarm's routing mesh.
+    #[arg(long, env = "WALKOFF_REUSE_PORT")]
+    reuse_port: bool,
     #[command(flatten)]
     passwords: PasswordArgs,
     #[command(flatten)]
@@ -151,6 +155,7 @@ pub async fn gateway(args: GatewayArgs) -> ExitCode {
         database: args.database,
         config: GatewayConfig {
             listen: args.listen,
+            reuse_port: args.reuse_port,
             key,
             ..GatewayConfig::default()
         },

@@ -9,6 +9,9 @@ use crate::keys::MasterKey;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// Share the port with other processes that ask for the same (SO_REUSEPORT; the kernel
+    /// spreads connections among them): gateway replicas on one host's network.
+    pub reuse_port: bool,
     /// The deployment's master key (tokens are signed, globals encrypted, by keys derived
     /// from it). The default is a random one, good for one process's life: `walkoff serve` and
     /// `walkoff gateway` read theirs from a file.
@@ -20,6 +23,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            reuse_port: false,
             key: MasterKey::random(),
             limits: Limits::default(),
         }

@@ -254,6 +254,20 @@ async fn bootstrap_users(gateway: &Gateway, passwords: &Passwords) -> anyhow::Re
     Ok(())
 }
 
+fn bind(listen: std::net::SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(listen)?;
+    socket.listen(1024)
+}
+
 /// Answer HTTP and WebSockets on the configured address until `shutdown` resolves; requests in
 /// flight finish and every WebSocket gets a close frame.
 async fn serve_http(
@@ -262,8 +276,7 @@ async fn serve_http(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listen = gateway.config.listen;
-    let listener = TcpListener::bind(listen)
-        .await
+    let listener = bind(listen, gateway.config.reuse_port)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     let (state, stop_sockets, mut sockets_closed) = http::state(gateway);
