@@ -62,3 +62,12 @@ export function layout(nodes: Positioned[], branches: { from: string; to: string
   });
   return placed;
 }
+
+/** Graphs larger than this open at their start node and draw only the nodes in view; smaller
+ * ones fit the view. */
+export const LARGE_GRAPH = 200;
+
+/** A viewport showing `start` near the left edge, `height` pixels tall, at a readable zoom. */
+export function viewportAt(start: Point | undefined, height: number, zoom = 0.75) {
+  return { x: 40 - (start?.x ?? 0) * zoom, y: height / 2 - (start?.y ?? 0) * zoom, zoom };
+}

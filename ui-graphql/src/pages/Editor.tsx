@@ -4,7 +4,7 @@ import { Background, Controls, Position, ReactFlow, type Connection, type Edge, 
 import '@xyflow/react/dist/style.css';
 import { graphql } from '../gql';
 import { Problems } from '../components';
-import { layout, type Point } from '../layout';
+import { LARGE_GRAPH, layout, viewportAt, type Point } from '../layout';
 import { useMeasured } from '../measured';
 import { Inspector, type CatalogueApp, type Problem } from '../editor/Inspector';
 import { Permissions, RunForm, Variables, type PermissionsValue } from '../editor/Panels';
@@ -98,14 +98,6 @@ const RunWorkflow = graphql(`
 `);
 
 type Kind = DocNode['kind'];
-
-// Large graphs open at the start node, drawing only what is in view; small ones fit the view.
-const LARGE = 200;
-const startViewport = (at: { x: number; y: number } | undefined, zoom = 0.75) => ({
-  x: 40 - (at?.x ?? 0) * zoom,
-  y: 230 - (at?.y ?? 0) * zoom,
-  zoom,
-});
 
 /** One node in the list under the graph (the keyboard's way to a node); drawn again only when it changes. */
 const NodeItem = memo(function NodeItem({
@@ -364,7 +356,7 @@ export function Editor({ id }: { id: string }) {
     setSelected(node.id);
   };
 
-  const large = document.nodes.length > LARGE;
+  const large = document.nodes.length > LARGE_GRAPH;
   const unpinned = problems.filter((p) => !p.nodeId || !document.nodes.some((n) => n.id === p.nodeId));
   const chosen = document.nodes.find((n) => n.id === selected);
   return (
@@ -406,7 +398,7 @@ export function Editor({ id }: { id: string }) {
             edges={edges}
             fitView={!large}
             fitViewOptions={{ maxZoom: 1 }}
-            defaultViewport={large ? startViewport(positions.get(document.start)) : undefined}
+            defaultViewport={large ? viewportAt(positions.get(document.start), 460) : undefined}
             minZoom={0.05}
             onlyRenderVisibleElements={large}
             nodesDraggable={!readOnly}

@@ -6,7 +6,7 @@ import { graphql } from '../gql';
 import { subscribeDirectly } from '../client';
 import type { Status } from '../gql/graphql';
 import { SchemaForm, formable } from '../SchemaForm';
-import { layout } from '../layout';
+import { LARGE_GRAPH, layout, viewportAt } from '../layout';
 import { useMeasured } from '../measured';
 
 const ExecutionDetail = graphql(`
@@ -216,9 +216,6 @@ const TimelineRow = memo(function TimelineRow({ event }: { event: Event }) {
   );
 });
 
-// Large graphs open at the start node, drawing only what is in view; small ones fit the view.
-const LARGE = 200;
-
 export function ExecutionView({ id }: { id: string }) {
   const [{ data, error }] = useQuery({ query: ExecutionDetail, variables: { id } });
   const { log, count, states, version, status, failure } = useProgress(id);
@@ -240,12 +237,11 @@ export function ExecutionView({ id }: { id: string }) {
   );
   // Laid out once per workflow; only colours change as events arrive.
   const positions = useMemo(() => layout(workflow?.nodes ?? [], branches), [workflow, branches]);
-  const large = (workflow?.nodes.length ?? 0) > LARGE;
-  const startViewport = useMemo(() => {
-    const zoom = 0.75;
-    const at = (workflow?.start && positions.get(byLabel.get(workflow.start) ?? workflow.start)) || { x: 0, y: 0 };
-    return { x: 40 - at.x * zoom, y: 180 - at.y * zoom, zoom };
-  }, [workflow, positions, byLabel]);
+  const large = (workflow?.nodes.length ?? 0) > LARGE_GRAPH;
+  const startViewport = useMemo(
+    () => viewportAt(workflow?.start ? positions.get(byLabel.get(workflow.start) ?? workflow.start) : undefined, 360),
+    [workflow, positions, byLabel],
+  );
   // A node object is made again only when its state or selection changed, so React Flow redraws
   // just those nodes.
   const drawn = useRef(new Map<string, { state?: NodeState; selected: boolean; node: Node }>());
