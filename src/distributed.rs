@@ -460,3 +460,51 @@ pub async fn watch(args: WatchArgs) -> ExitCode {
         }
     }
 }
+
+#[derive(Args)]
+pub struct AutoscaleArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    /// Seconds between passes.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+}
+
+/// Scale each app service of the swarm (label `walkoff.app`) by its backlog and its resources,
+/// until interrupted. Docker comes from `DOCKER_HOST` or the local socket: run it on a manager.
+pub async fn autoscale(args: AutoscaleArgs) -> ExitCode {
+    let mut interrupt = Interrupt::listen();
+    let scaler = match walkoff_stack::docker::SwarmAutoscaler::connect(&args.redis.prefix).await {
+        Ok(scaler) => scaler,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let redis = match redis::Client::open(args.redis.redis.as_str()) {
+        Ok(client) => match redis::aio::ConnectionManager::new(client).await {
+            Ok(connection) => connection,
+            Err(e) => {
+                eprintln!(
+                    "error: cannot reach Redis at {}: {e}",
+                    redact(&args.redis.redis)
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(e) => return invalid([format!("--redis: {e}")]),
+    };
+    eprintln!(
+        "autoscaling the app services of this swarm from {} every {} s",
+        redact(&args.redis.redis),
+        args.interval
+    );
+    walkoff_stack::docker::run(
+        scaler,
+        redis,
+        Duration::from_secs_f64(args.interval.max(0.1)),
+        interrupt.recv(),
+    )
+    .await;
+    ExitCode::SUCCESS
+}

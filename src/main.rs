@@ -57,6 +57,9 @@ enum Command {
     Worker(distributed::WorkerArgs),
     /// Serve one app's actions for a Redis deployment.
     Executor(distributed::ExecutorArgs),
+    /// Scale the app services of a Docker Swarm (label `walkoff.app`) by their backlog in Redis
+    /// and the resources the nodes have free (run it on a manager).
+    Autoscale(distributed::AutoscaleArgs),
     /// Start an execution on a Redis deployment; --wait follows it as `run` does.
     Submit(distributed::SubmitArgs),
     /// Deliver data to a trigger of a running execution.
@@ -155,6 +158,7 @@ fn main() -> ExitCode {
         Command::RotateKey(args) => block_on(serve::rotate_key(args)),
         Command::Worker(args) => block_on(distributed::worker(args)),
         Command::Executor(args) => block_on(distributed::executor(args)),
+        Command::Autoscale(args) => block_on(distributed::autoscale(args)),
         Command::Submit(args) => block_on(distributed::submit(args)),
         Command::Trigger(args) => block_on(distributed::trigger(args)),
         Command::Abort(args) => block_on(distributed::abort(args)),

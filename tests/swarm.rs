@@ -6,8 +6,9 @@
 //! swapped for `host`, every server on 127.0.0.1): containers here talk over loopback only.
 //!
 //! A workflow runs through the gateways' GraphQL API while a worker and the executor are killed
-//! (`docker kill`); every execution completes, exactly once. Then everything is removed and
-//! nothing is left: no container, service, secret, volume or network device.
+//! (`docker kill`); every execution completes, exactly once. A burst makes the autoscaler scale the
+//! app's executors up within 5 s and back down when idle. Then everything is removed and nothing
+//! is left: no container, service, secret, volume or network device.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -314,7 +315,11 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
         .env("WALKOFF_REDIS_PORT", free_port().to_string())
         .env("WALKOFF_POSTGRES_HOST", "127.0.0.1")
         .env("WALKOFF_POSTGRES_PORT", free_port().to_string())
-        .env("WALKOFF_GATEWAY_PORT", gateway_port.to_string());
+        .env("WALKOFF_GATEWAY_PORT", gateway_port.to_string())
+        .env(
+            "WALKOFF_DOCKER_SOCKET",
+            swarm.dir.path().join("docker.sock"),
+        );
     run(&mut deploy);
 
     // Every service healthy: as many running, healthy containers as replicas asked for.
@@ -322,7 +327,7 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
     loop {
         let services = swarm.lines(&["service", "ls", "--format", "{{.Name}} {{.Replicas}}"]);
         let healthy = swarm.lines(&["ps", "--filter", "health=healthy", "--format", "{{.Names}}"]);
-        let ready = services.len() == 5
+        let ready = services.len() == 6
             && services.iter().all(|line| {
                 let (name, replicas) = line.split_once(' ').unwrap();
                 let wanted: usize = replicas.split('/').nth(1).unwrap().parse().unwrap();
@@ -450,6 +455,100 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
             );
         }
     }
+
+    // A burst: the autoscaler sees the backlog and scales the app's executors up within 5 s, and
+    // back down to its minimum once the work is done and the quiet period (15 s) has passed.
+    let replicas = || {
+        swarm
+            .ok(&[
+                "service",
+                "inspect",
+                "--format",
+                "{{.Spec.Mode.Replicated.Replicas}}",
+                "walkoff_app_basics_1_0_0",
+            ])
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    assert_eq!(replicas(), 1);
+    let burst = json!({
+        "id": "burst", "name": "Burst", "start": "wait",
+        "nodes": [{"label": "wait", "kind": "action", "app": "basics", "action": "pause", "parameters": [{"name": "seconds", "value": 1}]}],
+        "branches": []
+    });
+    let burst_id = graphql(
+        &url,
+        Some(&token),
+        "mutation($j: JSON!) { importWorkflow(json: $j) { id } }",
+        json!({"j": burst}),
+    )
+    .await["importWorkflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut burst_runs = Vec::new();
+    for _ in 0..80 {
+        let started = graphql(
+            &url,
+            Some(&token),
+            "mutation($id: ID!) { executeWorkflow(workflowId: $id) { id } }",
+            json!({"id": burst_id}),
+        )
+        .await;
+        burst_runs.push(
+            started["executeWorkflow"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let submitted = Instant::now();
+    while replicas() < 2 {
+        assert!(
+            submitted.elapsed() < Duration::from_secs(5),
+            "not scaled up within 5 s of the burst"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let scaled_up_after = submitted.elapsed();
+    let most = replicas();
+    for execution in &burst_runs {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status = graphql(
+                &url,
+                Some(&token),
+                "query($id: ID!) { execution(id: $id) { status } }",
+                json!({"id": execution}),
+            )
+            .await;
+            match status["execution"]["status"].as_str().unwrap() {
+                "COMPLETED" => break,
+                "FAILED" | "ABORTED" => panic!("{execution}: {status}"),
+                _ => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{execution} did not complete: {status}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    }
+    let idle = Instant::now();
+    while replicas() > 1 {
+        assert!(
+            idle.elapsed() < Duration::from_secs(45),
+            "not scaled back down when idle"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "scaled up to {most} replicas {:.1} s after the burst; back to 1 {:.1} s after it was done",
+        scaled_up_after.as_secs_f64(),
+        idle.elapsed().as_secs_f64()
+    );
 
     // Down, with everything it made: nothing is left.
     swarm.ok(&["stack", "rm", "walkoff"]);

@@ -8,3 +8,4 @@ pub mod policy;
 pub use backlog::{app_backlog, Backlog};
 pub use decide::{Autoscaler, Decision, Observation, TaskUsage};
 pub use policy::{PolicyError, Resources, ScalePolicy};
+pub mod docker;
