@@ -468,6 +468,9 @@ pub struct AutoscaleArgs {
     /// Seconds between passes.
     #[arg(long, default_value_t = 1.0)]
     interval: f64,
+    /// Where to serve its metrics (Prometheus text: backlog, replicas, scalings per service).
+    #[arg(long, env = "WALKOFF_METRICS_LISTEN", value_name = "ADDRESS")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// Scale each app service of the swarm (label `walkoff.app`) by its backlog and its resources,
@@ -494,6 +497,20 @@ pub async fn autoscale(args: AutoscaleArgs) -> ExitCode {
         },
         Err(e) => return invalid([format!("--redis: {e}")]),
     };
+    if let Some(address) = args.metrics {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => {
+                tokio::spawn(walkoff_stack::docker::serve_metrics(
+                    listener,
+                    scaler.metrics.clone(),
+                ));
+            }
+            Err(e) => {
+                eprintln!("error: cannot serve metrics on {address}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     eprintln!(
         "autoscaling the app services of this swarm from {} every {} s",
         redact(&args.redis.redis),

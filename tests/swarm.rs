@@ -304,6 +304,7 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
     let stack_file = swarm.dir.path().join("walkoff-host.yml");
     host_network_stack(&stack_file);
     let gateway_port = free_port();
+    let metrics_port = free_port();
     let mut deploy = swarm.command();
     deploy
         .args(["stack", "deploy", "--compose-file"])
@@ -319,7 +320,8 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
         .env(
             "WALKOFF_DOCKER_SOCKET",
             swarm.dir.path().join("docker.sock"),
-        );
+        )
+        .env("WALKOFF_AUTOSCALE_METRICS_PORT", metrics_port.to_string());
     run(&mut deploy);
 
     // Every service healthy: as many running, healthy containers as replicas asked for.
@@ -548,6 +550,27 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
         "scaled up to {most} replicas {:.1} s after the burst; back to 1 {:.1} s after it was done",
         scaled_up_after.as_secs_f64(),
         idle.elapsed().as_secs_f64()
+    );
+
+    // Its decisions are metrics too.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = |direction: &str| {
+        let line = format!("walkoff_autoscale_scaled_total{{service=\"walkoff_app_basics_1_0_0\",direction=\"{direction}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {direction} count in the metrics:\n{metrics}"))
+    };
+    assert!(counted("up") >= 1 && counted("down") >= 1, "{metrics}");
+    assert!(
+        metrics.contains("walkoff_autoscale_replicas{service=\"walkoff_app_basics_1_0_0\"} 1"),
+        "{metrics}"
     );
 
     // Down, with everything it made: nothing is left.
