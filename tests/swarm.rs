@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+const REDIS_PASSWORD: &str = "redis-password-1";
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -282,7 +284,7 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
         ),
         ("walkoff_admin_password", admin_password),
         ("walkoff_super_admin_password", "swarm super admin password"),
-        ("walkoff_redis_password", "redis-password-1"),
+        ("walkoff_redis_password", REDIS_PASSWORD),
         ("walkoff_postgres_password", "postgres-password-1"),
     ] {
         let mut create = swarm.command();
@@ -305,6 +307,7 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
     host_network_stack(&stack_file);
     let gateway_port = free_port();
     let metrics_port = free_port();
+    let redis_port = free_port();
     let mut deploy = swarm.command();
     deploy
         .args(["stack", "deploy", "--compose-file"])
@@ -313,7 +316,7 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
         .env("WALKOFF_BIND", "127.0.0.1")
         .env("WALKOFF_REUSE_PORT", "true")
         .env("WALKOFF_REDIS_HOST", "127.0.0.1")
-        .env("WALKOFF_REDIS_PORT", free_port().to_string())
+        .env("WALKOFF_REDIS_PORT", redis_port.to_string())
         .env("WALKOFF_POSTGRES_HOST", "127.0.0.1")
         .env("WALKOFF_POSTGRES_PORT", free_port().to_string())
         .env("WALKOFF_GATEWAY_PORT", gateway_port.to_string())
@@ -573,6 +576,12 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
         "{metrics}"
     );
 
+    // With WALKOFF_SWARM_BURST_OUT=DIR: a burst of 10,000 actions, charted (docs/benchmarks.md).
+    if let Ok(out) = std::env::var("WALKOFF_SWARM_BURST_OUT") {
+        let redis = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_port}");
+        burst_chart(&url, &token, &redis, metrics_port, Path::new(&out)).await;
+    }
+
     // Down, with everything it made: nothing is left.
     swarm.ok(&["stack", "rm", "walkoff"]);
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -598,4 +607,202 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
         !bridge.status.success(),
         "Swarm's bridge is left on the host"
     );
+}
+
+/// One sample of a burst: seconds since it began, the app's backlog (read from Redis), its
+/// replicas (from the autoscaler's metrics) and the actions of completed executions.
+struct Sample {
+    at: f64,
+    backlog: u64,
+    replicas: u64,
+    completed: u64,
+}
+
+fn metric(metrics: &str, name: &str) -> u64 {
+    let prefix = format!("{name}{{service=\"walkoff_app_basics_1_0_0\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 100 executions of one parallel action over 100 items (all in flight at once): 10,000 actions
+/// for the app's executors, sampled every 100 ms until the service is back to one replica, then
+/// written as `samples.csv`, `burst.svg` and `summary.md` in `out`.
+async fn burst_chart(url: &str, token: &str, redis: &str, metrics_port: u16, out: &Path) {
+    const EXECUTIONS: u64 = 100;
+    const SHARDS: u64 = 100;
+    std::fs::create_dir_all(out).unwrap();
+    let fan = json!({
+        "id": "fan", "name": "Fan out", "start": "each",
+        "nodes": [{"label": "each", "kind": "action", "app": "basics", "action": "echo_array",
+                   "parallelized": true, "concurrency": SHARDS,
+                   "parameters": [{"name": "data", "value": (0..SHARDS).collect::<Vec<_>>(), "parallelized": true}]}],
+        "branches": []
+    });
+    let id = graphql(
+        url,
+        Some(token),
+        "mutation($j: JSON!) { importWorkflow(json: $j) { id } }",
+        json!({"j": fan}),
+    )
+    .await["importWorkflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let begin = Instant::now();
+    let mut connection = redis::Client::open(redis)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys = walkoff_dataflow::bus::RedisKeys::new("walkoff");
+    let basics = walkoff_schema::AppRef {
+        name: "basics".into(),
+        version: "1.0.0".into(),
+    };
+    let sampler = {
+        let (url, token, id) = (url.to_string(), token.to_string(), id.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut done_at: Option<Instant> = None;
+            loop {
+                let metrics =
+                    match reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics")).await {
+                        Ok(r) => r.text().await.unwrap_or_default(),
+                        Err(_) => String::new(),
+                    };
+                let completed = graphql(
+                    &url,
+                    Some(&token),
+                    "query($w: ID!) { executions(first: 200, filter: {workflowId: $w, statuses: [COMPLETED]}) { nodes { id } } }",
+                    json!({"w": id}),
+                )
+                .await["executions"]["nodes"]
+                    .as_array()
+                    .map_or(0, |n| n.len() as u64);
+                let sample = Sample {
+                    at: begin.elapsed().as_secs_f64(),
+                    backlog: walkoff_stack::app_backlog(&mut connection, &keys, &basics)
+                        .await
+                        .map_or(0, |b| b.total()),
+                    replicas: metric(&metrics, "walkoff_autoscale_replicas"),
+                    completed: completed * SHARDS,
+                };
+                let finished = sample.completed == EXECUTIONS * SHARDS;
+                let at_min = sample.replicas == 1;
+                samples.push(sample);
+                if finished {
+                    let since = *done_at.get_or_insert_with(Instant::now);
+                    if at_min || since.elapsed() > Duration::from_secs(60) {
+                        return samples;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    for _ in 0..EXECUTIONS {
+        graphql(
+            url,
+            Some(token),
+            "mutation($id: ID!) { executeWorkflow(workflowId: $id) { id } }",
+            json!({"id": id}),
+        )
+        .await;
+    }
+    let submitted = begin.elapsed().as_secs_f64();
+    let samples = sampler.await.unwrap();
+
+    let mut csv = String::from("seconds,backlog,replicas,actions_completed\n");
+    for s in &samples {
+        csv.push_str(&format!(
+            "{:.2},{},{},{}\n",
+            s.at, s.backlog, s.replicas, s.completed
+        ));
+    }
+    std::fs::write(out.join("samples.csv"), csv).unwrap();
+    let peak_backlog = samples.iter().map(|s| s.backlog).max().unwrap_or(0);
+    let most = samples.iter().map(|s| s.replicas).max().unwrap_or(0);
+    let first_up = samples.iter().find(|s| s.replicas > 1).map(|s| s.at);
+    let all_done = samples
+        .iter()
+        .find(|s| s.completed == EXECUTIONS * SHARDS)
+        .map(|s| s.at);
+    let back_down = samples.last().map(|s| s.at);
+    std::fs::write(
+        out.join("summary.md"),
+        format!(
+            "# A burst of {} actions on the swarm\n\n{EXECUTIONS} executions of one parallel `echo_array` over {SHARDS} items, submitted through the gateways in {submitted:.1} s; sampled every 100 ms (backlog from Redis, replicas from the autoscaler's metrics, completions from the API).\n\n| | |\n|---|---|\n| peak backlog | {peak_backlog} |\n| most replicas | {most} |\n| first scaled up | {} |\n| every action done | {} |\n| back to one replica | {} |\n",
+            EXECUTIONS * SHARDS,
+            first_up.map_or("never".into(), |t| format!("{t:.1} s")),
+            all_done.map_or("never".into(), |t| format!("{t:.1} s")),
+            back_down.map_or("never".into(), |t| format!("{t:.1} s")),
+        ),
+    )
+    .unwrap();
+    draw_burst(&out.join("burst.svg"), &samples).unwrap();
+}
+
+fn draw_burst(path: &Path, samples: &[Sample]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (900, 640)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(420);
+    let x_max = samples.last().map_or(1.0, |s| s.at).max(1.0);
+    let y_max = samples
+        .iter()
+        .map(|s| s.backlog.max(s.completed))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.05;
+    let mut chart = ChartBuilder::on(&top)
+        .caption("A burst of 10,000 actions on the swarm", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+    chart.configure_mesh().y_desc("actions").draw()?;
+    for (label, color, value) in [
+        (
+            "backlog (waiting + in hand)",
+            RED,
+            (|s: &Sample| s.backlog) as fn(&Sample) -> u64,
+        ),
+        ("actions of completed executions", BLUE, |s: &Sample| {
+            s.completed
+        }),
+    ] {
+        chart
+            .draw_series(LineSeries::new(
+                samples.iter().map(|s| (s.at, value(s) as f64)),
+                color.stroke_width(2),
+            ))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+    let most = samples.iter().map(|s| s.replicas).max().unwrap_or(1).max(1) as f64 + 1.0;
+    let mut replicas = ChartBuilder::on(&bottom)
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, 0f64..most)?;
+    replicas
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("executor replicas")
+        .draw()?;
+    replicas.draw_series(LineSeries::new(
+        samples.iter().map(|s| (s.at, s.replicas as f64)),
+        GREEN.stroke_width(2),
+    ))?;
+    root.present()?;
+    Ok(())
 }
