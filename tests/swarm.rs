@@ -253,6 +253,68 @@ async fn graphql(url: &str, token: Option<&str>, query: &str, variables: Value) 
     body["data"].clone()
 }
 
+/// The gateways' API as the test uses it: a token, workflows imported, runs started and awaited.
+struct Api {
+    url: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, query: &str, variables: Value) -> Value {
+        graphql(&self.url, Some(&self.token), query, variables).await
+    }
+
+    async fn import(&self, workflow: Value) -> String {
+        let imported = self
+            .call(
+                "mutation($j: JSON!) { importWorkflow(json: $j) { id } }",
+                json!({"j": workflow}),
+            )
+            .await;
+        imported["importWorkflow"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn run(&self, workflow: &str) -> String {
+        let started = self
+            .call(
+                "mutation($id: ID!) { executeWorkflow(workflowId: $id) { id } }",
+                json!({"id": workflow}),
+            )
+            .await;
+        started["executeWorkflow"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Waits until `execution` has COMPLETED (and fails the test if it fails or takes too long).
+    async fn completed(&self, execution: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self
+                .call(
+                    "query($id: ID!) { execution(id: $id) { status } }",
+                    json!({"id": execution}),
+                )
+                .await;
+            match status["execution"]["status"].as_str().unwrap() {
+                "COMPLETED" => return,
+                "FAILED" | "ABORTED" => panic!("{execution}: {status}"),
+                _ => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{execution} did not complete: {status}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed() {
     let swarm = Swarm::start();
@@ -363,6 +425,10 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
     )
     .await;
     let token = login["login"]["accessToken"].as_str().unwrap().to_string();
+    let api = Api {
+        url: url.clone(),
+        token,
+    };
     let workflow = json!({
         "id": "slow-chain", "name": "Slow chain", "start": "one",
         "nodes": [
@@ -372,31 +438,10 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
         ],
         "branches": [{"from": "one", "to": "two"}, {"from": "two", "to": "three"}]
     });
-    let id = graphql(
-        &url,
-        Some(&token),
-        "mutation($j: JSON!) { importWorkflow(json: $j) { id } }",
-        json!({"j": workflow}),
-    )
-    .await["importWorkflow"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = api.import(workflow).await;
     let mut executions = Vec::new();
     for _ in 0..20 {
-        let started = graphql(
-            &url,
-            Some(&token),
-            "mutation($id: ID!) { executeWorkflow(workflowId: $id) { id } }",
-            json!({"id": id}),
-        )
-        .await;
-        executions.push(
-            started["executeWorkflow"]["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        executions.push(api.run(&id).await);
     }
     // Mid-run: a worker and the executor killed outright; Swarm starts others.
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -407,35 +452,14 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
 
     // Every execution completes, and exactly once: one final event each, each node's success
     // recorded once.
-    let deadline = Instant::now() + Duration::from_secs(180);
     for execution in &executions {
-        loop {
-            let status = graphql(
-                &url,
-                Some(&token),
-                "query($id: ID!) { execution(id: $id) { status } }",
+        api.completed(execution, Duration::from_secs(180)).await;
+        let events = api
+            .call(
+                "query($id: ID!) { execution(id: $id) { events { subject status label } } }",
                 json!({"id": execution}),
             )
             .await;
-            match status["execution"]["status"].as_str().unwrap() {
-                "COMPLETED" => break,
-                "FAILED" | "ABORTED" => panic!("{execution}: {status}"),
-                _ => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "{execution} did not complete: {status}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-        let events = graphql(
-            &url,
-            Some(&token),
-            "query($id: ID!) { execution(id: $id) { events { subject status label } } }",
-            json!({"id": execution}),
-        )
-        .await;
         let events = events["execution"]["events"].as_array().unwrap();
         let count = |subject: &str, status: &str, label: Option<&str>| {
             events
@@ -482,31 +506,10 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
         "nodes": [{"label": "wait", "kind": "action", "app": "basics", "action": "pause", "parameters": [{"name": "seconds", "value": 1}]}],
         "branches": []
     });
-    let burst_id = graphql(
-        &url,
-        Some(&token),
-        "mutation($j: JSON!) { importWorkflow(json: $j) { id } }",
-        json!({"j": burst}),
-    )
-    .await["importWorkflow"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let burst_id = api.import(burst).await;
     let mut burst_runs = Vec::new();
     for _ in 0..80 {
-        let started = graphql(
-            &url,
-            Some(&token),
-            "mutation($id: ID!) { executeWorkflow(workflowId: $id) { id } }",
-            json!({"id": burst_id}),
-        )
-        .await;
-        burst_runs.push(
-            started["executeWorkflow"]["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        burst_runs.push(api.run(&burst_id).await);
     }
     let submitted = Instant::now();
     while replicas() < 2 {
@@ -519,27 +522,7 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
     let scaled_up_after = submitted.elapsed();
     let most = replicas();
     for execution in &burst_runs {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let status = graphql(
-                &url,
-                Some(&token),
-                "query($id: ID!) { execution(id: $id) { status } }",
-                json!({"id": execution}),
-            )
-            .await;
-            match status["execution"]["status"].as_str().unwrap() {
-                "COMPLETED" => break,
-                "FAILED" | "ABORTED" => panic!("{execution}: {status}"),
-                _ => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "{execution} did not complete: {status}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-            }
-        }
+        api.completed(execution, Duration::from_secs(120)).await;
     }
     let idle = Instant::now();
     while replicas() > 1 {
@@ -579,7 +562,7 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
     // With WALKOFF_SWARM_BURST_OUT=DIR: a burst of 10,000 actions, charted (docs/benchmarks.md).
     if let Ok(out) = std::env::var("WALKOFF_SWARM_BURST_OUT") {
         let redis = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{redis_port}");
-        burst_chart(&url, &token, &redis, metrics_port, Path::new(&out)).await;
+        burst_chart(&api, &redis, metrics_port, Path::new(&out)).await;
     }
 
     // Down, with everything it made: nothing is left.
@@ -630,7 +613,7 @@ fn metric(metrics: &str, name: &str) -> u64 {
 /// 100 executions of one parallel action over 100 items (all in flight at once): 10,000 actions
 /// for the app's executors, sampled every 100 ms until the service is back to one replica, then
 /// written as `samples.csv`, `burst.svg` and `summary.md` in `out`.
-async fn burst_chart(url: &str, token: &str, redis: &str, metrics_port: u16, out: &Path) {
+async fn burst_chart(api: &Api, redis: &str, metrics_port: u16, out: &Path) {
     const EXECUTIONS: u64 = 100;
     const SHARDS: u64 = 100;
     std::fs::create_dir_all(out).unwrap();
@@ -641,16 +624,7 @@ async fn burst_chart(url: &str, token: &str, redis: &str, metrics_port: u16, out
                    "parameters": [{"name": "data", "value": (0..SHARDS).collect::<Vec<_>>(), "parallelized": true}]}],
         "branches": []
     });
-    let id = graphql(
-        url,
-        Some(token),
-        "mutation($j: JSON!) { importWorkflow(json: $j) { id } }",
-        json!({"j": fan}),
-    )
-    .await["importWorkflow"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = api.import(fan).await;
     let begin = Instant::now();
     let mut connection = redis::Client::open(redis)
         .unwrap()
@@ -663,7 +637,7 @@ async fn burst_chart(url: &str, token: &str, redis: &str, metrics_port: u16, out
         version: "1.0.0".into(),
     };
     let sampler = {
-        let (url, token, id) = (url.to_string(), token.to_string(), id.clone());
+        let (url, token, id) = (api.url.clone(), api.token.clone(), id.clone());
         tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut done_at: Option<Instant> = None;
@@ -704,13 +678,7 @@ async fn burst_chart(url: &str, token: &str, redis: &str, metrics_port: u16, out
         })
     };
     for _ in 0..EXECUTIONS {
-        graphql(
-            url,
-            Some(token),
-            "mutation($id: ID!) { executeWorkflow(workflowId: $id) { id } }",
-            json!({"id": id}),
-        )
-        .await;
+        api.run(&id).await;
     }
     let submitted = begin.elapsed().as_secs_f64();
     let samples = sampler.await.unwrap();
