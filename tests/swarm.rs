@@ -215,11 +215,27 @@ impl Drop for Swarm {
             .args(["-TERM", &self.dockerd.id().to_string()])
             .status();
         let _ = self.dockerd.wait();
+        // dockerd leaves network namespaces mounted under its exec root: unmount them, so the
+        // directory (with every image in it) can be removed.
+        for mountpoint in mounts_under(self.dir.path()).into_iter().rev() {
+            let _ = Command::new("umount").arg(&mountpoint).status();
+        }
         // Swarm makes this bridge even with --bridge=none.
         let _ = Command::new("ip")
             .args(["link", "del", "docker_gwbridge"])
             .status();
     }
+}
+
+/// The mount points at or below `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .filter(|mountpoint| Path::new(mountpoint).starts_with(dir))
+        .map(str::to_string)
+        .collect()
 }
 
 /// `stack/walkoff.yml` with every service on the host's network instead of the overlay one, and
@@ -581,7 +597,14 @@ async fn the_stack_runs_on_a_real_swarm_and_loses_nothing_when_tasks_are_killed(
     assert!(swarm.lines(&["service", "ls", "-q"]).is_empty());
     assert!(swarm.lines(&["secret", "ls", "-q"]).is_empty());
     assert!(swarm.lines(&["volume", "ls", "-q"]).is_empty());
+    let root = swarm.dir.path().to_path_buf();
     drop(swarm);
+    assert!(
+        mounts_under(&root).is_empty(),
+        "mounts left under {}",
+        root.display()
+    );
+    assert!(!root.exists(), "{} is left", root.display());
     let bridge = Command::new("ip")
         .args(["link", "show", "docker_gwbridge"])
         .output()
