@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bollard::models::{Service, ServiceSpecMode, ServiceSpecModeReplicated, TaskState};
+use bollard::models::{Service, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskState};
 use bollard::query_parameters::{
     ListServicesOptionsBuilder, ListTasksOptionsBuilder, StatsOptionsBuilder,
     UpdateServiceOptionsBuilder,
@@ -41,8 +41,8 @@ fn resources(object: Option<&bollard::models::ResourceObject>) -> Resources {
     }
 }
 
-/// CPU and memory of every ready, active node, less what running tasks reserve.
-async fn free_resources(docker: &Docker) -> Result<Resources, AutoscaleError> {
+/// CPU and memory of every ready, active node, less what `running` tasks reserve.
+async fn free_resources(docker: &Docker, running: &[Task]) -> Result<Resources, AutoscaleError> {
     let mut free = Resources::default();
     for node in docker.list_nodes(None).await? {
         let ready = node
@@ -61,10 +61,7 @@ async fn free_resources(docker: &Docker) -> Result<Resources, AutoscaleError> {
             free.memory_bytes += capacity.memory_bytes;
         }
     }
-    let running = ListTasksOptionsBuilder::new()
-        .filters(&HashMap::from([("desired-state", vec!["running"])]))
-        .build();
-    for task in docker.list_tasks(Some(running)).await? {
+    for task in running {
         let reserved = resources(
             task.spec
                 .as_ref()
@@ -283,7 +280,12 @@ impl SwarmAutoscaler {
         let services = self.docker.list_services(Some(apps)).await?;
         // Containers gone since the last pass are forgotten below (only those seen now are kept).
         let mut seen_containers = std::collections::HashSet::new();
-        let free = free_resources(&self.docker).await?;
+        // Every task meant to run, read once: what they reserve, and each service's containers.
+        let running = ListTasksOptionsBuilder::new()
+            .filters(&HashMap::from([("desired-state", vec!["running"])]))
+            .build();
+        let running = self.docker.list_tasks(Some(running)).await?;
+        let free = free_resources(&self.docker, &running).await?;
         let mut passes = Vec::new();
         for service in services {
             let Some(spec) = service.spec.as_ref() else {
@@ -333,19 +335,18 @@ impl SwarmAutoscaler {
             scaler.policy = policy;
 
             let backlog = app_backlog(redis, &self.keys, &app).await?.total();
-            let running = ListTasksOptionsBuilder::new()
-                .filters(&HashMap::from([
-                    ("service", vec![name.as_str()]),
-                    ("desired-state", vec!["running"]),
-                ]))
-                .build();
-            let containers: Vec<String> = self
-                .docker
-                .list_tasks(Some(running))
-                .await?
-                .into_iter()
+            let containers: Vec<String> = running
+                .iter()
+                .filter(|t| t.service_id.is_some() && t.service_id == service.id)
                 .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING))
-                .filter_map(|t| t.status?.container_status?.container_id)
+                .filter_map(|t| {
+                    t.status
+                        .as_ref()?
+                        .container_status
+                        .as_ref()?
+                        .container_id
+                        .clone()
+                })
                 .collect();
             // CPU from the counters' change since the last pass (a pass never waits for a
             // second sample); a task's first pass counts it idle.
