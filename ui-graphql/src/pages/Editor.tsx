@@ -1,11 +1,11 @@
-import { memo, useCallback, useEffect, useMemo, useState } from 'react';
+import { memo, useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { useClient, useMutation, useQuery } from 'urql';
 import { Background, Controls, Position, ReactFlow, type Connection, type Edge, type Node, type NodeChange } from '@xyflow/react';
 import '@xyflow/react/dist/style.css';
 import { graphql } from '../gql';
 import { Problems } from '../components';
 import { LARGE_GRAPH, layout, viewportAt, type Point } from '../layout';
-import { useFlowNodes } from '../measured';
+import { useMeasured } from '../measured';
 import { Inspector, type CatalogueApp, type Problem } from '../editor/Inspector';
 import { Permissions, RunForm, Variables, type PermissionsValue } from '../editor/Panels';
 import { addBranch, addNode, newId, removeBranch, removeNode, toStored, uniqueLabel, type DocNode, type Document } from '../editor/model';
@@ -261,13 +261,16 @@ export function Editor({ id }: { id: string }) {
   }, [problems]);
 
   // A node object is made again only when something drawn of it changed (React Flow redraws those).
-  const { node: flowNode, record } = useFlowNodes();
+  const drawn = useRef(new Map<string, { key: unknown[]; node: Node }>());
+  const { sizes, record } = useMeasured();
   const nodes: Node[] = useMemo(
     () =>
       (document?.nodes ?? []).map((node) => {
         const count = problemsByNode.get(node.id)?.length ?? 0;
-        const inputs = [node, positions.get(node.id), count, node.id === selected, document?.start === node.id];
-        return flowNode(node.id, inputs, () => ({
+        const key = [node, positions.get(node.id), count, node.id === selected, document?.start === node.id];
+        const cached = drawn.current.get(node.id);
+        if (cached && cached.key.every((k, i) => k === key[i])) return cached.node;
+        const made: Node = {
           id: node.id,
           position: positions.get(node.id) ?? { x: 0, y: 0 },
           sourcePosition: Position.Right,
@@ -284,9 +287,12 @@ export function Editor({ id }: { id: string }) {
           className: `flow-node kind-${node.kind}${count ? ' has-problems' : ''}${document?.start === node.id ? ' start' : ''}`,
           ariaLabel: `${node.label} (${node.kind}${count ? `, ${count} problems` : ''})`,
           selected: node.id === selected,
-        }));
+          measured: sizes.get(node.id),
+        };
+        drawn.current.set(node.id, { key, node: made });
+        return made;
       }),
-    [document, positions, problemsByNode, selected, flowNode],
+    [document, positions, problemsByNode, selected, sizes],
   );
   const edges: Edge[] = useMemo(
     () =>

@@ -7,7 +7,7 @@ import { subscribeDirectly } from '../client';
 import type { Status } from '../gql/graphql';
 import { SchemaForm, formable } from '../SchemaForm';
 import { LARGE_GRAPH, layout, viewportAt } from '../layout';
-import { useFlowNodes } from '../measured';
+import { useMeasured } from '../measured';
 
 const ExecutionDetail = graphql(`
   query ExecutionDetail($id: ID!) {
@@ -244,33 +244,36 @@ export function ExecutionView({ id }: { id: string }) {
   );
   // A node object is made again only when its state or selection changed, so React Flow redraws
   // just those nodes.
-  const { node: flowNode, record } = useFlowNodes();
+  const drawn = useRef(new Map<string, { state?: NodeState; selected: boolean; node: Node }>());
+  const { sizes, record } = useMeasured();
   const nodes: Node[] = useMemo(
     () =>
       (workflow?.nodes ?? []).map((node) => {
         const state = states.get(node.id);
         const isSelected = node.id === selected;
-        const position = positions.get(node.id);
-        return flowNode(node.id, [state, isSelected, position], () => {
-          const status = state?.status ?? 'PENDING';
-          const attempt =
-            status === 'EXECUTING' && state?.attempt && state.attempt > 1 ? ` · attempt ${state.attempt}` : '';
-          return {
-            id: node.id,
-            position: position ?? { x: 0, y: 0 },
-            sourcePosition: Position.Right,
-            targetPosition: Position.Left,
-            data: { label: `${node.label}${attempt}` },
-            className: `flow-node status-${status.toLowerCase()}`,
-            ariaLabel: `${node.label}: ${status}${attempt}`,
-            selected: isSelected,
-          };
-        });
+        const cached = drawn.current.get(node.id);
+        if (cached && cached.state === state && cached.selected === isSelected) return cached.node;
+        const status = state?.status ?? 'PENDING';
+        const attempt = status === 'EXECUTING' && state?.attempt && state.attempt > 1 ? ` · attempt ${state.attempt}` : '';
+        const drawnNode: Node = {
+          id: node.id,
+          position: positions.get(node.id) ?? { x: 0, y: 0 },
+          sourcePosition: Position.Right,
+          targetPosition: Position.Left,
+          data: { label: `${node.label}${attempt}` },
+          className: `flow-node status-${status.toLowerCase()}`,
+          ariaLabel: `${node.label}: ${status}${attempt}`,
+          selected: isSelected,
+          measured: sizes.get(node.id),
+        };
+        drawn.current.set(node.id, { state, selected: isSelected, node: drawnNode });
+        return drawnNode;
       }),
     // `version` moves with every batch (`states` is updated in place).
     // eslint-disable-next-line react-hooks/exhaustive-deps
-    [workflow, states, version, selected, positions, flowNode],
+    [workflow, states, version, selected, positions, sizes],
   );
+  useEffect(() => drawn.current.clear(), [positions]);
   const edges: Edge[] = useMemo(
     () => branches.map((b, i) => ({ id: `e${i}`, source: b.from, target: b.to })),
     [branches],
